@@ -1,0 +1,158 @@
+"""One typed model for params.yaml: every knob in one place, validated with clear messages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from headstart.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Section):
+    dir: str = "data/fashion-mnist"
+    test_dir: str | None = None
+
+
+class ValidateParams(_Section):
+    allowed_modes: list[str] = Field(
+        default_factory=lambda: ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr", "I;16", "I"]
+    )
+    min_side: int = Field(8, ge=1)
+    max_side: int = Field(8192, ge=1)
+    max_pixels: int = Field(50_000_000, ge=1)
+    min_per_class: int = Field(2, ge=1)
+    max_imbalance_ratio: float = Field(20.0, ge=1.0)
+    expected_classes: list[str] | None = None
+    workers: int = Field(4, ge=1)
+
+
+class SplitParams(_Section):
+    seed: int = 42
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> SplitParams:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("split.val_fraction + split.test_fraction must be below 1 to leave training images")
+        return self
+
+
+class HeadParams(_Section):
+    pool: Literal["avg", "max", "avgmax", "catavgmax"] = "avg"
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    hidden: list[int] = Field(default_factory=list)
+
+
+class ModelParams(_Section):
+    backbone: str = "tf_efficientnet_lite0"
+    weights: str = "package:efficientnet-lite0"
+    input_size: int | None = Field(64, ge=16)
+    head: HeadParams = HeadParams()
+
+
+class TrainParams(_Section):
+    scenario: Literal["finetune"] = "finetune"
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.02, ge=0)
+    warmup_epochs: int = Field(1, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    freeze_stages: int = Field(2, ge=0)
+    bn: Literal["trained", "frozen"] = "trained"
+    seed: int = 0
+    num_workers: int = Field(2, ge=0)
+    threads: int | None = Field(None, ge=1)
+
+
+class EvaluateParams(_Section):
+    batch_size: int = Field(64, ge=1)
+
+
+class Params(_Section):
+    """The whole of params.yaml."""
+
+    data: DataParams = DataParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    split: SplitParams = SplitParams()
+    augment: dict[str, Any] = Field(default_factory=dict)
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("augment")
+    @classmethod
+    def _augment_is_serialised_albumentations(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value and "transform" not in value:
+            raise ValueError("augment must be albumentations' serialised form (A.to_dict): a 'transform' key")
+        return value
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict with the file's own key names (``validate``, not ``validate_``)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def digest(self) -> str:
+        """Stable sha256 of the effective params, recorded in lineage."""
+        blob = json.dumps(self.as_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and a YAML-parsed value."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``key.path=value`` override set (as ``dvc exp run -S``)."""
+    result = json.loads(json.dumps(raw))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
+    """Validate a raw dict; errors name each bad key and what is wrong with it."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{source}: invalid parameters"]
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]).replace("validate_", "validate")
+            lines.append(f"  {key}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_params(path: Path | str = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Read params.yaml, apply ``--set`` overrides, and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found; pass --params FILE or run from the project root")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return params_from_dict(apply_overrides(raw, overrides or []), source=str(path))

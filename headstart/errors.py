@@ -1,0 +1,25 @@
+"""The small error hierarchy: every message says what is wrong and what to change."""
+
+
+class HeadstartError(Exception):
+    """Base class; the CLI prints these as one clear line instead of a traceback."""
+
+
+class ConfigError(HeadstartError):
+    """params.yaml or a --set override is invalid."""
+
+
+class DataError(HeadstartError):
+    """A dataset is missing, unreadable or not laid out as class-per-folder."""
+
+
+class ValidationFailed(HeadstartError):
+    """The dataset failed its validation suite; the report names each failure."""
+
+
+class WeightsError(HeadstartError):
+    """Pretrained weights could not be found or do not fit the backbone."""
+
+
+class ToolError(HeadstartError):
+    """An external tool (apt, dpkg, git, dvc) is unavailable or failed."""

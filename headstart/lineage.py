@@ -1,0 +1,48 @@
+"""Lineage that travels with every model: code, data, params, run and package versions."""
+
+from __future__ import annotations
+
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("headstart", "torch", "torchvision", "timm", "albumentations", "scikit-learn", "prefect", "dvc")
+
+
+def git_commit(cwd: Path) -> str | None:
+    """HEAD's commit with ``-dirty`` when the tree has changes; None outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{sha}-dirty" if dirty else sha
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that decide what a model is."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def collect(
+    cwd: Path, data_md5: str | None, test_md5: str | None, params_digest: str, flow_run_id: str | None
+) -> dict:
+    """The lineage record stored in the model config and the run summary."""
+    return {
+        "git_commit": git_commit(cwd),
+        "data_md5": data_md5,
+        "test_data_md5": test_md5,
+        "params_sha256": params_digest,
+        "flow_run_id": flow_run_id,
+        "packages": package_versions(),
+    }

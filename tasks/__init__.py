@@ -1,0 +1,1 @@
+"""Pipeline steps: plain functions with typed inputs and outputs, one step per module."""

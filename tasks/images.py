@@ -1,0 +1,58 @@
+"""Opening images safely and normalising every supported mode to 8-bit RGB."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Modes with more than 8 bits per sample: scaled down to 8 bits, not clipped.
+_WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+class ImageTooLarge(ValueError):
+    """The header claims more pixels than allowed; raised before any pixel is decoded."""
+
+
+def open_checked(path: Path, max_pixels: int) -> Image.Image:
+    """Open lazily and refuse images whose header claims more than ``max_pixels`` (nothing is allocated)."""
+    with warnings.catch_warnings():
+        # Pillow warns, then raises, above its own bomb limit; our own limit below names the file instead.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge(f"header claims too many pixels ({exc})") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise ImageTooLarge(f"header claims {width}x{height} = {width * height} pixels, over {max_pixels}")
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation and convert any mode to RGB.
+
+    16-bit and 32-bit grey are rescaled to 8 bits; transparency (RGBA, LA, palette with a transparent
+    index) is composited onto black, the same fill the augmentations use; CMYK and YCbCr go through
+    Pillow's conversions.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _WIDE_MODES:
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+        grey = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info or image.mode in ("LA", "PA", "RGBA", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_rgb_array(path: Path, max_pixels: int = 50_000_000) -> np.ndarray:
+    """Decode ``path`` into an HxWx3 uint8 array, normalised as :func:`to_rgb` describes."""
+    with open_checked(path, max_pixels) as image:
+        return np.asarray(to_rgb(image))
