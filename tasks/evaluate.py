@@ -15,6 +15,7 @@ from headstart.errors import DataError
 from tasks.augment import build_transform
 from tasks.dataset import ImageTable, make_loader
 from tasks.model_io import load_model
+from tasks.split import load_split
 
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion.csv"
@@ -83,3 +84,12 @@ def save_metrics(metrics: dict, pred: Predictions, classes: list[str], out_dir: 
         {"actual": [classes[i] for i in pred.y_true], "predicted": [classes[i] for i in pred.y_pred]}
     ).to_csv(confusion_path, index=False)
     return metrics_path, confusion_path
+
+
+def evaluate_model(model_dir: Path, split_csv: Path, out_dir: Path, batch_size: int = 64) -> dict:
+    """The evaluate step: score on the test split, write metrics and the confusion plot data."""
+    from tasks.model_io import read_config
+
+    metrics, pred = evaluate(model_dir, load_split(split_csv), batch_size)
+    save_metrics(metrics, pred, read_config(model_dir).classes, out_dir)
+    return metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -24,12 +25,19 @@ def open_checked(path: Path, max_pixels: int) -> Image.Image:
         try:
             image = Image.open(path)
         except Image.DecompressionBombError as exc:
-            raise ImageTooLarge(f"header claims too many pixels ({exc})") from None
+            # Pillow refuses before exposing the size; its message carries the pixel count.
+            claimed = re.search(r"\((\d+) pixels\)", str(exc))
+            raise ImageTooLarge(_too_large(int(claimed[1]) if claimed else None, max_pixels)) from None
     width, height = image.size
     if width * height > max_pixels:
         image.close()
-        raise ImageTooLarge(f"header claims {width}x{height} = {width * height} pixels, over {max_pixels}")
+        raise ImageTooLarge(_too_large(width * height, max_pixels, f"{width}x{height} = "))
     return image
+
+
+def _too_large(pixels: int | None, max_pixels: int, dims: str = "") -> str:
+    claim = f"{dims}{pixels} pixels" if pixels else "more pixels than Pillow allows"
+    return f"image too large: header claims {claim}, over validate.max_pixels={max_pixels}; not decoded"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

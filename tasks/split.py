@@ -90,3 +90,15 @@ def load_split(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: split file not found; run the split step first")
     return pd.read_csv(path, dtype=str)
+
+
+def split_dataset(
+    manifest_csv: Path, root: Path, params: SplitParams, out_path: Path,
+    test_manifest_csv: Path | None = None, test_root: Path | None = None,
+) -> SplitResult:  # fmt: skip
+    """The split step: read the validate step's manifest(s), split, write the split table."""
+    read = lambda p: pd.read_csv(p, dtype={"path": str, "label": str, "sha256": str, "error": str})  # noqa: E731
+    test_manifest = read(test_manifest_csv) if test_manifest_csv else None
+    result = make_split(read(manifest_csv), root, params, test_manifest, test_root)
+    save_split(result, out_path)
+    return result

@@ -145,3 +145,10 @@ def write_curves(history: list[dict[str, float]], path: Path) -> Path:
         writer.writeheader()
         writer.writerows(history)
     return path
+
+
+def train_model(split_csv: Path, params: Params, out_dir: Path, lineage: dict) -> TrainResult:
+    """The train step: read the split table and fine-tune."""
+    from tasks.split import load_split
+
+    return train(load_split(split_csv), params, out_dir, lineage)

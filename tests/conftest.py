@@ -1,0 +1,60 @@
+"""Shared fixtures: the demo data, temporary git + DVC workspaces, and one Prefect test server per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+# Before albumentations/prefect/dvc are imported: no phoning home from tests.
+for _key, _value in {
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(os.sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def fashion_idx_dir() -> Path:
+    """The Fashion-MNIST IDX folder (fetched once into the user cache with apt-get download)."""
+    from headstart.paths import cache_dir
+    from tasks.fashion_mnist import locate_idx_dir
+
+    return locate_idx_dir(cache_dir() / "debs")
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh git + DVC repository with the project's params.yaml and a local DVC remote; cwd is set to it."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    _git(root, "init", "-q")
+    _git(root, "config", "user.email", "tests@headstart.invalid")
+    _git(root, "config", "user.name", "headstart tests")
+    subprocess.run([str(VENV_BIN / "dvc"), "init", "-q"], cwd=root, check=True, capture_output=True)
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    monkeypatch.setenv("HEADSTART_DVC_REMOTE", str(tmp_path / "remote"))
+    monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(root)
+    return root
