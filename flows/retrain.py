@@ -59,11 +59,19 @@ def retrain(
         _require_valid(validate_step(test_dir, params.validate_, out / "validate-test"), out / "validate-test")
 
     split = split_step(
-        out / "validate" / "manifest.csv", data_dir, params.split, out / "split.csv",
-        out / "validate-test" / "manifest.csv" if test_dir else None, test_dir,
-    )  # fmt: skip
+        out / "validate" / "manifest.csv",
+        data_dir,
+        params.split,
+        out / "split.csv",
+        out / "validate-test" / "manifest.csv" if test_dir else None,
+        test_dir,
+    )
     record = lineage.collect(
-        Path.cwd(), data_md5_of(data_dir), data_md5_of(test_dir) if test_dir else None, params.digest(), run_id
+        Path.cwd(),
+        data_md5_of(data_dir),
+        data_md5_of(test_dir) if test_dir else None,
+        params.digest(),
+        run_id,
     )
     trained = train_step(out / "split.csv", params, out, record)
     metrics = evaluate_step(trained.model_dir, out / "split.csv", out, params.evaluate.batch_size)

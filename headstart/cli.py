@@ -71,6 +71,11 @@ def import_fashion_mnist(
             f"[green]{dest}[/]: {count} images x 10 classes from the official {split} file; "
             f"DVC md5 {tracked.md5}, pushed to {tracked.remote}"
         )
+    _hint_commit(jobs[0][2])
+
+
+def _hint_commit(dataset: Path) -> None:
+    console.print(f"record this data version in git: git add {dataset}.dvc && git commit", style="dim")
 
 
 @import_app.command("folder")
@@ -86,6 +91,7 @@ def import_folder(
     dest = copy_image_tree(src, data_root / name)
     tracked = track_and_push(dest)
     console.print(f"[green]{dest}[/]: DVC md5 {tracked.md5}, pushed to {tracked.remote}")
+    _hint_commit(dest)
 
 
 @app.command()
@@ -118,8 +124,7 @@ def _default_params():
 def _print_report(report, out: Path) -> None:
     status = "[green]PASSED[/]" if report.success else "[red]FAILED[/]"
     console.print(
-        f"{report.root}: {status} — {report.valid_images}/{report.images} images usable, "
-        f"{len(report.classes)} classes"
+        f"{report.root}: {status} — {report.valid_images}/{report.images} images usable, {len(report.classes)} classes"
     )
     if report.failures:
         table = Table("check", "file / class / image", "reason", show_lines=False)
@@ -186,9 +191,13 @@ def step_split(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/d
     s = load_params(params)
     test_dir = Path(s.data.test_dir) if s.data.test_dir else None
     result = split_dataset(
-        out / "validate" / "manifest.csv", Path(s.data.dir), s.split, out / "split.csv",
-        out / "validate-test" / "manifest.csv" if test_dir else None, test_dir,
-    )  # fmt: skip
+        out / "validate" / "manifest.csv",
+        Path(s.data.dir),
+        s.split,
+        out / "split.csv",
+        out / "validate-test" / "manifest.csv" if test_dir else None,
+        test_dir,
+    )
     console.print(f"{out / 'split.csv'}: {result.counts()}")
 
 

@@ -34,9 +34,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def collect(
-    cwd: Path, data_md5: str | None, test_md5: str | None, params_digest: str, flow_run_id: str | None
-) -> dict:
+def collect(cwd: Path, data_md5: str | None, test_md5: str | None, params_digest: str, flow_run_id: str | None) -> dict:
     """The lineage record stored in the model config and the run summary."""
     return {
         "git_commit": git_commit(cwd),

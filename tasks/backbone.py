@@ -124,9 +124,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
-def create_classifier(
-    backbone: str, weights: str, num_classes: int, head: HeadParams
-) -> nn.Module:
+def create_classifier(backbone: str, weights: str, num_classes: int, head: HeadParams) -> nn.Module:
     """A timm backbone with pretrained weights and a new head of ``num_classes`` outputs.
 
     Weights are loaded into the model with its original (ImageNet) classifier so the load is checked

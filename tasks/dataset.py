@@ -29,9 +29,7 @@ class ImageTable(Dataset):
         return image, self.targets[i]
 
 
-def make_loader(
-    dataset: ImageTable, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0
-) -> DataLoader:
+def make_loader(dataset: ImageTable, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0) -> DataLoader:
     """A seeded DataLoader; workers stay alive across epochs."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(

@@ -80,9 +80,9 @@ def save_metrics(metrics: dict, pred: Predictions, classes: list[str], out_dir: 
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path, confusion_path = out_dir / METRICS_FILE, out_dir / CONFUSION_FILE
     metrics_path.write_text(json.dumps(metrics, indent=2))
-    pd.DataFrame(
-        {"actual": [classes[i] for i in pred.y_true], "predicted": [classes[i] for i in pred.y_pred]}
-    ).to_csv(confusion_path, index=False)
+    pd.DataFrame({"actual": [classes[i] for i in pred.y_true], "predicted": [classes[i] for i in pred.y_pred]}).to_csv(
+        confusion_path, index=False
+    )
     return metrics_path, confusion_path
 
 

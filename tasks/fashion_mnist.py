@@ -47,8 +47,7 @@ def locate_idx_dir(cache: Path) -> Path:
     for tool in ("apt-get", "dpkg"):
         if shutil.which(tool) is None:
             raise ToolError(
-                f"{tool} not found: install Debian's {DEBIAN_PACKAGE} package, or copy its IDX files "
-                f"into {extracted}"
+                f"{tool} not found: install Debian's {DEBIAN_PACKAGE} package, or copy its IDX files into {extracted}"
             )
     cache.mkdir(parents=True, exist_ok=True)
     for deb in cache.glob("*.deb"):

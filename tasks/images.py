@@ -53,7 +53,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
         grey = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
-    if image.mode == "P" and "transparency" in image.info or image.mode in ("LA", "PA", "RGBA", "La"):
+    if (image.mode == "P" and "transparency" in image.info) or image.mode in ("LA", "PA", "RGBA", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

@@ -45,9 +45,7 @@ def scan_dataset(root: Path) -> tuple[list[_Entry], list[str], list[str]]:
     real_root = root.resolve()
     entries: list[_Entry] = []
     ignored: list[str] = []
-    classes = sorted(
-        p.name for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
-    )
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
     for dirpath, dirnames, filenames in os.walk(root):
         current = Path(dirpath)
         for name in [d for d in dirnames if d.startswith(".")]:

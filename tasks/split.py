@@ -93,9 +93,13 @@ def load_split(path: Path) -> pd.DataFrame:
 
 
 def split_dataset(
-    manifest_csv: Path, root: Path, params: SplitParams, out_path: Path,
-    test_manifest_csv: Path | None = None, test_root: Path | None = None,
-) -> SplitResult:  # fmt: skip
+    manifest_csv: Path,
+    root: Path,
+    params: SplitParams,
+    out_path: Path,
+    test_manifest_csv: Path | None = None,
+    test_root: Path | None = None,
+) -> SplitResult:
     """The split step: read the validate step's manifest(s), split, write the split table."""
     read = lambda p: pd.read_csv(p, dtype={"path": str, "label": str, "sha256": str, "error": str})  # noqa: E731
     test_manifest = read(test_manifest_csv) if test_manifest_csv else None

@@ -74,15 +74,25 @@ def train(split: pd.DataFrame, params: Params, out_dir: Path, lineage: dict) -> 
 
     train_rows, val_rows = split[split["split"] == "train"], split[split["split"] == "val"]
     train_loader = make_loader(
-        ImageTable(train_rows, classes, build_transform(pre, params.augment)), p.batch_size, True, p.num_workers, p.seed
+        ImageTable(train_rows, classes, build_transform(pre, params.augment)),
+        p.batch_size,
+        True,
+        p.num_workers,
+        p.seed,
     )
     val_loader = make_loader(ImageTable(val_rows, classes, build_transform(pre)), p.batch_size, False, 0)
     history = fit(model, train_loader, val_loader if len(val_rows) else None, params, out_dir / "checkpoints")
 
     config = ModelConfig(
-        backbone=m.backbone, classes=classes, head=m.head.model_dump(), freeze_stages=p.freeze_stages, bn=p.bn,
-        preprocessing=pre.to_dict(), scenario=p.scenario, lineage=lineage,
-    )  # fmt: skip
+        backbone=m.backbone,
+        classes=classes,
+        head=m.head.model_dump(),
+        freeze_stages=p.freeze_stages,
+        bn=p.bn,
+        preprocessing=pre.to_dict(),
+        scenario=p.scenario,
+        lineage=lineage,
+    )
     model_dir = save_model(model, config, out_dir / "model")
     write_curves(history, out_dir / CURVES_FILE)
     trainable = sum(t.numel() for t in model.parameters() if t.requires_grad)
@@ -103,9 +113,15 @@ def fit(
     p = params.train
     optimizer = create_optimizer_v2(model, opt="adamw", lr=p.lr, weight_decay=p.weight_decay)
     scheduler, _ = create_scheduler_v2(
-        optimizer, sched="cosine", num_epochs=p.epochs, warmup_epochs=p.warmup_epochs, warmup_lr=p.lr / 10,
-        min_lr=p.lr / 100, step_on_epochs=False, updates_per_epoch=len(train_loader),
-    )  # fmt: skip
+        optimizer,
+        sched="cosine",
+        num_epochs=p.epochs,
+        warmup_epochs=p.warmup_epochs,
+        warmup_lr=p.lr / 10,
+        min_lr=p.lr / 100,
+        step_on_epochs=False,
+        updates_per_epoch=len(train_loader),
+    )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=p.label_smoothing)
     history, updates = [], 0
     for epoch in range(p.epochs):
@@ -121,7 +137,11 @@ def fit(
             total_loss += loss.item() * len(targets)
             seen += len(targets)
         scheduler.step(epoch + 1)
-        row = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": total_loss / max(seen, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+        }
         if val_loader is not None:
             row["val_accuracy"] = accuracy_on(model, val_loader)
         history.append(row)
@@ -133,7 +153,10 @@ def fit(
 def save_checkpoint(model: nn.Module, optimizer, scheduler, epoch: int, checkpoint_dir: Path) -> None:
     """Weights as safetensors; optimizer and scheduler state as plain tensors (readable with weights_only)."""
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, checkpoint_dir / "last.safetensors")
+    save_file(
+        {k: v.detach().contiguous() for k, v in model.state_dict().items()},
+        checkpoint_dir / "last.safetensors",
+    )
     state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
     torch.save(state, checkpoint_dir / "last-state.pt")
 

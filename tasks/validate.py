@@ -61,9 +61,7 @@ def derived_tables(manifest: Manifest) -> dict[str, pd.DataFrame]:
     table = manifest.table
     valid = table[table["error"].isna()]
     counts = valid["label"].value_counts()
-    per_class = pd.DataFrame(
-        {"class": manifest.classes, "count": [int(counts.get(c, 0)) for c in manifest.classes]}
-    )
+    per_class = pd.DataFrame({"class": manifest.classes, "count": [int(counts.get(c, 0)) for c in manifest.classes]})
     hashed = table[table["sha256"].notna() & table["label"].notna()]
     per_image = (
         hashed.groupby("sha256")
@@ -84,34 +82,61 @@ def build_checks(params: ValidateParams) -> list[_Check]:
 
     e = gx.expectations
     sides = f"[{params.min_side}, {params.max_side}] (validate.min_side/max_side)"
+
+    def side(column: str) -> _Check:
+        expectation = e.ExpectColumnValuesToBeBetween(
+            column=column, min_value=params.min_side, max_value=params.max_side
+        )
+        return _Check(column, "manifest", expectation, "path", lambda r: f"{column} {r[column]} outside {sides}")
+
     checks = [
-        _Check("readable image", "manifest", e.ExpectColumnValuesToBeNull(column="error"), "path",
-               lambda r: r["error"]),
-        _Check("allowed mode", "manifest",
-               e.ExpectColumnValuesToBeInSet(column="mode", value_set=params.allowed_modes), "path",
-               lambda r: f"mode {r['mode']} is not in validate.allowed_modes"),
-        _Check("width", "manifest", e.ExpectColumnValuesToBeBetween(
-            column="width", min_value=params.min_side, max_value=params.max_side), "path",
-               lambda r: f"width {r['width']} outside {sides}"),
-        _Check("height", "manifest", e.ExpectColumnValuesToBeBetween(
-            column="height", min_value=params.min_side, max_value=params.max_side), "path",
-               lambda r: f"height {r['height']} outside {sides}"),
-        _Check("images per class", "per_class", e.ExpectColumnValuesToBeBetween(
-            column="count", min_value=params.min_per_class), "class",
-               lambda r: f"{r['count']} valid image(s), fewer than validate.min_per_class={params.min_per_class}"),
-        _Check("one label per image", "per_image", e.ExpectColumnValuesToBeBetween(
-            column="n_labels", max_value=1), "paths",
-               lambda r: "the same image (sha256) is filed under more than one class"),
-        _Check("class balance", "balance", e.ExpectColumnValuesToBeBetween(
-            column="imbalance_ratio", max_value=params.max_imbalance_ratio), "scope",
-               lambda r: f"largest/smallest class = {r['imbalance_ratio']:.1f}, over "
-                         f"validate.max_imbalance_ratio={params.max_imbalance_ratio}"),
-    ]  # fmt: skip
+        _Check(
+            "readable image", "manifest", e.ExpectColumnValuesToBeNull(column="error"), "path", lambda r: r["error"]
+        ),
+        _Check(
+            "allowed mode",
+            "manifest",
+            e.ExpectColumnValuesToBeInSet(column="mode", value_set=params.allowed_modes),
+            "path",
+            lambda r: f"mode {r['mode']} is not in validate.allowed_modes",
+        ),
+        side("width"),
+        side("height"),
+        _Check(
+            "images per class",
+            "per_class",
+            e.ExpectColumnValuesToBeBetween(column="count", min_value=params.min_per_class),
+            "class",
+            lambda r: f"{r['count']} valid image(s), fewer than validate.min_per_class={params.min_per_class}",
+        ),
+        _Check(
+            "one label per image",
+            "per_image",
+            e.ExpectColumnValuesToBeBetween(column="n_labels", max_value=1),
+            "paths",
+            lambda r: f"the same image (sha256) is filed under more than one class: {r['labels']}",
+        ),
+        _Check(
+            "class balance",
+            "balance",
+            e.ExpectColumnValuesToBeBetween(column="imbalance_ratio", max_value=params.max_imbalance_ratio),
+            "scope",
+            lambda r: (
+                f"largest/smallest class = {r['imbalance_ratio']:.1f}, over "
+                f"validate.max_imbalance_ratio={params.max_imbalance_ratio}"
+            ),
+        ),
+    ]
     if params.expected_classes is not None:
-        checks.append(_Check(
-            "expected classes", "per_class",
-            e.ExpectColumnDistinctValuesToEqualSet(column="class", value_set=params.expected_classes), None,
-            lambda r: f"class folders {r['observed']} differ from validate.expected_classes {r['expected']}"))  # fmt: skip
+        checks.append(
+            _Check(
+                "expected classes",
+                "per_class",
+                e.ExpectColumnDistinctValuesToEqualSet(column="class", value_set=params.expected_classes),
+                None,
+                lambda r: f"class folders {r['observed']} differ from validate.expected_classes {r['expected']}",
+            )
+        )
     return checks
 
 

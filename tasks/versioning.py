@@ -32,9 +32,7 @@ def find_repo_root(start: Path) -> Path:
     try:
         return Path(Repo.find_root(str(start)))
     except NotDvcRepoError:
-        raise DataError(
-            f"{start}: not inside a DVC repository; run `git init && dvc init` there first"
-        ) from None
+        raise DataError(f"{start}: not inside a DVC repository; run `git init && dvc init` there first") from None
 
 
 def ensure_default_remote(root: Path) -> str:
@@ -68,6 +66,7 @@ def track_and_push(folder: Path) -> TrackedData:
         Path(root, remote).mkdir(parents=True, exist_ok=True)
     try:
         with Repo(str(root)) as repo:
+            repo.scm_context.quiet = True  # the CLI prints its own "commit the .dvc file" hint
             repo.add(str(folder.relative_to(root)))
             repo.push(targets=[str(folder.relative_to(root))])
     except Exception as exc:  # DVC raises many unrelated types; report them as one tool failure

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 
 REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(os.sys.executable).parent
+VENV_BIN = Path(sys.executable).parent
+# Subprocesses (headstart, dvc, dvc repro's stage commands) come from this venv.
+os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +58,5 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     subprocess.run([str(VENV_BIN / "dvc"), "init", "-q"], cwd=root, check=True, capture_output=True)
     shutil.copy(REPO / "params.yaml", root / "params.yaml")
     monkeypatch.setenv("HEADSTART_DVC_REMOTE", str(tmp_path / "remote"))
-    monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.chdir(root)
     return root

@@ -63,7 +63,7 @@ def build_corpus(root: Path, outside: Path) -> dict[str, str | None]:
     put("coat/notes.jpg", b"these are my notes, not a photo\n", "not an image")
     put("coat/cmyk.jpg", jpeg_bytes(32, mode="CMYK"), None)
     deep = io.BytesIO()
-    Image.fromarray((np.arange(256, dtype=np.uint16).reshape(16, 16) * 257)).save(deep, "PNG")
+    Image.fromarray(np.arange(256, dtype=np.uint16).reshape(16, 16) * 257).save(deep, "PNG")
     put("shirt/sixteen-bit.png", deep.getvalue(), None)
     palette = io.BytesIO()
     Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).convert("P").save(palette, "PNG", transparency=0)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from headstart.cli import app
 from headstart.config import ValidateParams
 from tasks.images import load_rgb_array
 from tasks.manifest import build_manifest
@@ -34,7 +34,7 @@ def report(corpus):
 
 def test_each_bad_file_is_named_with_its_reason(corpus, report) -> None:
     _, expected = corpus
-    manifest, result = report
+    _, result = report
     reasons = {f.subject: f.reason for f in result.failures if f.check == "readable image"}
     for path, fragment in expected.items():
         if fragment is None or path.startswith("."):
@@ -101,15 +101,19 @@ def test_imbalance_and_expected_classes(tmp_path: Path) -> None:
     assert validate_manifest(build_manifest(tmp_path), ValidateParams()).success
 
 
-def test_cli_exit_status_table_and_json(corpus, tmp_path: Path) -> None:
+def headstart(*args: str) -> subprocess.CompletedProcess:
+    """The real console script in its own process: what a user sees, tracebacks included."""
+    return subprocess.run(["headstart", *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+
+
+def test_cli_exit_status_table_and_json(corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the defaults apply
     root, expected = corpus
-    runner = CliRunner()
-    failed = runner.invoke(app, ["validate", str(root), "--out", str(tmp_path / "bad"), "--params", "none.yaml"])
-    assert failed.exit_code == 1, failed.output
-    assert "Traceback" not in failed.output
-    flat = " ".join(failed.output.split())
-    for name in ("empty.png", "notes.jpg", "stray.png", "lonely", "empty_class"):
-        assert name in flat
+    failed = headstart("validate", str(root), "--out", "bad")
+    assert failed.returncode == 1, failed.stderr
+    assert "Traceback" not in failed.stdout + failed.stderr
+    for name in ("empty.png", "notes.jpg", "stray.png", "lonely", "empty_class", "link-outside.png"):
+        assert name in failed.stdout
     saved = json.loads((tmp_path / "bad" / "validation.json").read_text())
     assert saved["success"] is False and len(saved["failures"]) >= len([v for v in expected.values() if v])
 
@@ -118,6 +122,6 @@ def test_cli_exit_status_table_and_json(corpus, tmp_path: Path) -> None:
         (clean / cls).mkdir(parents=True)
         for i in range(2):
             (clean / cls / f"{i}.png").write_bytes(png_bytes(hash((cls, i)) % 1000))
-    ok = runner.invoke(app, ["validate", str(clean), "--json", "--out", str(tmp_path / "ok"), "--params", "none"])
-    assert ok.exit_code == 0, ok.output
-    assert json.loads(ok.output)["success"] is True
+    ok = headstart("validate", str(clean), "--json", "--out", "ok")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert json.loads(ok.stdout)["success"] is True

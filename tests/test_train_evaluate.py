@@ -1,0 +1,82 @@
+"""Fine-tuning on tiny data: frozen stages stay fixed, the saved model reloads to the same predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from headstart.config import load_params
+from tasks.evaluate import evaluate_model
+from tasks.fashion_mnist import export_split
+from tasks.manifest import build_manifest
+from tasks.model_io import load_model
+from tasks.split import make_split, save_split
+from tasks.train import train
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, fashion_idx_dir):
+    base = tmp_path_factory.mktemp("train")
+    pool = export_split(fashion_idx_dir, "train", 6, 0, base / "pool").root
+    fixed = export_split(fashion_idx_dir, "test", 2, 0, base / "fixed").root
+    split = make_split(
+        build_manifest(pool).table, pool, load_params(REPO_PARAMS).split, build_manifest(fixed).table, fixed
+    )
+    save_split(split, base / "split.csv")
+    params = load_params(
+        REPO_PARAMS, ["train.epochs=2", "train.num_workers=0", "model.input_size=32", "train.bn=frozen"]
+    )
+    result = train(split.table, params, base / "run", {"data_md5": "test"})
+    return base, result
+
+
+def test_artifacts_and_frozen_stem(trained) -> None:
+    base, result = trained
+    run = base / "run"
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["classes"][0] == "ankle_boot" and len(config["classes"]) == 10
+    assert config["preprocessing"] == {
+        "input_size": 32,
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+        "interpolation": "bicubic",
+    }
+    assert config["lineage"] == {"data_md5": "test"}
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    assert (run / "curves.csv").read_text().startswith("epoch,train_loss,lr")
+    assert (run / "checkpoints" / "last.safetensors").is_file()
+    state = torch.load(run / "checkpoints" / "last-state.pt", weights_only=True)
+    assert state["epoch"] == 2 and "optimizer" in state
+
+    from tasks.backbone import create_pretrained
+
+    pretrained = create_pretrained("tf_efficientnet_lite0", "package:efficientnet-lite0").state_dict()
+    weights = load_file(result.model_dir / "model.safetensors")
+    assert torch.equal(weights["conv_stem.weight"], pretrained["conv_stem.weight"])  # frozen stage untouched
+    assert torch.equal(weights["bn1.running_mean"], pretrained["bn1.running_mean"])  # bn=frozen
+    assert not torch.equal(weights["conv_head.weight"], pretrained["conv_head.weight"])  # trained stage moved
+
+
+def test_reload_and_evaluate(trained) -> None:
+    base, result = trained
+    model, _ = load_model(result.model_dir)
+    x = torch.randn(3, 3, 32, 32)
+    weights = load_file(result.model_dir / "model.safetensors")
+    assert torch.equal(model.state_dict()["classifier.weight"], weights["classifier.weight"])
+    assert model(x).shape == (3, 10)
+    metrics = evaluate_model(result.model_dir, base / "split.csv", base / "eval")
+    assert metrics["test_images"] == 20
+    assert sum(c["support"] for c in metrics["per_class"].values()) == 20
+    assert sum(map(sum, metrics["confusion_matrix"])) == 20
+    cm = metrics["confusion_matrix"]
+    assert metrics["accuracy"] == pytest.approx(sum(cm[i][i] for i in range(10)) / 20)
+    confusion = (base / "eval" / "confusion.csv").read_text().splitlines()
+    assert confusion[0] == "actual,predicted" and len(confusion) == 21
+    saved = json.loads((base / "eval" / "metrics.json").read_text())
+    assert saved["accuracy"] == metrics["accuracy"]
