@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_PER_CLASS ?= 200
 DEMO_TEST_PER_CLASS ?= 100
+DEMO_DIR ?= .headstart/demo
+HS := $(CURDIR)/$(BIN)/headstart
 
 # Phoning home costs seconds (or errors) offline.
 export NO_ALBUMENTATIONS_UPDATE := 1
@@ -26,15 +28,18 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/headstart data import fashion-mnist --per-class $(DEMO_PER_CLASS) --test-per-class $(DEMO_TEST_PER_CLASS)
-	$(BIN)/headstart run --data data/fashion-mnist --test-data data/fashion-mnist-test \
+	$(HS) init $(DEMO_DIR)
+	cd $(DEMO_DIR) && $(HS) data import fashion-mnist --per-class $(DEMO_PER_CLASS) --test-per-class $(DEMO_TEST_PER_CLASS)
+	cd $(DEMO_DIR) && git add data && (git diff --cached --quiet || git commit -q -m "data: fashion-mnist $(DEMO_PER_CLASS)/class")
+	cd $(DEMO_DIR) && $(HS) run --data data/fashion-mnist --test-data data/fashion-mnist-test \
 		--run-dir runs/demo --summary-json runs/demo/summary.json
 	@echo
 	@echo "Where everything went:"
-	@echo "  dataset (DVC-tracked, git-ignored): data/fashion-mnist/, data/fashion-mnist-test/ (+ .dvc files)"
-	@echo "  DVC remote:                         $$($(BIN)/dvc remote list --local | cut -f2)"
-	@echo "  run folder:                         runs/demo/ (validate/, split.csv, model/, metrics.json, curves.csv)"
-	@echo "  summary:                            runs/demo/summary.json"
+	@echo "  workspace (git + DVC, git-ignored here): $(DEMO_DIR)/"
+	@echo "  datasets: $(DEMO_DIR)/data/fashion-mnist/, $(DEMO_DIR)/data/fashion-mnist-test/ (+ .dvc files, committed there)"
+	@echo "  DVC remote: $$(cd $(DEMO_DIR) && $(CURDIR)/$(BIN)/dvc remote list)"
+	@echo "  run: $(DEMO_DIR)/runs/demo/ (validate/, split.csv, model/, checkpoints/, curves.csv, metrics.json)"
+	@echo "  summary: $(DEMO_DIR)/runs/demo/summary.json"
 
 test: install
 	$(BIN)/pytest
@@ -45,4 +50,4 @@ lint: install
 	$(BIN)/hadolint Dockerfile
 
 clean-demo:
-	rm -rf runs/demo data/fashion-mnist data/fashion-mnist-test data/fashion-mnist.dvc data/fashion-mnist-test.dvc
+	rm -rf $(DEMO_DIR)

@@ -47,6 +47,19 @@ def _setup() -> None:
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Workspace folder (created if missing).")],
+    params_template: Annotated[Path | None, typer.Option(help="params.yaml to start from.")] = None,
+) -> None:
+    """Create a workspace: a git + DVC repository with params.yaml and a default DVC remote."""
+    from headstart.workspace import init_workspace
+    from tasks.versioning import ensure_default_remote
+
+    root = init_workspace(directory, params_template)
+    console.print(f"workspace {root}: git + DVC, params.yaml, DVC remote {ensure_default_remote(root)}")
+
+
 @import_app.command("fashion-mnist")
 def import_fashion_mnist(
     per_class: Annotated[int, typer.Option(min=1, help="Training-pool images per class.")] = 100,
@@ -71,11 +84,12 @@ def import_fashion_mnist(
             f"[green]{dest}[/]: {count} images x 10 classes from the official {split} file; "
             f"DVC md5 {tracked.md5}, pushed to {tracked.remote}"
         )
-    _hint_commit(jobs[0][2])
+    _hint_commit([dest for _, _, dest in jobs])
 
 
-def _hint_commit(dataset: Path) -> None:
-    console.print(f"record this data version in git: git add {dataset}.dvc && git commit", style="dim")
+def _hint_commit(datasets: list[Path]) -> None:
+    files = " ".join(f"{d}.dvc" for d in datasets)
+    console.print(f"record this data version in git: git add {files} && git commit", style="dim")
 
 
 @import_app.command("folder")
@@ -91,7 +105,7 @@ def import_folder(
     dest = copy_image_tree(src, data_root / name)
     tracked = track_and_push(dest)
     console.print(f"[green]{dest}[/]: DVC md5 {tracked.md5}, pushed to {tracked.remote}")
-    _hint_commit(dest)
+    _hint_commit([dest])
 
 
 @app.command()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +17,6 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
-REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # Subprocesses (headstart, dvc, dvc repro's stage commands) come from this venv.
 os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"
@@ -43,20 +40,12 @@ def prefect_server():
         yield
 
 
-def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh git + DVC repository with the project's params.yaml and a local DVC remote; cwd is set to it."""
-    root = tmp_path / "ws"
-    root.mkdir()
-    _git(root, "init", "-q")
-    _git(root, "config", "user.email", "tests@headstart.invalid")
-    _git(root, "config", "user.name", "headstart tests")
-    subprocess.run([str(VENV_BIN / "dvc"), "init", "-q"], cwd=root, check=True, capture_output=True)
-    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    """A fresh workspace (git + DVC, the project's params.yaml, a local DVC remote); cwd is set to it."""
+    from headstart.workspace import init_workspace
+
     monkeypatch.setenv("HEADSTART_DVC_REMOTE", str(tmp_path / "remote"))
+    root = init_workspace(tmp_path / "ws")
     monkeypatch.chdir(root)
     return root

@@ -84,3 +84,18 @@ def test_missing_source_is_a_clear_error(workspace: Path) -> None:
     assert result.returncode == 2 and "no-such-dir: not a folder" in result.stderr
     assert "Traceback" not in result.stderr
     assert callable(main)
+
+
+def test_workspace_is_clean_and_init_is_idempotent(workspace: Path) -> None:
+    from headstart.workspace import init_workspace
+
+    def porcelain() -> str:
+        return subprocess.run(["git", "status", "--porcelain"], cwd=workspace, capture_output=True, text=True).stdout
+
+    assert porcelain() == ""
+    assert (workspace / "params.yaml").read_text() == (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
+    local = (workspace / ".dvc" / "config.local").read_text()
+    assert str(workspace.parent / "remote") in local  # machine-local remote stays out of git
+    (workspace / "params.yaml").write_text("train:\n  epochs: 1\n")
+    init_workspace(workspace)
+    assert (workspace / "params.yaml").read_text() == "train:\n  epochs: 1\n"  # never overwritten

@@ -1,0 +1,64 @@
+"""A workspace: a git + DVC repository holding datasets, params.yaml and runs (what the demo and tests use)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from headstart.errors import ToolError
+from tasks.versioning import ensure_default_remote
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+WORKSPACE_GITIGNORE = "# Run outputs are reproducible from data + params; keep them out of git.\n/runs/\n"
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git, returning stdout; a failure is a ToolError carrying git's message."""
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
+    except FileNotFoundError:
+        raise ToolError("git not found: install git to version datasets") from None
+    except subprocess.CalledProcessError as exc:
+        raise ToolError(f"git {' '.join(args)} failed in {cwd}: {exc.stderr.strip()}") from None
+    return done.stdout
+
+
+def commit(cwd: Path, message: str, paths: list[str]) -> None:
+    """Stage ``paths`` and commit, with a fallback identity where git has none configured."""
+    git(cwd, "add", "--", *paths)
+    if not git(cwd, "status", "--porcelain", "--", *paths).strip():
+        return
+    identity = [] if _has_identity(cwd) else ["-c", "user.name=headstart", "-c", "user.email=headstart@localhost"]
+    git(cwd, *identity, "commit", "-q", "-m", message, "--", *paths)
+
+
+def _has_identity(cwd: Path) -> bool:
+    try:
+        return bool(git(cwd, "config", "user.email").strip())
+    except ToolError:
+        return False
+
+
+def init_workspace(root: Path, params_template: Path | None = None) -> Path:
+    """Create (or complete) a workspace at ``root``: git init, dvc init, params.yaml, a default DVC remote.
+
+    Idempotent: existing repositories and an existing params.yaml are kept.
+    """
+    from dvc.repo import Repo
+
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / ".git").exists():
+        git(root, "init", "-q")
+    if not (root / ".dvc").exists():
+        Repo.init(str(root)).close()
+    template = params_template or PROJECT_ROOT / "params.yaml"
+    if not (root / "params.yaml").exists():
+        if not template.is_file():
+            raise ToolError(f"{template}: params template not found; pass --params-template FILE")
+        shutil.copy(template, root / "params.yaml")
+    if not (root / ".gitignore").exists():
+        (root / ".gitignore").write_text(WORKSPACE_GITIGNORE)
+    ensure_default_remote(root)
+    commit(root, "headstart workspace", [".dvc", ".dvcignore", ".gitignore", "params.yaml"])
+    return root
