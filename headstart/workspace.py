@@ -25,19 +25,21 @@ def git(cwd: Path, *args: str) -> str:
 
 
 def commit(cwd: Path, message: str, paths: list[str]) -> None:
-    """Stage ``paths`` and commit, with a fallback identity where git has none configured."""
+    """Stage ``paths`` and commit them when anything changed."""
     git(cwd, "add", "--", *paths)
-    if not git(cwd, "status", "--porcelain", "--", *paths).strip():
-        return
-    identity = [] if _has_identity(cwd) else ["-c", "user.name=headstart", "-c", "user.email=headstart@localhost"]
-    git(cwd, *identity, "commit", "-q", "-m", message, "--", *paths)
+    if git(cwd, "status", "--porcelain", "--", *paths).strip():
+        git(cwd, "commit", "-q", "-m", message, "--", *paths)
 
 
-def _has_identity(cwd: Path) -> bool:
+def ensure_identity(cwd: Path) -> None:
+    """Give the repository a local committer identity where git has none (fresh CI machines)."""
     try:
-        return bool(git(cwd, "config", "user.email").strip())
-    except ToolError:
-        return False
+        if git(cwd, "config", "user.email").strip():
+            return
+    except ToolError:  # `git config` exits 1 when the key is unset
+        pass
+    git(cwd, "config", "user.name", "headstart")
+    git(cwd, "config", "user.email", "headstart@localhost")
 
 
 def init_workspace(root: Path, params_template: Path | None = None) -> Path:
@@ -50,6 +52,7 @@ def init_workspace(root: Path, params_template: Path | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     if not (root / ".git").exists():
         git(root, "init", "-q")
+    ensure_identity(root)
     if not (root / ".dvc").exists():
         Repo.init(str(root)).close()
     template = params_template or PROJECT_ROOT / "params.yaml"
