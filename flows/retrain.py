@@ -6,13 +6,14 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 
 from headstart import lineage
 from headstart.config import load_params
-from headstart.errors import ValidationFailed
+from headstart.errors import HeadstartError, ValidationFailed
 from tasks.evaluate import evaluate_model
 from tasks.split import split_dataset
 from tasks.train import train_model
@@ -45,8 +46,21 @@ def retrain(
     params_path: str = "params.yaml",
     overrides: list[str] | None = None,
     run_dir: str | None = None,
-) -> dict:
-    """Retrain on the dataset named by ``data.dir`` (and ``data.test_dir``); return the run summary."""
+) -> dict | State:
+    """Retrain on the dataset named by ``data.dir`` (and ``data.test_dir``); return the run summary.
+
+    Expected failures (invalid data, bad params, missing weights) end the run Failed with their message and
+    no traceback; anything else is a bug and keeps Prefect's traceback.
+    """
+    try:
+        return run_pipeline(params_path, overrides, run_dir)
+    except HeadstartError as exc:
+        get_run_logger().error("%s", exc)
+        return Failed(message=str(exc))
+
+
+def run_pipeline(params_path: str, overrides: list[str] | None, run_dir: str | None) -> dict:
+    """validate → split → train → evaluate, writing everything under the run folder."""
     params = load_params(params_path, overrides)
     run_id = str(flow_run.id or "local")
     out = Path(run_dir) if run_dir else default_run_dir(run_id)

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from headstart.errors import HeadstartError, ValidationFailed
+from headstart.errors import HeadstartError, RunFailed, ValidationFailed
 
 app = typer.Typer(help="Keep image classifiers fresh by transfer learning.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets under DVC.", no_args_is_help=True)
@@ -167,7 +167,12 @@ def run(
         overrides.append(f"data.dir={data}")
     if test_data is not None:
         overrides.append(f"data.test_dir={test_data}")
-    summary = retrain(params_path=str(params), overrides=overrides, run_dir=str(run_dir) if run_dir else None)
+    state = retrain(
+        params_path=str(params), overrides=overrides, run_dir=str(run_dir) if run_dir else None, return_state=True
+    )
+    if state.is_failed():
+        raise RunFailed(f"retrain run failed: {state.message}")
+    summary = state.result()
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary, indent=2))
@@ -245,8 +250,8 @@ def main() -> None:
     """Console entry point: HeadstartErrors become one clear message, never a traceback."""
     try:
         app()
-    except ValidationFailed as exc:
-        err_console.print(f"[red]validation failed:[/] {exc}")
+    except (ValidationFailed, RunFailed) as exc:
+        err_console.print(f"[red]{exc}[/]")
         sys.exit(1)
     except HeadstartError as exc:
         err_console.print(f"[red]error:[/] {exc}")

@@ -23,3 +23,7 @@ class WeightsError(HeadstartError):
 
 class ToolError(HeadstartError):
     """An external tool (apt, dpkg, git, dvc) is unavailable or failed."""
+
+
+class RunFailed(HeadstartError):
+    """A pipeline run ended Failed; the message is the run's own."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -65,9 +66,16 @@ def test_flow_fine_tunes_far_above_chance(workspace: Path, prefect_server, fashi
 def test_flow_stops_on_invalid_data(workspace: Path, prefect_server, fashion_idx_dir) -> None:
     import_data(per_class=3, test_per_class=2)
     (workspace / "data" / "fashion-mnist" / "bag" / "broken.png").write_bytes(b"not a png")
-    result = runner.invoke(app, ["run", "--run-dir", "runs/bad"])
-    assert result.exit_code != 0
-    assert "bag/broken.png" in str(result.exception) and "not an image" in str(result.exception)
+    from prefect.settings import get_current_settings
+
+    server = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url)}  # the session's test server
+    result = subprocess.run(["headstart", "run", "--run-dir", "runs/bad"], capture_output=True, text=True, env=server)
+    assert result.returncode == 1
+    message = " ".join(result.stderr.split())
+    assert "retrain run failed" in message and "bag/broken.png: not an image" in message
+    assert "Traceback" not in result.stdout + result.stderr
+    report = json.loads((workspace / "runs/bad/validate/validation.json").read_text())
+    assert [f["subject"] for f in report["failures"]] == ["bag/broken.png"]
     assert not (workspace / "runs/bad/model").exists()
 
 
