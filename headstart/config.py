@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,7 +62,9 @@ class ModelParams(_Section):
 
 
 class TrainParams(_Section):
-    scenario: Literal["finetune"] = "finetune"
+    scenario: Literal["features", "finetune", "hybrid"] = "finetune"
+    classifier: Literal["logreg", "linear_svm", "rbf_svm", "random_forest"] = "logreg"  # features scenario
+    classifier_c: float = Field(1.0, gt=0)  # inverse regularisation of logreg and the SVMs
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(2e-3, gt=0)
@@ -69,10 +72,24 @@ class TrainParams(_Section):
     warmup_epochs: int = Field(1, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     freeze_stages: int = Field(2, ge=0)
+    freeze_patterns: list[str] = Field(default_factory=list)  # module-name regexes frozen as well
     bn: Literal["trained", "frozen"] = "trained"
+    head_epochs: int = Field(100, ge=1)  # hybrid: full-batch steps fitting the head on cached features
+    head_lr: float = Field(1e-2, gt=0)
+    feature_cache: str | None = None  # null: the user cache (~/.cache/headstart/features)
     seed: int = 0
     num_workers: int = Field(2, ge=0)
     threads: int | None = Field(None, ge=1)
+
+    @field_validator("freeze_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"freeze pattern {pattern!r} is not a regular expression: {exc}") from None
+        return value
 
 
 class EvaluateParams(_Section):

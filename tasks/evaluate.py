@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from headstart.errors import DataError
 from tasks.augment import build_transform
 from tasks.dataset import ImageTable, make_loader
-from tasks.model_io import load_model
+from tasks.model_io import Predictor, load_predictor
 from tasks.split import load_split
 
 METRICS_FILE = "metrics.json"
@@ -30,15 +30,12 @@ class Predictions:
     probabilities: np.ndarray
 
 
-def predict_loader(model: torch.nn.Module, loader: torch.utils.data.DataLoader) -> Predictions:
-    """Run the model over a loader in eval mode."""
-    model.eval()
+def predict_loader(predictor: Predictor, loader: torch.utils.data.DataLoader) -> Predictions:
+    """Score every batch of a loader with a saved model (any scenario)."""
     truths, probs = [], []
-    with torch.inference_mode():
-        for images, targets in loader:
-            logits = model(images.contiguous(memory_format=torch.channels_last))
-            probs.append(logits.softmax(1).numpy())
-            truths.append(targets.numpy())
+    for images, targets in loader:
+        probs.append(predictor.predict_proba(images))
+        truths.append(targets.numpy())
     probabilities = np.concatenate(probs)
     return Predictions(np.concatenate(truths), probabilities.argmax(1), probabilities)
 
@@ -63,7 +60,8 @@ def compute_metrics(pred: Predictions, classes: list[str]) -> dict:
 
 def evaluate(model_dir: Path, split: pd.DataFrame, batch_size: int = 64) -> tuple[dict, Predictions]:
     """Score the saved model on the ``test`` rows of the split."""
-    model, config = load_model(model_dir)
+    predictor = load_predictor(model_dir)
+    config = predictor.config
     test = split[split["split"] == "test"]
     if test.empty:
         raise DataError("the split has no test images; raise split.test_fraction or set data.test_dir")
@@ -71,7 +69,7 @@ def evaluate(model_dir: Path, split: pd.DataFrame, batch_size: int = 64) -> tupl
     if unknown:
         raise DataError(f"test classes {unknown} are not among the model's classes {config.classes}")
     loader = make_loader(ImageTable(test, config.classes, build_transform(config.pre)), batch_size, False, 0)
-    pred = predict_loader(model.to(memory_format=torch.channels_last), loader)
+    pred = predict_loader(predictor, loader)
     return compute_metrics(pred, config.classes), pred
 
 

@@ -1,4 +1,11 @@
-"""Fine-tuning: a pretrained timm backbone with a new head, AdamW and warmup+cosine from timm's factories."""
+"""Training in three scenarios over one pretrained timm backbone:
+
+- ``features``: backbone frozen, features cached on disk, a scikit-learn classifier on top;
+- ``finetune``: a new head, early stages frozen, AdamW + warmup/cosine from timm's factories;
+- ``hybrid`` (LP-FT): the head first fitted on the cached features, then a partial-unfreeze fine-tune from it.
+
+All three save the same kind of model folder (see ``tasks/model_io.py``).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +22,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from headstart.config import Params
-from tasks.augment import build_transform, preprocessing_for
-from tasks.backbone import create_classifier, freeze_stages
+from headstart.paths import cache_dir
+from tasks.augment import Preprocessing, build_transform, preprocessing_for
+from tasks.backbone import attach_head, check_input_size, create_pretrained, freeze, freeze_all
+from tasks.classical import make_classifier
 from tasks.dataset import ImageTable, make_loader
+from tasks.features import cache_key, cached_features, data_version
 from tasks.model_io import ModelConfig, save_model
+from tasks.weights import weights_digest
 
 log = logging.getLogger(__name__)
 CURVES_FILE = "curves.csv"
@@ -31,6 +42,7 @@ class TrainResult:
     model_dir: Path
     history: list[dict[str, float]]
     trainable_parameters: int
+    features_from_cache: bool | None = None  # features and hybrid: whether the feature cache was hit
 
 
 def seed_everything(seed: int) -> None:
@@ -45,6 +57,120 @@ def class_names(split: pd.DataFrame) -> list[str]:
     return sorted(split["label"].unique())
 
 
+def train(split: pd.DataFrame, params: Params, out_dir: Path, lineage: dict) -> TrainResult:
+    """Train the configured scenario on the ``train`` rows (``val`` rows are reported per epoch)."""
+    p, m = params.train, params.model
+    seed_everything(p.seed)
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    classes = class_names(split)
+    model = create_pretrained(m.backbone, m.weights)
+    pre = preprocessing_for(model, m.input_size)
+    check_input_size(m.backbone, pre.input_size)
+    digest = weights_digest(model)  # before the head changes: shared by features and hybrid caches
+    trainer = {"features": _train_features, "finetune": _train_finetune, "hybrid": _train_hybrid}[p.scenario]
+    result = trainer(model, split, classes, pre, params, out_dir, lineage, digest)
+    write_curves(result.history, out_dir / CURVES_FILE)
+    return result
+
+
+def _config(classes: list[str], pre: Preprocessing, params: Params, lineage: dict, **extra) -> ModelConfig:
+    p, m = params.train, params.model
+    return ModelConfig(
+        backbone=m.backbone, classes=classes, head=m.head.model_dump(), freeze_stages=p.freeze_stages, bn=p.bn,
+        preprocessing=pre.to_dict(), scenario=p.scenario, lineage=lineage, freeze_patterns=list(p.freeze_patterns),
+        **extra,
+    )  # fmt: skip
+
+
+def _targets(rows: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[label] for label in rows["label"]], dtype=np.int64)
+
+
+def _features(model, split, pre, params: Params, lineage: dict, digest: str):
+    """Cached pooled features of the train and val rows."""
+    p = params.train
+    rows = split[split["split"].isin(["train", "val"])].reset_index(drop=True)
+    key = cache_key(data_version(rows, lineage.get("data_md5")), params.model.backbone, digest, pre,
+                    params.model.head.pool)  # fmt: skip
+    directory = Path(p.feature_cache) if p.feature_cache else cache_dir() / "features"
+    return rows, cached_features(model, rows, pre, key, directory, params.evaluate.batch_size, p.num_workers)
+
+
+def _train_features(model, split, classes, pre, params, out_dir, lineage, digest) -> TrainResult:
+    p = params.train
+    model.reset_classifier(0, global_pool=params.model.head.pool)
+    freeze_all(model)
+    model = model.to(memory_format=torch.channels_last)
+    rows, feats = _features(model, split, pre, params, lineage, digest)
+    y, is_train = _targets(rows, classes), (rows["split"] == "train").to_numpy()
+    classifier = make_classifier(p.classifier, p.classifier_c, p.seed).fit(feats.features[is_train], y[is_train])
+    row = {"epoch": 1, "train_accuracy": float(classifier.score(feats.features[is_train], y[is_train]))}
+    if (~is_train).any():
+        row["val_accuracy"] = float(classifier.score(feats.features[~is_train], y[~is_train]))
+    log.info("%s on %d cached features: %s", p.classifier, int(is_train.sum()), row)
+    config = _config(classes, pre, params, lineage, classifier=p.classifier)
+    model_dir = save_model(model, config, out_dir / "model", classifier)
+    return TrainResult(model_dir, [row], 0, feats.from_cache)
+
+
+def _train_finetune(model, split, classes, pre, params, out_dir, lineage, digest) -> TrainResult:
+    p = params.train
+    attach_head(model, len(classes), params.model.head)
+    freeze(model, p.freeze_stages, p.bn, p.freeze_patterns)
+    model = model.to(memory_format=torch.channels_last)
+    history = _fit_on_images(model, split, classes, pre, params, out_dir)
+    model_dir = save_model(model, _config(classes, pre, params, lineage), out_dir / "model")
+    return TrainResult(model_dir, history, _trainable(model))
+
+
+def _train_hybrid(model, split, classes, pre, params, out_dir, lineage, digest) -> TrainResult:
+    p = params.train
+    attach_head(model, len(classes), params.model.head)
+    model = model.to(memory_format=torch.channels_last)
+    rows, feats = _features(model, split, pre, params, lineage, digest)
+    is_train = (rows["split"] == "train").to_numpy()
+    probe_loss = fit_head(model.get_classifier(), feats.features[is_train], _targets(rows, classes)[is_train], params)
+    log.info("linear probe: head fitted on %d cached features, loss %.4f", int(is_train.sum()), probe_loss)
+    freeze(model, p.freeze_stages, p.bn, p.freeze_patterns)
+    history = _fit_on_images(model, split, classes, pre, params, out_dir)
+    model_dir = save_model(model, _config(classes, pre, params, lineage), out_dir / "model")
+    return TrainResult(model_dir, history, _trainable(model), feats.from_cache)
+
+
+def _trainable(model: nn.Module) -> int:
+    return sum(t.numel() for t in model.parameters() if t.requires_grad)
+
+
+def fit_head(head: nn.Module, features: np.ndarray, targets: np.ndarray, params: Params) -> float:
+    """Fit the classifier head on cached features: full-batch AdamW steps (the linear-probe stage of LP-FT)."""
+    from timm.optim import create_optimizer_v2
+
+    p = params.train
+    optimizer = create_optimizer_v2(head, opt="adamw", lr=p.head_lr, weight_decay=p.weight_decay)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=p.label_smoothing)
+    x, y = torch.from_numpy(features), torch.from_numpy(targets)
+    head.train()
+    for _ in range(p.head_epochs):
+        loss = loss_fn(head(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return loss.item()
+
+
+def _fit_on_images(model, split, classes, pre, params: Params, out_dir: Path) -> list[dict[str, float]]:
+    p = params.train
+    train_rows, val_rows = split[split["split"] == "train"], split[split["split"] == "val"]
+    train_set = ImageTable(train_rows, classes, build_transform(pre, params.augment))
+    train_loader = make_loader(train_set, p.batch_size, True, p.num_workers, p.seed)
+    val_loader = None
+    if len(val_rows):
+        val_loader = make_loader(ImageTable(val_rows, classes, build_transform(pre)), p.batch_size, False, 0)
+    return fit(model, train_loader, val_loader, params, out_dir / "checkpoints")
+
+
 def accuracy_on(model: nn.Module, loader: torch.utils.data.DataLoader) -> float:
     """Top-1 accuracy of ``model`` over a loader (eval mode, no grad)."""
     model.eval()
@@ -55,48 +181,6 @@ def accuracy_on(model: nn.Module, loader: torch.utils.data.DataLoader) -> float:
             correct += int((logits.argmax(1) == targets).sum())
             total += len(targets)
     return correct / max(total, 1)
-
-
-def train(split: pd.DataFrame, params: Params, out_dir: Path, lineage: dict) -> TrainResult:
-    """Fine-tune on the ``train`` rows, report ``val`` accuracy per epoch, save the model folder.
-
-    A checkpoint (weights + optimizer/scheduler state) is written every epoch under ``checkpoints/``.
-    """
-    p, m = params.train, params.model
-    seed_everything(p.seed)
-    if p.threads:
-        torch.set_num_threads(p.threads)
-    classes = class_names(split)
-    model = create_classifier(m.backbone, m.weights, len(classes), m.head)
-    freeze_stages(model, p.freeze_stages, p.bn)
-    model = model.to(memory_format=torch.channels_last)
-    pre = preprocessing_for(model, m.input_size)
-
-    train_rows, val_rows = split[split["split"] == "train"], split[split["split"] == "val"]
-    train_loader = make_loader(
-        ImageTable(train_rows, classes, build_transform(pre, params.augment)),
-        p.batch_size,
-        True,
-        p.num_workers,
-        p.seed,
-    )
-    val_loader = make_loader(ImageTable(val_rows, classes, build_transform(pre)), p.batch_size, False, 0)
-    history = fit(model, train_loader, val_loader if len(val_rows) else None, params, out_dir / "checkpoints")
-
-    config = ModelConfig(
-        backbone=m.backbone,
-        classes=classes,
-        head=m.head.model_dump(),
-        freeze_stages=p.freeze_stages,
-        bn=p.bn,
-        preprocessing=pre.to_dict(),
-        scenario=p.scenario,
-        lineage=lineage,
-    )
-    model_dir = save_model(model, config, out_dir / "model")
-    write_curves(history, out_dir / CURVES_FILE)
-    trainable = sum(t.numel() for t in model.parameters() if t.requires_grad)
-    return TrainResult(model_dir=model_dir, history=history, trainable_parameters=trainable)
 
 
 def fit(
@@ -113,15 +197,9 @@ def fit(
     p = params.train
     optimizer = create_optimizer_v2(model, opt="adamw", lr=p.lr, weight_decay=p.weight_decay)
     scheduler, _ = create_scheduler_v2(
-        optimizer,
-        sched="cosine",
-        num_epochs=p.epochs,
-        warmup_epochs=p.warmup_epochs,
-        warmup_lr=p.lr / 10,
-        min_lr=p.lr / 100,
-        step_on_epochs=False,
-        updates_per_epoch=len(train_loader),
-    )
+        optimizer, sched="cosine", num_epochs=p.epochs, warmup_epochs=p.warmup_epochs, warmup_lr=p.lr / 10,
+        min_lr=p.lr / 100, step_on_epochs=False, updates_per_epoch=len(train_loader),
+    )  # fmt: skip
     loss_fn = nn.CrossEntropyLoss(label_smoothing=p.label_smoothing)
     history, updates = [], 0
     for epoch in range(p.epochs):
@@ -137,11 +215,7 @@ def fit(
             total_loss += loss.item() * len(targets)
             seen += len(targets)
         scheduler.step(epoch + 1)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": total_loss / max(seen, 1),
-            "lr": optimizer.param_groups[0]["lr"],
-        }
+        row = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
         if val_loader is not None:
             row["val_accuracy"] = accuracy_on(model, val_loader)
         history.append(row)
@@ -153,16 +227,14 @@ def fit(
 def save_checkpoint(model: nn.Module, optimizer, scheduler, epoch: int, checkpoint_dir: Path) -> None:
     """Weights as safetensors; optimizer and scheduler state as plain tensors (readable with weights_only)."""
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.detach().contiguous() for k, v in model.state_dict().items()},
-        checkpoint_dir / "last.safetensors",
-    )
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, checkpoint_dir / "last.safetensors")
     state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
     torch.save(state, checkpoint_dir / "last-state.pt")
 
 
 def write_curves(history: list[dict[str, float]], path: Path) -> Path:
     """Per-epoch training curves as CSV (``dvc plots`` reads it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(history[0]))
         writer.writeheader()
@@ -171,7 +243,7 @@ def write_curves(history: list[dict[str, float]], path: Path) -> Path:
 
 
 def train_model(split_csv: Path, params: Params, out_dir: Path, lineage: dict) -> TrainResult:
-    """The train step: read the split table and fine-tune."""
+    """The train step: read the split table and train the configured scenario."""
     from tasks.split import load_split
 
     return train(load_split(split_csv), params, out_dir, lineage)

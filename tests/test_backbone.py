@@ -9,7 +9,8 @@ from PIL import Image
 
 from headstart.config import HeadParams
 from headstart.errors import WeightsError
-from tasks.backbone import create_classifier, create_pretrained, freeze_stages, load_checked, map_in_order
+from tasks.backbone import create_classifier, create_pretrained, freeze
+from tasks.weights import load_checked, map_in_order
 
 # ImageNet indices: 281-285 are the domestic cats; 967 espresso, 968 cup.
 CATS = set(range(281, 286))
@@ -69,12 +70,12 @@ def test_wrong_architecture_for_package_weights() -> None:
 def test_head_and_freezing(lite0) -> None:
     model = create_classifier("tf_efficientnet_lite0", "none", 4, HeadParams(hidden=[32], dropout=0.1))
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
-    frozen = freeze_stages(model, 2, "frozen")
+    frozen = freeze(model, 2, "frozen")
     assert frozen[:2] == ["conv_stem", "bn1"] and any(n.startswith("blocks.0") for n in frozen)
     assert not model.conv_stem.weight.requires_grad and model.blocks[1][0].conv_pw.weight.requires_grad
     assert type(model.bn1).__name__.startswith("FrozenBatchNorm")  # bn=frozen fixes running statistics too
     trained_bn = create_classifier("tf_efficientnet_lite0", "none", 4, HeadParams())
-    freeze_stages(trained_bn, 2, "trained")
+    freeze(trained_bn, 2, "trained")
     assert (
         isinstance(trained_bn.bn1, torch.nn.BatchNorm2d)
         and trained_bn.bn1.track_running_stats

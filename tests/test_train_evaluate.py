@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -13,7 +14,7 @@ from headstart.config import load_params
 from tasks.evaluate import evaluate_model
 from tasks.fashion_mnist import export_split
 from tasks.manifest import build_manifest
-from tasks.model_io import load_model
+from tasks.model_io import load_predictor
 from tasks.split import make_split, save_split
 from tasks.train import train
 
@@ -65,11 +66,11 @@ def test_artifacts_and_frozen_stem(trained) -> None:
 
 def test_reload_and_evaluate(trained) -> None:
     base, result = trained
-    model, _ = load_model(result.model_dir)
-    x = torch.randn(3, 3, 32, 32)
+    predictor = load_predictor(result.model_dir)
     weights = load_file(result.model_dir / "model.safetensors")
-    assert torch.equal(model.state_dict()["classifier.weight"], weights["classifier.weight"])
-    assert model(x).shape == (3, 10)
+    assert torch.equal(predictor.network.state_dict()["classifier.weight"], weights["classifier.weight"])
+    proba = predictor.predict_proba(torch.randn(3, 3, 32, 32))
+    assert proba.shape == (3, 10) and np.allclose(proba.sum(1), 1.0, atol=1e-5)
     metrics = evaluate_model(result.model_dir, base / "split.csv", base / "eval")
     assert metrics["test_images"] == 20
     assert sum(c["support"] for c in metrics["per_class"].values()) == 20
