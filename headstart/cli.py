@@ -19,9 +19,11 @@ app = typer.Typer(help="Keep image classifiers fresh by transfer learning.", no_
 data_app = typer.Typer(help="Datasets under DVC.", no_args_is_help=True)
 import_app = typer.Typer(help="Import a dataset into data/<name>/ and track it with DVC.", no_args_is_help=True)
 step_app = typer.Typer(help="Single pipeline steps, as dvc.yaml's stages call them.", no_args_is_help=True)
+backbones_app = typer.Typer(help="Backbone presets and their pretrained weights.", invoke_without_command=True)
 app.add_typer(data_app, name="data")
 data_app.add_typer(import_app, name="import")
 app.add_typer(step_app, name="step")
+app.add_typer(backbones_app, name="backbones")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -244,6 +246,57 @@ def step_evaluate(params: ParamsOpt = Path("params.yaml"), out: Path = Path("run
     s = load_params(params)
     metrics = evaluate_model(out / "model", out / "split.csv", out, s.evaluate.batch_size)
     console.print(f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+
+
+@backbones_app.callback()
+def backbones(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per preset.")] = False,
+) -> None:
+    """List the presets: family, smallest input, weight sources, and whether weights are offline here."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from tasks.backbone import list_presets
+
+    rows = [
+        {
+            "name": p.name,
+            "family": p.family,
+            "min_input_size": p.min_input_size,
+            "weights": p.weight_sources(),
+            "offline_weights": p.offline_weights(),
+        }
+        for p in list_presets()
+    ]
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    table = Table("preset", "family", "min px", "weight sources", "offline weights here")
+    for row in rows:
+        offline = row["offline_weights"] or "-"
+        table.add_row(row["name"], row["family"], str(row["min_input_size"]), ", ".join(row["weights"]), offline)
+    console.print(table)
+    console.print("model.backbone also takes any other timm name; model.weights: package:NAME, file:PATH, hub, none")
+
+
+@backbones_app.command("verify")
+def backbones_verify(
+    name: Annotated[str, typer.Argument(help="timm model name, e.g. tf_efficientnet_lite0.")],
+    images: Annotated[list[Path], typer.Argument(help="Photos to classify.")],
+    weights: Annotated[str, typer.Option("--weights", help="package:NAME, file:PATH, hub or none.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
+) -> None:
+    """ImageNet top-5 (index, label, probability) per image, to check that weights loaded correctly."""
+    from tasks.verify import imagenet_top5
+
+    for image, top5 in zip(images, imagenet_top5(name, weights, images), strict=True):
+        if as_json:
+            typer.echo(json.dumps({"image": str(image), "top5": [list(t) for t in top5]}))
+        else:
+            console.print(f"[bold]{image}[/]")
+            for index, label, prob in top5:
+                console.print(f"  {index:4d}  {prob:6.3f}  {label}")
 
 
 def main() -> None:

@@ -74,6 +74,26 @@ def create_pretrained(backbone: str, weights: str) -> nn.Module:
     return create_with_weights(backbone, weights)
 
 
+class MLPHead(nn.Module):
+    """Hidden layers then the output layer, in place of a timm classifier.
+
+    A module of its own rather than a bare ``nn.Sequential``: timm's group matchers flatten Sequential
+    children, and some (inception_v3) then no longer find their classifier by name.
+    """
+
+    def __init__(self, in_features: int, hidden: list[int], num_classes: int, dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(in_features, width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            in_features = width
+        layers.append(nn.Linear(in_features, num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
 def attach_head(model: nn.Module, num_classes: int, head: HeadParams) -> None:
     """Replace the classifier: pooling and dropout via timm, optional hidden layers before the output."""
     model.reset_classifier(num_classes, global_pool=head.pool)
@@ -81,14 +101,9 @@ def attach_head(model: nn.Module, num_classes: int, head: HeadParams) -> None:
         model.drop_rate = head.dropout  # timm applies it between pooling and classifier
     if not head.hidden:
         return
-    width = model.get_classifier().in_features
-    layers: list[nn.Module] = []
-    for hidden in head.hidden:
-        layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Dropout(head.dropout)]
-        width = hidden
-    layers.append(nn.Linear(width, num_classes))
+    mlp = MLPHead(model.get_classifier().in_features, head.hidden, num_classes, head.dropout)
     parent, _, leaf = model.pretrained_cfg["classifier"].rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, nn.Sequential(*layers))
+    setattr(model.get_submodule(parent) if parent else model, leaf, mlp)
 
 
 def create_classifier(backbone: str, weights: str, num_classes: int, head: HeadParams) -> nn.Module:
