@@ -30,7 +30,11 @@ class ImageTable(Dataset):
 
 
 def make_loader(dataset: ImageTable, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0) -> DataLoader:
-    """A seeded DataLoader; workers stay alive across epochs."""
+    """A seeded DataLoader; workers stay alive across epochs.
+
+    Shuffled (training) loaders drop a ragged last batch when there is more than one batch: a batch of one
+    image breaks BatchNorm in training mode.
+    """
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
@@ -39,5 +43,5 @@ def make_loader(dataset: ImageTable, batch_size: int, shuffle: bool, num_workers
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         generator=generator,
-        drop_last=False,
+        drop_last=shuffle and len(dataset) > batch_size,
     )

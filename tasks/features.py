@@ -34,9 +34,9 @@ class FeatureSet:
     from_cache: bool
 
 
-def cache_key(data_version: str, backbone: str, weights_digest: str, pre: Preprocessing) -> str:
-    """sha256 of everything the features depend on."""
-    blob = json.dumps([data_version, backbone, weights_digest, pre.to_dict()], sort_keys=True)
+def cache_key(data_version: str, backbone: str, weights_digest: str, pre: Preprocessing, pool: str) -> str:
+    """sha256 of everything the features depend on: data, backbone, weights, preprocessing and pooling."""
+    blob = json.dumps([data_version, backbone, weights_digest, pre.to_dict(), pool], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
