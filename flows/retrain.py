@@ -102,6 +102,7 @@ def run_pipeline(params_path: str, overrides: list[str] | None, run_dir: str | N
         "split": split.counts(),
         "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "test_images")},
         "history": trained.history,
+        "features_from_cache": trained.features_from_cache,
         "model_dir": str(trained.model_dir),
         "lineage": record,
     }

@@ -63,6 +63,19 @@ def test_flow_fine_tunes_far_above_chance(workspace: Path, prefect_server, fashi
     assert (workspace / "runs/e2e/metrics.json").is_file() and (workspace / "runs/e2e/validate/manifest.csv").is_file()
 
 
+def test_flow_runs_the_features_scenario(workspace: Path, prefect_server, fashion_idx_dir, tmp_path: Path) -> None:
+    import_data(per_class=10, test_per_class=5)
+    sets = ["train.scenario=features", "train.classifier=logreg", f"train.feature_cache={tmp_path / 'fc'}"]
+    args = ["run", *[a for s in sets for a in ("--set", s)], "--run-dir", "runs/features", "--summary-json", "s.json"]
+    for expected_hit in (False, True):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        summary = json.loads((workspace / "s.json").read_text())
+        assert summary["scenario"] == "features" and summary["features_from_cache"] is expected_hit
+    assert summary["metrics"]["accuracy"] > 0.4, summary["metrics"]
+    assert (workspace / "runs/features/model/classifier.skops").is_file()
+
+
 def test_flow_stops_on_invalid_data(workspace: Path, prefect_server, fashion_idx_dir) -> None:
     import_data(per_class=3, test_per_class=2)
     (workspace / "data" / "fashion-mnist" / "bag" / "broken.png").write_bytes(b"not a png")
