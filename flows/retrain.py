@@ -1,4 +1,5 @@
-"""The retrain flow: validate → split → train → evaluate, each a plain function from ``tasks/``."""
+"""The retrain flow: validate → split → train → evaluate → gate → register → promote, each a plain function
+from ``tasks/``."""
 
 from __future__ import annotations
 
@@ -12,24 +13,42 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from headstart import lineage
-from headstart.config import load_params
+from headstart.config import Params, load_params
 from headstart.errors import HeadstartError, ValidationFailed
 from tasks.evaluate import evaluate_model
+from tasks.promote import judge, open_registry, promote_if_passed, register_run
+from tasks.registry import PromotionConflict
 from tasks.split import split_dataset
 from tasks.train import train_model
 from tasks.validate import ValidationReport, validate_dataset
 from tasks.versioning import data_md5_of
 
+
+def _retry_unless_conflict(task, task_run, state) -> bool:
+    """Retry registry I/O, but never a lost promotion race: retrying would silently take the next number."""
+    return not isinstance(state.result(raise_on_failure=False), PromotionConflict)
+
+
 # Thin wrappers: the decorator carries policy only. Steps pass paths, so nothing needs hashing or caching.
+# Registry I/O retries with backoff on top of botocore's own retries.
+IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": _retry_unless_conflict}
 validate_step = task(name="validate", cache_policy=NO_CACHE)(validate_dataset)
 split_step = task(name="split", cache_policy=NO_CACHE)(split_dataset)
 train_step = task(name="train", cache_policy=NO_CACHE)(train_model)
 evaluate_step = task(name="evaluate", cache_policy=NO_CACHE)(evaluate_model)
+gate_step = task(name="gate", cache_policy=NO_CACHE, **IO_RETRIES)(judge)
+register_step = task(name="register", cache_policy=NO_CACHE, **IO_RETRIES)(register_run)
+promote_step = task(name="promote", cache_policy=NO_CACHE, **IO_RETRIES)(promote_if_passed)
 
 
 def default_run_dir(run_id: str) -> Path:
     """``runs/<UTC time>-<run id prefix>``: sortable, unique per flow run."""
     return Path("runs") / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{run_id[:8]}"
+
+
+def split_lineage(params: Params) -> dict:
+    """The split parameters a model is trained under, as the gate compares them."""
+    return {**params.split.model_dump(), "fixed_test_set": params.data.test_dir is not None}
 
 
 def _require_valid(report: ValidationReport, report_dir: Path) -> None:
@@ -46,6 +65,7 @@ def retrain(
     params_path: str = "params.yaml",
     overrides: list[str] | None = None,
     run_dir: str | None = None,
+    allow_class_change: bool = False,
 ) -> dict | State:
     """Retrain on the dataset named by ``data.dir`` (and ``data.test_dir``); return the run summary.
 
@@ -53,13 +73,13 @@ def retrain(
     no traceback; anything else is a bug and keeps Prefect's traceback.
     """
     try:
-        return run_pipeline(params_path, overrides, run_dir)
+        return run_pipeline(params_path, overrides, run_dir, allow_class_change)
     except HeadstartError as exc:
         get_run_logger().error("%s", exc)
         return Failed(message=str(exc))
 
 
-def run_pipeline(params_path: str, overrides: list[str] | None, run_dir: str | None) -> dict:
+def run_pipeline(params_path: str, overrides: list[str] | None, run_dir: str | None, allow_class_change: bool) -> dict:
     """validate → split → train → evaluate, writing everything under the run folder."""
     params = load_params(params_path, overrides)
     run_id = str(flow_run.id or "local")
@@ -86,9 +106,15 @@ def run_pipeline(params_path: str, overrides: list[str] | None, run_dir: str | N
         data_md5_of(test_dir) if test_dir else None,
         params.digest(),
         run_id,
+        split_lineage(params),
     )
     trained = train_step(out / "split.csv", params, out, record)
     metrics = evaluate_step(trained.model_dir, out / "split.csv", out, params.evaluate.batch_size)
+
+    registry = open_registry(params.registry)
+    decision = gate_step(out, out / "split.csv", params.gate, registry, params.evaluate.batch_size, allow_class_change)
+    version = register_step(registry, out)  # every challenger is registered, PASS or FAIL
+    promoted = promote_step(registry, version, decision)  # the alias moves only now, and only on PASS
 
     summary = {
         "run_id": run_id,
@@ -105,6 +131,10 @@ def run_pipeline(params_path: str, overrides: list[str] | None, run_dir: str | N
         "features_from_cache": trained.features_from_cache,
         "model_dir": str(trained.model_dir),
         "lineage": record,
+        "decision": decision.to_dict(),
+        "registry": registry.storage.uri,
+        "version": version,
+        "champion": version if promoted else decision.champion,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headstart.cli_registry import registry_app
 from headstart.errors import HeadstartError, RunFailed, ValidationFailed
 
 app = typer.Typer(help="Keep image classifiers fresh by transfer learning.", no_args_is_help=True)
@@ -24,6 +25,7 @@ app.add_typer(data_app, name="data")
 data_app.add_typer(import_app, name="import")
 app.add_typer(step_app, name="step")
 app.add_typer(backbones_app, name="backbones")
+app.add_typer(registry_app, name="registry")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -160,8 +162,11 @@ def run(
     set_: SetOpt = None,
     run_dir: Annotated[Path | None, typer.Option(help="Output folder (default runs/<time>-<id>).")] = None,
     summary_json: Annotated[Path | None, typer.Option(help="Also write the run summary here.")] = None,
+    allow_class_change: Annotated[
+        bool, typer.Option(help="Let a challenger with a different class set replace the champion.")
+    ] = False,
 ) -> None:
-    """Run the retrain flow (validate → split → train → evaluate) and print where everything went."""
+    """Run the retrain flow (validate → split → train → evaluate → gate → register → promote)."""
     from flows.retrain import retrain
 
     overrides = list(set_ or [])
@@ -170,7 +175,11 @@ def run(
     if test_data is not None:
         overrides.append(f"data.test_dir={test_data}")
     state = retrain(
-        params_path=str(params), overrides=overrides, run_dir=str(run_dir) if run_dir else None, return_state=True
+        params_path=str(params),
+        overrides=overrides,
+        run_dir=str(run_dir) if run_dir else None,
+        allow_class_change=allow_class_change,
+        return_state=True,
     )
     if state.is_failed():
         raise RunFailed(f"retrain run failed: {state.message}")
@@ -184,6 +193,24 @@ def run(
         f"({summary['scenario']}, {summary['backbone']}, data md5 {summary['data_md5']})"
     )
     console.print(f"run folder: {summary['run_dir']}  (model: {summary['model_dir']})")
+    _print_decision(summary["decision"])
+    promoted = summary["champion"] == summary["version"]
+    console.print(
+        f"registered {summary['registry']} version {summary['version']}: "
+        + ("[green]promoted to champion[/]" if promoted else f"not promoted; champion stays {summary['champion']}")
+    )
+
+
+def _print_decision(decision: dict) -> None:
+    colour = {"PASS": "green", "FAIL": "red", "INFO": "dim"}
+    against = decision["champion"] or "no champion (first model)"
+    table = Table("rule", "value", "threshold", "verdict", title=f"gate decision vs {against}")
+    for rule in decision["rules"]:
+        table.add_row(
+            rule["rule"], rule["value"], rule["threshold"], f"[{colour[rule['verdict']]}]{rule['verdict']}[/]"
+        )
+    console.print(table)
+    console.print(f"decision: [{colour[decision['verdict']]}]{decision['verdict']}[/]")
 
 
 @step_app.command("validate")
@@ -225,6 +252,7 @@ def step_split(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/d
 @step_app.command("train")
 def step_train(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/dvc")) -> None:
     """Fine-tune from OUT/split.csv into OUT/model/ (+ OUT/curves.csv, OUT/checkpoints/)."""
+    from flows.retrain import split_lineage
     from headstart import lineage
     from headstart.config import load_params
     from tasks.train import train_model
@@ -232,7 +260,7 @@ def step_train(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/d
 
     s = load_params(params)
     test_md5 = data_md5_of(Path(s.data.test_dir)) if s.data.test_dir else None
-    record = lineage.collect(Path.cwd(), data_md5_of(Path(s.data.dir)), test_md5, s.digest(), None)
+    record = lineage.collect(Path.cwd(), data_md5_of(Path(s.data.dir)), test_md5, s.digest(), None, split_lineage(s))
     result = train_model(out / "split.csv", s, out, record)
     console.print(f"{result.model_dir}: {result.history[-1]}")
 

@@ -96,6 +96,25 @@ class EvaluateParams(_Section):
     batch_size: int = Field(64, ge=1)
 
 
+class GateParams(_Section):
+    """The promotion policy: what a challenger must show before it replaces the champion."""
+
+    primary_metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    floors: dict[Literal["accuracy", "macro_f1"], float] = Field(default_factory=lambda: {"accuracy": 0.5})
+    min_abs_gain: float = Field(0.0, ge=0)  # on the primary metric; a tie never passes
+    min_rel_gain: float = Field(0.0, ge=0)  # gain / champion's value
+    max_class_recall_drop: float = Field(0.05, ge=0, le=1)
+    min_class_support: int = Field(10, ge=1)  # classes with fewer test images are reported, not judged
+    mcnemar_alpha: float | None = Field(None, gt=0, lt=1)  # optional exact McNemar test on paired predictions
+    allow_class_change: bool = False  # a different class set is promoted only when this is set
+
+
+class RegistryParams(_Section):
+    uri: str = "file://registry"  # file://PATH (relative to the workspace) or s3://bucket/prefix
+    model_name: str = Field("fashion-mnist", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -106,6 +125,8 @@ class Params(_Section):
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    gate: GateParams = GateParams()
+    registry: RegistryParams = RegistryParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -10,7 +10,11 @@ from headstart.errors import ToolError
 from tasks.versioning import ensure_default_remote
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-WORKSPACE_GITIGNORE = "# Run outputs are reproducible from data + params; keep them out of git.\n/runs/\n"
+WORKSPACE_GITIGNORE = """\
+# Run outputs are reproducible from data + params; the local registry is storage, not source.
+/runs/
+/registry/
+"""
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -1,10 +1,12 @@
-"""Pretrained weight sources: ``package:NAME`` wheels, ``file:PATH``, ``hub`` and ``none``; every load is checked."""
+"""Pretrained weight sources: ``package:NAME`` wheels, ``file:PATH``, ``s3://…``, ``hub`` and ``none``; every load
+is checked."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib
 import importlib.util
+import io
 import os
 import socket
 from collections.abc import Callable
@@ -127,18 +129,31 @@ def load_package_weights(model: nn.Module, name: str, architecture: str) -> None
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from safetensors, or from a torch file with ``weights_only=True`` (never unpickled)."""
+    """A state dict from a local safetensors or torch file."""
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    return state_dict_from_bytes(path.read_bytes(), str(path))
 
-        return load_file(path)
+
+def state_dict_from_bytes(data: bytes, name: str) -> dict[str, torch.Tensor]:
+    """Parse safetensors (by name), else a torch file with ``weights_only=True``: nothing is ever unpickled."""
+    if name.endswith(".safetensors"):
+        from safetensors.torch import load
+
+        return load(data)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError/RuntimeError: anything but plain tensors is refused
-        raise WeightsError(f"{path}: not a plain state dict loadable with weights_only=True ({exc})") from None
+        raise WeightsError(f"{name}: not a plain state dict loadable with weights_only=True ({exc})") from None
     return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def read_remote_state_dict(uri: str) -> dict[str, torch.Tensor]:
+    """A state dict from ``s3://bucket/key`` through the storage interface."""
+    from tasks.storage import split_object_uri
+
+    storage, key = split_object_uri(uri)
+    return state_dict_from_bytes(storage.get(key), uri)
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:
@@ -155,14 +170,14 @@ def hub_reachable(timeout: float = 2.0) -> bool:
 def create_with_weights(architecture: str, source: str) -> nn.Module:
     """A timm model with its ImageNet classifier and the declared weights.
 
-    ``package:NAME`` and ``file:PATH`` are mapped/loaded and checked key by key; ``hub`` asks timm to
-    download (only where the hub is reachable); ``none`` is random initialisation.
+    ``package:NAME``, ``file:PATH`` and ``s3://BUCKET/KEY`` are mapped/loaded and checked key by key; ``hub``
+    asks timm to download (only where the hub is reachable); ``none`` is random initialisation.
     """
     import timm
 
     kind, _, value = source.partition(":")
-    if kind not in ("package", "file", "hub", "none"):
-        raise WeightsError(f"model.weights {source!r}: expected package:NAME, file:PATH, hub or none")
+    if kind not in ("package", "file", "s3", "hub", "none"):
+        raise WeightsError(f"model.weights {source!r}: expected package:NAME, file:PATH, s3://BUCKET/KEY, hub or none")
     from_hub = kind == "hub"
     if from_hub and not hub_reachable():
         raise WeightsError(
@@ -177,6 +192,8 @@ def create_with_weights(architecture: str, source: str) -> nn.Module:
         load_package_weights(model, value, architecture)
     elif kind == "file":
         load_checked(model, read_state_dict(Path(value)), source)
+    elif kind == "s3":
+        load_checked(model, read_remote_state_dict(source), source)
     return model
 
 

@@ -1,0 +1,141 @@
+"""``headstart registry``: list, show, promote, roll back, pull and push model versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+registry_app = typer.Typer(help="The model registry: versions and the champion alias.", no_args_is_help=True)
+console = Console()
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml naming registry.uri and model_name.")]
+
+
+def _registry(params: Path):
+    from headstart.config import Params, load_params
+    from tasks.promote import open_registry
+
+    settings = load_params(params) if params.is_file() else Params()
+    return open_registry(settings.registry)
+
+
+@registry_app.command("ls")
+def ls(params: ParamsOpt = Path("params.yaml"), as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Complete versions, oldest first: id, created, data md5, metrics, decision, champion."""
+    registry = _registry(params)
+    champion = registry.champion()
+    rows = [
+        {
+            "id": m["version"],
+            "created": m["created"],
+            "data_md5": m.get("data_md5"),
+            "metrics": m.get("metrics", {}),
+            "decision": m.get("decision"),
+            "champion": m["version"] == champion,
+        }
+        for m in registry.versions()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("version", "created", "data md5", "accuracy", "macro-F1", "decision", "champion")
+    for r in rows:
+        metrics = r["metrics"]
+        table.add_row(
+            r["id"],
+            r["created"],
+            str(r["data_md5"])[:12],
+            f"{metrics.get('accuracy', 0):.4f}",
+            f"{metrics.get('macro_f1', 0):.4f}",
+            r["decision"],
+            "*" if r["champion"] else "",
+        )
+    console.print(f"{registry.storage.uri}/{registry.model}")
+    console.print(table)
+
+
+@registry_app.command("show")
+def show(
+    ref: Annotated[str, typer.Argument(help="A version id, or 'champion'.")],
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A version's manifest and decision; for 'champion' also the alias history and lost promotion races."""
+    from tasks.gate import Decision
+
+    registry = _registry(params)
+    version = registry.resolve(ref)
+    shown = {"manifest": registry.manifest(version), "decision": registry.decision(version)}
+    if ref == "champion":
+        shown["history"] = [r.__dict__ for r in registry.history()]
+        shown["conflicts"] = registry.conflicts()
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    console.print_json(json.dumps(shown["manifest"]))
+    console.print(Decision.from_dict(shown["decision"]).to_markdown())
+    if "history" in shown:
+        table = Table("seq", "version", "action", "at", "reason", title="champion history")
+        for r in shown["history"]:
+            table.add_row(str(r["seq"]), r["version"], r["action"], r["at"], r["reason"])
+        console.print(table)
+        for event in shown["conflicts"]:
+            console.print(f"conflict: {event['attempt']} — {event['outcome']}")
+
+
+@registry_app.command("promote")
+def promote(
+    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+    params: ParamsOpt = Path("params.yaml"),
+    force: Annotated[bool, typer.Option(help="Promote even though its gate decision was FAIL.")] = False,
+) -> None:
+    """Make a version champion by hand (refused for a FAIL decision unless --force; recorded either way)."""
+    from tasks.registry import RegistryError
+
+    registry = _registry(params)
+    verdict = registry.manifest(version).get("decision")
+    if verdict != "PASS" and not force:
+        raise RegistryError(f"{version}: its gate decision was {verdict}; pass --force to promote it anyway")
+    reason = f"by hand (decision {verdict}{', forced' if force else ''})"
+    record = registry.set_champion(version, "manual-promote", reason)
+    console.print(f"champion #{record.seq}: {record.version}")
+
+
+@registry_app.command("rollback")
+def rollback(
+    to: Annotated[str | None, typer.Option("--to", help="Version to restore (default: the previous champion).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Restore an earlier champion, as a new entry in the alias history."""
+    record = _registry(params).rollback(to)
+    console.print(f"champion #{record.seq}: {record.version} ({record.reason})")
+
+
+@registry_app.command("pull")
+def pull(
+    ref: Annotated[str, typer.Argument(help="A version id, or 'champion'.")],
+    dest: Annotated[Path, typer.Argument(help="Folder to write the verified files to.")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Download a version, every file verified against its manifest (a mismatch is refused, naming the file)."""
+    registry = _registry(params)
+    version = registry.resolve(ref)
+    console.print(f"{version} → {registry.pull(version, dest)}")
+
+
+@registry_app.command("push")
+def push(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder (model/, metrics.json, decision.json).")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Register a finished run (e.g. after a storage outage); promote it separately if its decision passed."""
+    from tasks.promote import register_run
+
+    version = register_run(_registry(params), run_dir)
+    verdict = json.loads((run_dir / "decision.json").read_text())["verdict"]
+    hint = f"; promote it with `headstart registry promote {version}`" if verdict == "PASS" else ""
+    console.print(f"registered {version} (decision {verdict}){hint}")
