@@ -40,6 +40,36 @@ def prefect_server():
         yield
 
 
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory):
+    """One SeaweedFS S3 server per test session; the AWS variables point boto3 at it while it runs."""
+    from tests.seaweedfs import start_seaweedfs
+
+    server = start_seaweedfs(VENV_BIN / "weed", tmp_path_factory.mktemp("seaweedfs"))
+    saved = {key: os.environ.get(key) for key in server.env()}
+    os.environ.update(server.env())
+    yield server
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.thaw()
+    server.stop()
+
+
+@pytest.fixture
+def bucket(seaweedfs) -> str:
+    """A fresh bucket on the session's SeaweedFS."""
+    import uuid
+
+    import boto3
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh workspace (git + DVC, the project's params.yaml, a local DVC remote); cwd is set to it."""
