@@ -53,8 +53,8 @@ def _sha256(data: bytes) -> str:
 
 
 def new_version_id() -> str:
-    """Sortable and unique: ``<UTC time>-<8 hex>``."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    """Sortable by creation time and unique: ``<UTC time to the microsecond>-<8 hex>``."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
 
 
 class Registry:
@@ -147,10 +147,19 @@ class Registry:
         return records[-1].version if records else None
 
     def set_champion(self, version: str, action: str, reason: str) -> AliasRecord:
-        """Create alias object ``latest + 1``; if another writer created it first, record the conflict and raise."""
+        """Move the alias: :meth:`next_alias` then :meth:`commit_alias`."""
+        return self.commit_alias(self.next_alias(version, action, reason))
+
+    def next_alias(self, version: str, action: str, reason: str) -> AliasRecord:
+        """The alias record that would come next (``latest + 1``); nothing is written."""
         self.manifest(version)  # only complete versions can become champion
         records = self.history()
-        record = AliasRecord(records[-1].seq + 1 if records else 1, version, action, _now(), reason)
+        return AliasRecord(records[-1].seq + 1 if records else 1, version, action, _now(), reason)
+
+    def commit_alias(self, record: AliasRecord) -> AliasRecord:
+        """Create the alias object with If-None-Match; if its number was taken meanwhile, record the conflict
+        and raise PromotionConflict (never retried into the next number: that would hide the race)."""
+        version = record.version
         try:
             self.storage.put(
                 self._key("aliases", CHAMPION, f"{record.seq:08d}.json"),

@@ -148,7 +148,7 @@ class S3Storage:
         return True
 
 
-def make_s3_client(attempts: int = 4):
+def make_s3_client(attempts: int = 4, read_timeout: float = 5):
     """A boto3 S3 client with botocore's standard retries (exponential backoff) and short timeouts."""
     import boto3
     from botocore.config import Config
@@ -156,7 +156,7 @@ def make_s3_client(attempts: int = 4):
     config = Config(
         retries={"max_attempts": attempts, "mode": "standard"},
         connect_timeout=2,
-        read_timeout=5,
+        read_timeout=read_timeout,
         s3={"addressing_style": "path"},
     )
     return boto3.client("s3", config=config)
