@@ -327,6 +327,38 @@ def backbones_verify(
                 console.print(f"  {index:4d}  {prob:6.3f}  {label}")
 
 
+@step_app.command("gate")
+def step_gate(
+    params: ParamsOpt = Path("params.yaml"),
+    out: Path = Path("runs/dvc"),
+    allow_class_change: Annotated[bool, typer.Option(help="Allow a different class set.")] = False,
+) -> None:
+    """Score the champion on OUT/split.csv and decide; writes OUT/decision.json and OUT/model_card.md."""
+    from headstart.config import load_params
+    from tasks.promote import judge, open_registry
+
+    s = load_params(params)
+    decision = judge(
+        out, out / "split.csv", s.gate, open_registry(s.registry), s.evaluate.batch_size, allow_class_change
+    )
+    _print_decision(decision.to_dict())
+
+
+@step_app.command("promote")
+def step_promote(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/dvc")) -> None:
+    """Register OUT as a new version; move the champion alias if its decision passed. Writes OUT/registered.json."""
+    from headstart.config import load_params
+    from tasks.gate import Decision
+    from tasks.promote import DECISION_FILE, open_registry, promote_if_passed, register_run
+
+    registry = open_registry(load_params(params).registry)
+    decision = Decision.from_dict(json.loads((out / DECISION_FILE).read_text()))
+    version = register_run(registry, out)
+    record = promote_if_passed(registry, version, decision)
+    (out / "registered.json").write_text(json.dumps({"version": version, "promoted": record is not None}))
+    console.print(f"registered {version}; " + (f"champion #{record.seq}" if record else "not promoted"))
+
+
 def main() -> None:
     """Console entry point: HeadstartErrors become one clear message, never a traceback."""
     try:

@@ -34,12 +34,19 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def collect(cwd: Path, data_md5: str | None, test_md5: str | None, params_digest: str, flow_run_id: str | None) -> dict:
-    """The lineage record stored in the model config and the run summary."""
+def collect(
+    cwd: Path, data_md5: str | None, test_md5: str | None, params_digest: str, flow_run_id: str | None, split: dict
+) -> dict:
+    """The lineage record stored in the model config and the run summary.
+
+    ``split`` (the split parameters, and whether a fixed test set was used) lets the gate check that a champion
+    was trained under the same split, so none of its training images can sit in today's test split.
+    """
     return {
         "git_commit": git_commit(cwd),
         "data_md5": data_md5,
         "test_data_md5": test_md5,
+        "split": split,
         "params_sha256": params_digest,
         "flow_run_id": flow_run_id,
         "packages": package_versions(),

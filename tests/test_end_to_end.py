@@ -107,10 +107,14 @@ def test_dvc_repro_then_no_op(workspace: Path, fashion_idx_dir) -> None:
 
     first = subprocess.run(["dvc", "repro"], cwd=workspace, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout + first.stderr
-    for stage in ("validate", "split", "train", "evaluate"):
+    for stage in ("validate", "split", "train", "evaluate", "gate", "promote"):
         assert f"Running stage '{stage}'" in first.stdout
     metrics = json.loads((workspace / "runs/dvc/metrics.json").read_text())
     assert metrics["test_images"] == 20
+    registered = json.loads((workspace / "runs/dvc/registered.json").read_text())
+    decision = json.loads((workspace / "runs/dvc/decision.json").read_text())
+    assert registered["promoted"] == (decision["verdict"] == "PASS")
+    assert (workspace / "registry/fashion-mnist/versions" / registered["version"] / "MANIFEST.json").is_file()
 
     second = subprocess.run(["dvc", "repro"], cwd=workspace, capture_output=True, text=True)
     assert second.returncode == 0 and "Running stage" not in second.stdout
