@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_PER_CLASS ?= 200
 DEMO_TEST_PER_CLASS ?= 100
+DEMO_V2_PER_CLASS ?= 300
 DEMO_DIR ?= .headstart/demo
 HS := $(CURDIR)/$(BIN)/headstart
 
@@ -29,17 +30,22 @@ install: $(STAMP)
 
 demo: install
 	$(HS) init $(DEMO_DIR)
+	@echo "== data v1 ($(DEMO_PER_CLASS)/class) and the first model: judged on the floors, promoted =="
 	cd $(DEMO_DIR) && $(HS) data import fashion-mnist --per-class $(DEMO_PER_CLASS) --test-per-class $(DEMO_TEST_PER_CLASS)
-	cd $(DEMO_DIR) && git add data && (git diff --cached --quiet || git commit -q -m "data: fashion-mnist $(DEMO_PER_CLASS)/class")
-	cd $(DEMO_DIR) && $(HS) run --data data/fashion-mnist --test-data data/fashion-mnist-test \
-		--run-dir runs/demo --summary-json runs/demo/summary.json
+	cd $(DEMO_DIR) && git add data && (git diff --cached --quiet || git commit -q -m "data v1: $(DEMO_PER_CLASS)/class")
+	cd $(DEMO_DIR) && $(HS) run --run-dir runs/demo-v1 --summary-json runs/demo-v1/summary.json
+	@echo "== data v2 ($(DEMO_V2_PER_CLASS)/class): the challenger against the champion, on the same test split =="
+	cd $(DEMO_DIR) && $(HS) data import fashion-mnist --per-class $(DEMO_V2_PER_CLASS)
+	cd $(DEMO_DIR) && git add data && (git diff --cached --quiet || git commit -q -m "data v2: $(DEMO_V2_PER_CLASS)/class")
+	cd $(DEMO_DIR) && $(HS) run --run-dir runs/demo-v2 --summary-json runs/demo-v2/summary.json
+	cd $(DEMO_DIR) && $(HS) registry ls
 	@echo
 	@echo "Where everything went:"
 	@echo "  workspace (git + DVC, git-ignored here): $(DEMO_DIR)/"
-	@echo "  datasets: $(DEMO_DIR)/data/fashion-mnist/, $(DEMO_DIR)/data/fashion-mnist-test/ (+ .dvc files, committed there)"
+	@echo "  datasets: $(DEMO_DIR)/data/fashion-mnist/, $(DEMO_DIR)/data/fashion-mnist-test/ (.dvc files committed there)"
 	@echo "  DVC remote: $$(cd $(DEMO_DIR) && $(CURDIR)/$(BIN)/dvc remote list)"
-	@echo "  run: $(DEMO_DIR)/runs/demo/ (validate/, split.csv, model/, checkpoints/, curves.csv, metrics.json)"
-	@echo "  summary: $(DEMO_DIR)/runs/demo/summary.json"
+	@echo "  runs: $(DEMO_DIR)/runs/demo-v1/, $(DEMO_DIR)/runs/demo-v2/ (model/, metrics.json, decision.json, model_card.md)"
+	@echo "  registry: $(DEMO_DIR)/registry/fashion-mnist/ (versions/, aliases/champion/)"
 
 test: install
 	$(BIN)/pytest
