@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
+from flows.concurrency import retrain_slot
 from headstart import lineage
 from headstart.config import Params, load_params
 from headstart.errors import HeadstartError, ValidationFailed
@@ -66,22 +67,33 @@ def retrain(
     overrides: list[str] | None = None,
     run_dir: str | None = None,
     allow_class_change: bool = False,
+    dataset: str | None = None,
+    old_md5: str | None = None,
+    new_md5: str | None = None,
 ) -> dict | State:
-    """Retrain on the dataset named by ``data.dir`` (and ``data.test_dir``); return the run summary.
+    """Retrain on ``data.dir`` (or ``data/<dataset>``) and ``data.test_dir``; return the run summary.
 
-    Expected failures (invalid data, bad params, missing weights) end the run Failed with their message and
-    no traceback; anything else is a bug and keeps Prefect's traceback.
+    ``dataset``, ``old_md5`` and ``new_md5`` come from the data-change trigger and are recorded with the run.
+    Only one retrain per model runs at a time (a strict global concurrency limit). Expected failures (invalid
+    data, bad params, missing weights, storage down) end the run Failed with their message and no traceback.
     """
     try:
-        return run_pipeline(params_path, overrides, run_dir, allow_class_change)
+        if dataset:
+            overrides = [*(overrides or []), f"data.dir=data/{dataset}"]
+        params = load_params(params_path, overrides)
+        with retrain_slot(params.registry.model_name):
+            summary = run_pipeline(params, run_dir, allow_class_change)
     except HeadstartError as exc:
         get_run_logger().error("%s", exc)
         return Failed(message=str(exc))
+    if new_md5 is not None:
+        summary["trigger"] = {"dataset": dataset, "old_md5": old_md5, "new_md5": new_md5}
+        Path(summary["run_dir"], "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
-def run_pipeline(params_path: str, overrides: list[str] | None, run_dir: str | None, allow_class_change: bool) -> dict:
-    """validate → split → train → evaluate, writing everything under the run folder."""
-    params = load_params(params_path, overrides)
+def run_pipeline(params: Params, run_dir: str | None, allow_class_change: bool) -> dict:
+    """validate → split → train → evaluate → gate → register → promote, everything under the run folder."""
     run_id = str(flow_run.id or "local")
     out = Path(run_dir) if run_dir else default_run_dir(run_id)
     data_dir = Path(params.data.dir)
@@ -102,6 +114,7 @@ def run_pipeline(params_path: str, overrides: list[str] | None, run_dir: str | N
     )
     record = lineage.collect(
         Path.cwd(),
+        data_dir,
         data_md5_of(data_dir),
         data_md5_of(test_dir) if test_dir else None,
         params.digest(),

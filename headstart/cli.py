@@ -13,13 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headstart.cli_output import print_decision, print_report
 from headstart.cli_registry import registry_app
+from headstart.cli_steps import step_app
 from headstart.errors import HeadstartError, RunFailed, ValidationFailed
 
 app = typer.Typer(help="Keep image classifiers fresh by transfer learning.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets under DVC.", no_args_is_help=True)
 import_app = typer.Typer(help="Import a dataset into data/<name>/ and track it with DVC.", no_args_is_help=True)
-step_app = typer.Typer(help="Single pipeline steps, as dvc.yaml's stages call them.", no_args_is_help=True)
 backbones_app = typer.Typer(help="Backbone presets and their pretrained weights.", invoke_without_command=True)
 app.add_typer(data_app, name="data")
 data_app.add_typer(import_app, name="import")
@@ -129,7 +130,7 @@ def validate(
     if as_json:
         typer.echo(report.to_json())
     else:
-        _print_report(report, out)
+        print_report(report, out)
     raise typer.Exit(0 if report.success else 1)
 
 
@@ -137,21 +138,6 @@ def _default_params():
     from headstart.config import Params
 
     return Params()
-
-
-def _print_report(report, out: Path) -> None:
-    status = "[green]PASSED[/]" if report.success else "[red]FAILED[/]"
-    console.print(
-        f"{report.root}: {status} — {report.valid_images}/{report.images} images usable, {len(report.classes)} classes"
-    )
-    if report.failures:
-        table = Table("check", "file / class / image", "reason", show_lines=False)
-        for failure in report.failures:
-            table.add_row(failure.check, failure.subject, failure.reason)
-        console.print(table)
-    if report.ignored:
-        console.print(f"skipped hidden: {', '.join(report.ignored)}")
-    console.print(f"manifest and report: {out}/manifest.csv, {out}/validation.json")
 
 
 @app.command()
@@ -193,87 +179,12 @@ def run(
         f"({summary['scenario']}, {summary['backbone']}, data md5 {summary['data_md5']})"
     )
     console.print(f"run folder: {summary['run_dir']}  (model: {summary['model_dir']})")
-    _print_decision(summary["decision"])
+    print_decision(summary["decision"])
     promoted = summary["champion"] == summary["version"]
     console.print(
         f"registered {summary['registry']} version {summary['version']}: "
         + ("[green]promoted to champion[/]" if promoted else f"not promoted; champion stays {summary['champion']}")
     )
-
-
-def _print_decision(decision: dict) -> None:
-    colour = {"PASS": "green", "FAIL": "red", "INFO": "dim"}
-    against = decision["champion"] or "no champion (first model)"
-    table = Table("rule", "value", "threshold", "verdict", title=f"gate decision vs {against}")
-    for rule in decision["rules"]:
-        table.add_row(
-            rule["rule"], rule["value"], rule["threshold"], f"[{colour[rule['verdict']]}]{rule['verdict']}[/]"
-        )
-    console.print(table)
-    console.print(f"decision: [{colour[decision['verdict']]}]{decision['verdict']}[/]")
-
-
-@step_app.command("validate")
-def step_validate(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/dvc")) -> None:
-    """Validate data.dir (and data.test_dir) into OUT/validate[-test]/; exit 1 on failure."""
-    from headstart.config import load_params
-    from tasks.validate import validate_dataset
-
-    settings = load_params(params)
-    targets = [(settings.data.dir, "validate"), (settings.data.test_dir, "validate-test")]
-    ok = True
-    for directory, sub in targets:
-        if directory:
-            report = validate_dataset(Path(directory), settings.validate_, out / sub)
-            _print_report(report, out / sub)
-            ok &= report.success
-    raise typer.Exit(0 if ok else 1)
-
-
-@step_app.command("split")
-def step_split(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/dvc")) -> None:
-    """Split from OUT/validate[-test]/manifest.csv into OUT/split.csv."""
-    from headstart.config import load_params
-    from tasks.split import split_dataset
-
-    s = load_params(params)
-    test_dir = Path(s.data.test_dir) if s.data.test_dir else None
-    result = split_dataset(
-        out / "validate" / "manifest.csv",
-        Path(s.data.dir),
-        s.split,
-        out / "split.csv",
-        out / "validate-test" / "manifest.csv" if test_dir else None,
-        test_dir,
-    )
-    console.print(f"{out / 'split.csv'}: {result.counts()}")
-
-
-@step_app.command("train")
-def step_train(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/dvc")) -> None:
-    """Fine-tune from OUT/split.csv into OUT/model/ (+ OUT/curves.csv, OUT/checkpoints/)."""
-    from flows.retrain import split_lineage
-    from headstart import lineage
-    from headstart.config import load_params
-    from tasks.train import train_model
-    from tasks.versioning import data_md5_of
-
-    s = load_params(params)
-    test_md5 = data_md5_of(Path(s.data.test_dir)) if s.data.test_dir else None
-    record = lineage.collect(Path.cwd(), data_md5_of(Path(s.data.dir)), test_md5, s.digest(), None, split_lineage(s))
-    result = train_model(out / "split.csv", s, out, record)
-    console.print(f"{result.model_dir}: {result.history[-1]}")
-
-
-@step_app.command("evaluate")
-def step_evaluate(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/dvc")) -> None:
-    """Score OUT/model/ on the test split into OUT/metrics.json and OUT/confusion.csv."""
-    from headstart.config import load_params
-    from tasks.evaluate import evaluate_model
-
-    s = load_params(params)
-    metrics = evaluate_model(out / "model", out / "split.csv", out, s.evaluate.batch_size)
-    console.print(f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
 
 
 @backbones_app.callback()
@@ -327,36 +238,52 @@ def backbones_verify(
                 console.print(f"  {index:4d}  {prob:6.3f}  {label}")
 
 
-@step_app.command("gate")
-def step_gate(
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port for the Prefect server it starts (127.0.0.1).")] = 4200,
     params: ParamsOpt = Path("params.yaml"),
-    out: Path = Path("runs/dvc"),
-    allow_class_change: Annotated[bool, typer.Option(help="Allow a different class set.")] = False,
 ) -> None:
-    """Score the champion on OUT/split.csv and decide; writes OUT/decision.json and OUT/model_card.md."""
-    from headstart.config import load_params
-    from tasks.promote import judge, open_registry
+    """Start a Prefect server (unless PREFECT_API_URL is set), the work pools, the deployments and the workers;
+    Ctrl-C (or SIGTERM) stops what it started."""
+    import signal
+    import threading
 
-    s = load_params(params)
-    decision = judge(
-        out, out / "split.csv", s.gate, open_registry(s.registry), s.evaluate.batch_size, allow_class_change
-    )
-    _print_decision(decision.to_dict())
+    from headstart.config import Params, load_params
+    from headstart.serve import start_services
+
+    settings = load_params(params) if params.is_file() else Params()
+    services = start_services(Path.cwd(), port, settings.registry.model_name)
+    console.print(f"Prefect UI: {services.ui_url}   API: {services.api_url}")
+    console.print(f"deployments retrain/nightly, retrain/on-data-change, retrain/gpu run in {Path.cwd()}")
+    console.print("logs: runs/serve/; stop with Ctrl-C")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0) and all(p.poll() is None for p in services.processes):
+            pass
+    finally:
+        services.stop()
+        console.print("stopped what serve started")
 
 
-@step_app.command("promote")
-def step_promote(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/dvc")) -> None:
-    """Register OUT as a new version; move the champion alias if its decision passed. Writes OUT/registered.json."""
-    from headstart.config import load_params
-    from tasks.gate import Decision
-    from tasks.promote import DECISION_FILE, open_registry, promote_if_passed, register_run
+@app.command()
+def watch(
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per change.")] = False,
+) -> None:
+    """Compare each tracked dataset's DVC md5 with its latest registered version; emit one event per new change."""
+    from flows.watch import watch as watch_data
 
-    registry = open_registry(load_params(params).registry)
-    decision = Decision.from_dict(json.loads((out / DECISION_FILE).read_text()))
-    version = register_run(registry, out)
-    record = promote_if_passed(registry, version, decision)
-    (out / "registered.json").write_text(json.dumps({"version": version, "promoted": record is not None}))
-    console.print(f"registered {version}; " + (f"champion #{record.seq}" if record else "not promoted"))
+    changes = watch_data(Path.cwd(), params)
+    for change in changes:
+        if as_json:
+            typer.echo(json.dumps(change))
+        else:
+            state = "event emitted" if change["emitted"] else "already emitted, skipped"
+            console.print(f"{change['dataset']}: {change['old_md5']} → {change['new_md5']}: {state}")
+    if not changes and not as_json:
+        console.print("no data changes")
 
 
 def main() -> None:

@@ -35,7 +35,13 @@ def package_versions() -> dict[str, str]:
 
 
 def collect(
-    cwd: Path, data_md5: str | None, test_md5: str | None, params_digest: str, flow_run_id: str | None, split: dict
+    cwd: Path,
+    data_dir: Path,
+    data_md5: str | None,
+    test_md5: str | None,
+    params_digest: str,
+    flow_run_id: str | None,
+    split: dict,
 ) -> dict:
     """The lineage record stored in the model config and the run summary.
 
@@ -44,6 +50,7 @@ def collect(
     """
     return {
         "git_commit": git_commit(cwd),
+        "dataset": data_dir.name,
         "data_md5": data_md5,
         "test_data_md5": test_md5,
         "split": split,

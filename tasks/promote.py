@@ -93,6 +93,7 @@ def register_run(registry: Registry, run_dir: Path) -> str:
     decision = json.loads(files[DECISION_FILE])
     lineage = json.loads(files["lineage.json"])
     summary = {
+        "dataset": lineage.get("dataset"),
         "data_md5": lineage.get("data_md5"),
         "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1")},
         "decision": decision["verdict"],

@@ -183,6 +183,21 @@ class Registry:
         """Promotions that lost a race, oldest first."""
         return [json.loads(self.storage.get(k)) for k in self.storage.list(self._key("events", "conflicts") + "/")]
 
+    def record_event_once(self, event_id: str, body: dict) -> bool:
+        """Keep a durable record that an event was emitted; False when it already was (survives server restarts,
+        unlike Prefect's in-memory event de-duplication)."""
+        try:
+            self.storage.put(
+                self._key("events", "emitted", f"{event_id}.json"), json.dumps(body).encode(), create_only=True
+            )
+        except ObjectExists:
+            return False
+        return True
+
+    def event_recorded(self, event_id: str) -> bool:
+        """Whether :meth:`record_event_once` has seen this event id."""
+        return self.storage.exists(self._key("events", "emitted", f"{event_id}.json"))
+
     def rollback(self, to: str | None = None) -> AliasRecord:
         """Make ``to`` (default: the champion before the current one) champion again, as a new alias object."""
         records = self.history()

@@ -1,0 +1,99 @@
+"""The data watcher: a new DVC version of a dataset becomes one ``headstart.dataset.changed`` event.
+
+Each tracked dataset's md5 (from its ``.dvc`` file) is compared with the data md5 of the latest version
+registered for it — failed challengers included, so a rejected data version does not retrigger forever. The
+event id is uuid5(dataset, md5) and each emission is recorded durably in the registry, so the same change never
+triggers twice, even across a Prefect server restart.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from prefect import flow
+
+from headstart.config import Params, load_params
+from headstart.errors import ToolError
+from tasks.promote import open_registry
+from tasks.registry import Registry
+from tasks.versioning import read_dvc_md5
+
+EVENT = "headstart.dataset.changed"
+NAMESPACE = uuid.UUID("6f1d3a52-4c1e-4d5e-9a51-0f1e6a2b9c10")  # fixed: ids must be stable across machines
+
+
+@dataclass(frozen=True)
+class DataChange:
+    """A dataset whose current DVC md5 differs from the one last registered for it."""
+
+    dataset: str
+    old_md5: str | None
+    new_md5: str
+    event_id: str
+
+
+def change_id(dataset: str, md5: str) -> str:
+    """The event id of one data change: the same change always gets the same id."""
+    return str(uuid.uuid5(NAMESPACE, f"{dataset}:{md5}"))
+
+
+def find_changes(workspace: Path, params: Params, registry: Registry) -> list[DataChange]:
+    """Tracked datasets (``data/*.dvc``, except the fixed test set) whose md5 is not the latest registered one."""
+    test_set = Path(params.data.test_dir).name if params.data.test_dir else None
+    versions = registry.versions()
+    changes = []
+    for dvc_file in sorted((workspace / "data").glob("*.dvc")):
+        name = dvc_file.name.removesuffix(".dvc")
+        if name == test_set:
+            continue
+        new = read_dvc_md5(dvc_file)
+        registered = [m["data_md5"] for m in versions if m.get("dataset") == name]
+        old = registered[-1] if registered else None
+        if new != old:
+            changes.append(DataChange(name, old, new, change_id(name, new)))
+    return changes
+
+
+def emit_change(change: DataChange) -> None:
+    """One Prefect event; the resource id is what the deployment trigger matches."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event=EVENT,
+        resource={
+            "prefect.resource.id": f"headstart.dataset.{change.dataset}",
+            "prefect.resource.name": change.dataset,
+        },
+        payload={"dataset": change.dataset, "old_md5": change.old_md5, "new_md5": change.new_md5},
+        id=uuid.UUID(change.event_id),
+    )
+
+
+def watch(workspace: Path, params_path: Path) -> list[dict]:
+    """Emit one event per new data version not emitted before; returns each change with ``emitted`` True/False."""
+    from prefect.events.worker import EventsWorker
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ToolError(
+            "watch needs a Prefect server to send events to: start `headstart serve` and set PREFECT_API_URL"
+        )
+    params = load_params(workspace / params_path)
+    registry = open_registry(params.registry)
+    results = []
+    for change in find_changes(workspace, params, registry):
+        fresh = not registry.event_recorded(change.event_id)
+        if fresh:
+            emit_change(change)
+            registry.record_event_once(change.event_id, {"event": EVENT, **asdict(change)})
+        results.append({**asdict(change), "emitted": fresh})
+    EventsWorker.drain_all()  # the events client sends in the background: flush before returning
+    return results
+
+
+@flow(name="watch-data")
+def watch_data(workspace: str = ".", params_path: str = "params.yaml") -> list[dict]:
+    """The watcher as a flow, so it can run on a schedule."""
+    return watch(Path(workspace), Path(params_path))
