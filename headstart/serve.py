@@ -60,10 +60,12 @@ def wait_healthy(api_url: str, timeout: float = 90.0) -> None:
     raise ToolError(f"the Prefect server at {api_url} did not become healthy within {timeout:.0f} s")
 
 
-def start_server(port: int, home: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(
+    port: int, home: Path, log: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
     """``prefect server start`` on 127.0.0.1 with its own PREFECT_HOME (its database lives there)."""
     home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(extra_env or {})}
     env.pop("PREFECT_API_URL", None)
     with log.open("ab") as out:
         process = subprocess.Popen(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -32,12 +33,31 @@ def fashion_idx_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_server():
-    """One temporary Prefect server for the whole session."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real ``prefect server start`` (127.0.0.1) for the whole session, with every service running
+    (scheduler, triggers); in-process flows and subprocesses both talk to it."""
+    import signal
 
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from headstart.serve import start_server
+    from tests.seaweedfs import free_ports
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    [port] = free_ports(1)
+    fast_scheduler = {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}  # scheduled runs appear quickly
+    process, api_url = start_server(port, home, home / "server.log", fast_scheduler)
+    os.environ["PREFECT_API_URL"] = api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            yield api_url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
