@@ -8,7 +8,7 @@ ENV NO_ALBUMENTATIONS_UPDATE=1 \
     PIP_NO_CACHE_DIR=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md prefect.yaml params.yaml ./
 COPY headstart ./headstart
 COPY tasks ./tasks
 COPY flows ./flows

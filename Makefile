@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_PER_CLASS ?= 200
 DEMO_TEST_PER_CLASS ?= 100
 DEMO_V2_PER_CLASS ?= 300
+DEMO_PORT ?= 4200
 DEMO_DIR ?= .headstart/demo
 HS := $(CURDIR)/$(BIN)/headstart
 
@@ -14,6 +15,8 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+# Rich tables (decision, registry) at a readable width when make is not on a terminal.
+export COLUMNS ?= 120
 
 .PHONY: install demo test lint clean-demo
 
@@ -29,23 +32,17 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(HS) init $(DEMO_DIR)
-	@echo "== data v1 ($(DEMO_PER_CLASS)/class) and the first model: judged on the floors, promoted =="
-	cd $(DEMO_DIR) && $(HS) data import fashion-mnist --per-class $(DEMO_PER_CLASS) --test-per-class $(DEMO_TEST_PER_CLASS)
-	cd $(DEMO_DIR) && git add data && (git diff --cached --quiet || git commit -q -m "data v1: $(DEMO_PER_CLASS)/class")
-	cd $(DEMO_DIR) && $(HS) run --run-dir runs/demo-v1 --summary-json runs/demo-v1/summary.json
-	@echo "== data v2 ($(DEMO_V2_PER_CLASS)/class): the challenger against the champion, on the same test split =="
-	cd $(DEMO_DIR) && $(HS) data import fashion-mnist --per-class $(DEMO_V2_PER_CLASS)
-	cd $(DEMO_DIR) && git add data && (git diff --cached --quiet || git commit -q -m "data v2: $(DEMO_V2_PER_CLASS)/class")
-	cd $(DEMO_DIR) && $(HS) run --run-dir runs/demo-v2 --summary-json runs/demo-v2/summary.json
+	$(HS) demo $(DEMO_DIR) --per-class $(DEMO_PER_CLASS) --v2-per-class $(DEMO_V2_PER_CLASS) \
+		--test-per-class $(DEMO_TEST_PER_CLASS) --port $(DEMO_PORT)
 	cd $(DEMO_DIR) && $(HS) registry ls
 	@echo
 	@echo "Where everything went:"
 	@echo "  workspace (git + DVC, git-ignored here): $(DEMO_DIR)/"
 	@echo "  datasets: $(DEMO_DIR)/data/fashion-mnist/, $(DEMO_DIR)/data/fashion-mnist-test/ (.dvc files committed there)"
 	@echo "  DVC remote: $$(cd $(DEMO_DIR) && $(CURDIR)/$(BIN)/dvc remote list)"
-	@echo "  runs: $(DEMO_DIR)/runs/demo-v1/, $(DEMO_DIR)/runs/demo-v2/ (model/, metrics.json, decision.json, model_card.md)"
-	@echo "  registry: $(DEMO_DIR)/registry/fashion-mnist/ (versions/, aliases/champion/)"
+	@echo "  runs: $(DEMO_DIR)/runs/<time>-<flow run>/ (model/, metrics.json, decision.json, model_card.md, summary.json)"
+	@echo "  registry: $(DEMO_DIR)/registry/fashion-mnist/ (versions/, aliases/champion/, events/)"
+	@echo "  Prefect server database and logs: $(DEMO_DIR)/.prefect/, $(DEMO_DIR)/runs/serve/"
 
 test: install
 	$(BIN)/pytest

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -265,6 +266,54 @@ def serve(
     finally:
         services.stop()
         console.print("stopped what serve started")
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Workspace for the demo (created).")] = Path(".headstart/demo"),
+    per_class: Annotated[int, typer.Option(help="Images per class in data v1.")] = 200,
+    v2_per_class: Annotated[int, typer.Option(help="Images per class in data v2.")] = 300,
+    test_per_class: Annotated[int, typer.Option(help="Fixed evaluation images per class.")] = 100,
+    port: Annotated[int, typer.Option(help="Prefect server port.")] = 4200,
+    keep_serving: Annotated[
+        bool, typer.Option(help="Keep the server and worker up afterwards (Ctrl-C stops).")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each triggered run.")] = 1200,
+) -> None:
+    """The life cycle: serve; data v1 → watcher event → triggered retrain → champion; data v2 → the same →
+    the gate's decision against the champion."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from headstart.demo import lifecycle
+    from headstart.serve import start_services
+    from headstart.workspace import init_workspace
+
+    root = init_workspace(directory).resolve()
+    os.chdir(root)
+    services = start_services(root, port, "fashion-mnist")
+    os.environ["PREFECT_API_URL"] = services.api_url
+    console.print(f"[bold]Prefect server and worker up[/]: UI {services.ui_url}")
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: services.api_url}):
+            versions = [(per_class, test_per_class), (v2_per_class, 0)]
+            summaries = lifecycle(root, versions, lambda line: console.print(f"  {line}"), timeout)
+        for label, summary in zip(("data v1", "data v2"), summaries, strict=True):
+            console.print(
+                f"\n[bold]{label}[/]: test accuracy {summary['metrics']['accuracy']:.4f} "
+                f"(run {summary['run_dir']}, triggered by {summary.get('trigger')})"
+            )
+            print_decision(summary["decision"])
+            console.print(f"version {summary['version']}; champion now {summary['champion']}")
+        console.print(f"\nPrefect UI: {services.ui_url} (flow runs, deployments, events, concurrency limits)")
+        console.print(f"to browse later: cd {root} && headstart serve   (the server's database is kept there)")
+        if keep_serving:
+            console.print("serving until Ctrl-C")
+            while all(p.poll() is None for p in services.processes):
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        services.stop()
 
 
 @app.command()

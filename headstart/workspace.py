@@ -14,6 +14,7 @@ WORKSPACE_GITIGNORE = """\
 # Run outputs are reproducible from data + params; the local registry is storage, not source.
 /runs/
 /registry/
+/.prefect/
 """
 
 
