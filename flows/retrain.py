@@ -16,6 +16,7 @@ from flows.concurrency import retrain_slot
 from headstart import lineage
 from headstart.config import Params, load_params
 from headstart.errors import HeadstartError, ValidationFailed
+from headstart.lineage import split_lineage
 from tasks.evaluate import evaluate_model
 from tasks.promote import judge, open_registry, promote_if_passed, register_run
 from tasks.registry import PromotionConflict
@@ -43,13 +44,10 @@ promote_step = task(name="promote", cache_policy=NO_CACHE, **IO_RETRIES)(promote
 
 
 def default_run_dir(run_id: str) -> Path:
-    """``runs/<UTC time>-<run id prefix>``: sortable, unique per flow run."""
-    return Path("runs") / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{run_id[:8]}"
-
-
-def split_lineage(params: Params) -> dict:
-    """The split parameters a model is trained under, as the gate compares them."""
-    return {**params.split.model_dump(), "fixed_test_set": params.data.test_dir is not None}
+    """``runs/<UTC time>-<run id prefix>``: sortable, unique per flow run; a retried run gets its folder back,
+    so training resumes from its last checkpoint."""
+    existing = sorted(Path("runs").glob(f"*-{run_id[:8]}"))
+    return existing[-1] if existing else Path("runs") / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{run_id[:8]}"
 
 
 def _require_valid(report: ValidationReport, report_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,12 @@ from headstart.cli_output import print_decision, print_report
 
 step_app = typer.Typer(help="Single pipeline steps, as dvc.yaml's stages call them.", no_args_is_help=True)
 console = Console()
+
+
+@step_app.callback()
+def _log_progress() -> None:
+    """Steps run outside Prefect (dvc repro): print the steps' progress (epochs, resume, freezing) to stderr."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]
 
 
@@ -55,9 +62,9 @@ def step_split(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/d
 @step_app.command("train")
 def step_train(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/dvc")) -> None:
     """Fine-tune from OUT/split.csv into OUT/model/ (+ OUT/curves.csv, OUT/checkpoints/)."""
-    from flows.retrain import split_lineage
     from headstart import lineage
     from headstart.config import load_params
+    from headstart.lineage import split_lineage
     from tasks.train import train_model
     from tasks.versioning import data_md5_of
 

@@ -74,6 +74,13 @@ class TrainParams(_Section):
     freeze_stages: int = Field(2, ge=0)
     freeze_patterns: list[str] = Field(default_factory=list)  # module-name regexes frozen as well
     bn: Literal["trained", "frozen"] = "trained"
+    unfreeze_milestones: list[int] = Field(default_factory=list)  # epochs (1-based) that release one more stage
+    layer_decay: float | None = Field(None, gt=0, le=1)  # layer-wise lr decay via timm's optimizer factory
+    ema_decay: float | None = Field(None, gt=0, lt=1)  # keep an EMA of the weights; it is what gets saved
+    mixup_alpha: float = Field(0.0, ge=0)
+    cutmix_alpha: float = Field(0.0, ge=0)
+    early_stopping_patience: int | None = Field(None, ge=1)  # epochs without val-accuracy gain; best restored
+    resume: bool = True  # continue from the run folder's last checkpoint when one exists for these params
     head_epochs: int = Field(100, ge=1)  # hybrid: full-batch steps fitting the head on cached features
     head_lr: float = Field(1e-2, gt=0)
     feature_cache: str | None = None  # null: the user cache (~/.cache/headstart/features)

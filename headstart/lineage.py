@@ -6,6 +6,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from headstart.config import Params
+
 PACKAGES = ("headstart", "torch", "torchvision", "timm", "albumentations", "scikit-learn", "prefect", "dvc")
 
 
@@ -58,3 +60,8 @@ def collect(
         "flow_run_id": flow_run_id,
         "packages": package_versions(),
     }
+
+
+def split_lineage(params: Params) -> dict:
+    """The split parameters a model is trained under, as the gate compares them."""
+    return {**params.split.model_dump(), "fixed_test_set": params.data.test_dir is not None}

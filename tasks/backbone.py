@@ -117,15 +117,20 @@ def create_classifier(backbone: str, weights: str, num_classes: int, head: HeadP
     return model
 
 
+def stage_modules(model: nn.Module, stages: int) -> list[list[str]]:
+    """Module names of each of the first ``stages`` coarse groups of timm's group matcher, stem first."""
+    from timm.models import group_modules
+
+    if stages <= 0:
+        return []
+    groups = group_modules(model, model.group_matcher(coarse=True))
+    return [groups[group_id] for group_id in sorted(groups)[:stages]]
+
+
 def modules_to_freeze(model: nn.Module, stages: int = 0, patterns: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Module names for the first ``stages`` coarse groups of timm's group matcher (stem = stage 0) plus
     every module whose name matches one of ``patterns`` (regular expressions, ``re.match``)."""
-    from timm.models import group_modules
-
-    names: list[str] = []
-    if stages > 0:
-        groups = group_modules(model, model.group_matcher(coarse=True))
-        names = [name for group_id in sorted(groups)[:stages] for name in groups[group_id]]
+    names = [name for stage in stage_modules(model, stages) for name in stage]
     if patterns:
         compiled = [re.compile(p) for p in patterns]
         matched = [n for n, _ in model.named_modules() if n and any(c.match(n) for c in compiled)]

@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from headstart.config import Params
 from headstart.paths import cache_dir
 from tasks.augment import Preprocessing, build_transform, preprocessing_for
-from tasks.backbone import attach_head, check_input_size, create_pretrained, freeze, freeze_all
+from tasks.backbone import attach_head, check_input_size, create_pretrained, freeze, freeze_all, stage_modules
 from tasks.classical import make_classifier
 from tasks.dataset import ImageTable, make_loader
 from tasks.features import cache_key, cached_features, data_version
+from tasks.fit import Schedule, fit
 from tasks.model_io import ModelConfig, save_model
 from tasks.weights import weights_digest
 
@@ -74,10 +74,14 @@ def train(split: pd.DataFrame, params: Params, out_dir: Path, lineage: dict) -> 
     return result
 
 
-def _config(classes: list[str], pre: Preprocessing, params: Params, lineage: dict, **extra) -> ModelConfig:
+def _config(
+    classes: list[str], pre: Preprocessing, params: Params, lineage: dict, frozen: int | None = None, **extra
+) -> ModelConfig:
+    """The saved model's config; ``frozen`` is the stages still frozen after gradual unfreezing."""
     p, m = params.train, params.model
+    stages = p.freeze_stages if frozen is None else frozen
     return ModelConfig(
-        backbone=m.backbone, classes=classes, head=m.head.model_dump(), freeze_stages=p.freeze_stages, bn=p.bn,
+        backbone=m.backbone, classes=classes, head=m.head.model_dump(), freeze_stages=stages, bn=p.bn,
         preprocessing=pre.to_dict(), scenario=p.scenario, lineage=lineage, freeze_patterns=list(p.freeze_patterns),
         **extra,
     )  # fmt: skip
@@ -120,8 +124,8 @@ def _train_finetune(model, split, classes, pre, params, out_dir, lineage, digest
     attach_head(model, len(classes), params.model.head)
     freeze(model, p.freeze_stages, p.bn, p.freeze_patterns)
     model = model.to(memory_format=torch.channels_last)
-    history = _fit_on_images(model, split, classes, pre, params, out_dir)
-    model_dir = save_model(model, _config(classes, pre, params, lineage), out_dir / "model")
+    history, still_frozen = _fit_on_images(model, split, classes, pre, params, out_dir)
+    model_dir = save_model(model, _config(classes, pre, params, lineage, still_frozen), out_dir / "model")
     return TrainResult(model_dir, history, _trainable(model))
 
 
@@ -134,8 +138,8 @@ def _train_hybrid(model, split, classes, pre, params, out_dir, lineage, digest) 
     probe_loss = fit_head(model.get_classifier(), feats.features[is_train], _targets(rows, classes)[is_train], params)
     log.info("linear probe: head fitted on %d cached features, loss %.4f", int(is_train.sum()), probe_loss)
     freeze(model, p.freeze_stages, p.bn, p.freeze_patterns)
-    history = _fit_on_images(model, split, classes, pre, params, out_dir)
-    model_dir = save_model(model, _config(classes, pre, params, lineage), out_dir / "model")
+    history, still_frozen = _fit_on_images(model, split, classes, pre, params, out_dir)
+    model_dir = save_model(model, _config(classes, pre, params, lineage, still_frozen), out_dir / "model")
     return TrainResult(model_dir, history, _trainable(model), feats.from_cache)
 
 
@@ -160,76 +164,18 @@ def fit_head(head: nn.Module, features: np.ndarray, targets: np.ndarray, params:
     return loss.item()
 
 
-def _fit_on_images(model, split, classes, pre, params: Params, out_dir: Path) -> list[dict[str, float]]:
+def _fit_on_images(model, split, classes, pre, params: Params, out_dir: Path) -> tuple[list[dict], int]:
+    """Fine-tune on images; returns the history and how many stages are still frozen at the end."""
     p = params.train
+    schedule = Schedule(stage_modules(model, p.freeze_stages), p.bn)
     train_rows, val_rows = split[split["split"] == "train"], split[split["split"] == "val"]
     train_set = ImageTable(train_rows, classes, build_transform(pre, params.augment))
     train_loader = make_loader(train_set, p.batch_size, True, p.num_workers, p.seed)
     val_loader = None
     if len(val_rows):
         val_loader = make_loader(ImageTable(val_rows, classes, build_transform(pre)), p.batch_size, False, 0)
-    return fit(model, train_loader, val_loader, params, out_dir / "checkpoints")
-
-
-def accuracy_on(model: nn.Module, loader: torch.utils.data.DataLoader) -> float:
-    """Top-1 accuracy of ``model`` over a loader (eval mode, no grad)."""
-    model.eval()
-    correct = total = 0
-    with torch.inference_mode():
-        for images, targets in loader:
-            logits = model(images.contiguous(memory_format=torch.channels_last))
-            correct += int((logits.argmax(1) == targets).sum())
-            total += len(targets)
-    return correct / max(total, 1)
-
-
-def fit(
-    model: nn.Module,
-    train_loader: torch.utils.data.DataLoader,
-    val_loader: torch.utils.data.DataLoader | None,
-    params: Params,
-    checkpoint_dir: Path,
-) -> list[dict[str, float]]:
-    """The epoch loop: AdamW + warmup/cosine stepped per update, label-smoothed cross-entropy."""
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
-
-    p = params.train
-    optimizer = create_optimizer_v2(model, opt="adamw", lr=p.lr, weight_decay=p.weight_decay)
-    scheduler, _ = create_scheduler_v2(
-        optimizer, sched="cosine", num_epochs=p.epochs, warmup_epochs=p.warmup_epochs, warmup_lr=p.lr / 10,
-        min_lr=p.lr / 100, step_on_epochs=False, updates_per_epoch=len(train_loader),
-    )  # fmt: skip
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=p.label_smoothing)
-    history, updates = [], 0
-    for epoch in range(p.epochs):
-        model.train()
-        total_loss = seen = 0
-        for images, targets in train_loader:
-            loss = loss_fn(model(images.contiguous(memory_format=torch.channels_last)), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            updates += 1
-            scheduler.step_update(num_updates=updates)
-            total_loss += loss.item() * len(targets)
-            seen += len(targets)
-        scheduler.step(epoch + 1)
-        row = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
-        if val_loader is not None:
-            row["val_accuracy"] = accuracy_on(model, val_loader)
-        history.append(row)
-        save_checkpoint(model, optimizer, scheduler, epoch + 1, checkpoint_dir)
-        log.info("epoch %d/%d %s", epoch + 1, p.epochs, {k: round(v, 4) for k, v in row.items()})
-    return history
-
-
-def save_checkpoint(model: nn.Module, optimizer, scheduler, epoch: int, checkpoint_dir: Path) -> None:
-    """Weights as safetensors; optimizer and scheduler state as plain tensors (readable with weights_only)."""
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, checkpoint_dir / "last.safetensors")
-    state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-    torch.save(state, checkpoint_dir / "last-state.pt")
+    history = fit(model, train_loader, val_loader, params, out_dir / "checkpoints", schedule, len(classes))
+    return history, schedule.still_frozen
 
 
 def write_curves(history: list[dict[str, float]], path: Path) -> Path:
