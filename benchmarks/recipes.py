@@ -1,0 +1,99 @@
+"""The recipe study: Fashion-MNIST at 10/50/200 images per class (64 px), 3 seeds, evaluated on a fixed 100/class
+from the official test file; each scenario, the candidate recipes and training from scratch. Prints size × recipe
+→ accuracy (mean ± sd) and wall time; the default recipe in params.yaml is chosen from this table.
+
+    .venv/bin/python benchmarks/recipes.py [--sizes 10 50 200] [--seeds 0 1 2] [--recipes NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from headstart.config import load_params
+from headstart.paths import cache_dir
+from tasks.evaluate import evaluate
+from tasks.fashion_mnist import export_split, locate_idx_dir
+from tasks.manifest import build_manifest
+from tasks.split import make_split
+from tasks.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+COMMON = ["model.input_size=64", "train.num_workers=0", "train.epochs=8"]
+RECIPES: dict[str, list[str]] = {
+    "linear-probe": ["train.scenario=features", "train.classifier=logreg"],
+    "plain-finetune": ["train.freeze_stages=0", "train.warmup_epochs=0", "train.label_smoothing=0"],
+    "finetune": [],  # params.yaml as shipped before this study: 2 frozen stages, warmup, label smoothing
+    "lp-ft": ["train.scenario=hybrid"],
+    "lp-ft-slow": ["train.scenario=hybrid", "train.lr=0.0005"],
+    "gradual": ["train.freeze_stages=6", "train.unfreeze_milestones=[2,3,4,5]", "train.layer_decay=0.75"],
+    "from-scratch": ["model.weights=none", "train.freeze_stages=0"],
+}
+
+
+def one_run(idx_dir: Path, size: int, seed: int, recipe: str, work: Path) -> dict:
+    pool = export_split(idx_dir, "train", size, seed, work / f"pool-{size}-{seed}").root
+    fixed = export_split(idx_dir, "test", 100, 0, work / "fixed").root
+    overrides = [*COMMON, f"train.seed={seed}", f"train.feature_cache={work / 'features'}", *RECIPES[recipe]]
+    params = load_params(REPO / "params.yaml", overrides)
+    split = make_split(build_manifest(pool).table, pool, params.split, build_manifest(fixed).table, fixed).table
+    start = time.perf_counter()
+    result = train(split, params, work / f"run-{size}-{seed}-{recipe}", {"data_md5": f"{size}-{seed}"})
+    metrics, _ = evaluate(result.model_dir, split)
+    return {
+        "size": size,
+        "seed": seed,
+        "recipe": recipe,
+        "accuracy": metrics["accuracy"],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def table(results: list[dict], sizes: list[int], recipes: list[str]) -> str:
+    lines = ["| per class | " + " | ".join(recipes) + " |", "| --- |" + " --- |" * len(recipes)]
+    for size in sizes:
+        cells = []
+        for recipe in recipes:
+            accs = [r["accuracy"] * 100 for r in results if r["size"] == size and r["recipe"] == recipe]
+            secs = [r["seconds"] for r in results if r["size"] == size and r["recipe"] == recipe]
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            cells.append(f"{statistics.mean(accs):.1f} ± {sd:.1f} % ({statistics.mean(secs):.0f} s)")
+        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-recipes.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    idx_dir = locate_idx_dir(cache_dir() / "debs")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            for seed in args.seeds:
+                for recipe in args.recipes:
+                    results.append(one_run(idx_dir, size, seed, recipe, Path(tmp)))
+                    print(json.dumps(results[-1]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(
+        f"\nFashion-MNIST, tf_efficientnet_lite0, 64 px, 8 epochs, test = 100/class official test images, "
+        f"seeds {args.seeds}, {os.cpu_count()} cores; accuracy mean ± sd (mean wall time of train + evaluate)\n"
+    )
+    print(table(results, args.sizes, args.recipes))
+
+
+if __name__ == "__main__":
+    main()
