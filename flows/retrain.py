@@ -18,6 +18,7 @@ from headstart.config import Params, load_params
 from headstart.errors import HeadstartError, ValidationFailed
 from headstart.lineage import split_lineage
 from tasks.evaluate import evaluate_model
+from tasks.model_io import read_config
 from tasks.promote import judge, open_registry, promote_if_passed, register_run
 from tasks.registry import PromotionConflict
 from tasks.split import split_dataset
@@ -133,7 +134,7 @@ def run_pipeline(params: Params, run_dir: str | None, allow_class_change: bool) 
         "data_dir": str(data_dir),
         "data_md5": record["data_md5"],
         "test_data_md5": record["test_data_md5"],
-        "scenario": params.train.scenario,
+        "scenario": read_config(trained.model_dir).scenario,  # `auto` resolved
         "backbone": params.model.backbone,
         "weights": params.model.weights,
         "split": split.counts(),

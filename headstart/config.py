@@ -62,7 +62,10 @@ class ModelParams(_Section):
 
 
 class TrainParams(_Section):
-    scenario: Literal["features", "finetune", "hybrid"] = "finetune"
+    scenario: Literal["auto", "features", "finetune", "hybrid"] = "finetune"
+    # auto: `features` when the smallest class has fewer training images than this, else `auto_large`
+    auto_features_below: int = Field(30, ge=1)
+    auto_large: Literal["finetune", "hybrid"] = "finetune"
     classifier: Literal["logreg", "linear_svm", "rbf_svm", "random_forest"] = "logreg"  # features scenario
     classifier_c: float = Field(1.0, gt=0)  # inverse regularisation of logreg and the SVMs
     epochs: int = Field(8, ge=1)

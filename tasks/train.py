@@ -57,8 +57,21 @@ def class_names(split: pd.DataFrame) -> list[str]:
     return sorted(split["label"].unique())
 
 
+def resolve_scenario(split: pd.DataFrame, params: Params) -> Params:
+    """``auto`` → ``features`` for small data (the linear probe wins there, measured in benchmarks/recipes.py),
+    else ``train.auto_large``; any other scenario is kept."""
+    p = params.train
+    if p.scenario != "auto":
+        return params
+    smallest = int(split.loc[split["split"] == "train", "label"].value_counts().min())
+    chosen = "features" if smallest < p.auto_features_below else p.auto_large
+    log.info("scenario auto: smallest class has %d training images → %s", smallest, chosen)
+    return params.model_copy(update={"train": p.model_copy(update={"scenario": chosen})})
+
+
 def train(split: pd.DataFrame, params: Params, out_dir: Path, lineage: dict) -> TrainResult:
     """Train the configured scenario on the ``train`` rows (``val`` rows are reported per epoch)."""
+    params = resolve_scenario(split, params)
     p, m = params.train, params.model
     seed_everything(p.seed)
     if p.threads:

@@ -33,6 +33,26 @@ def fashion_idx_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_split(tmp_path_factory: pytest.TempPathFactory, fashion_idx_dir: Path):
+    """A factory: (per_class, test_per_class, seed) → (folder with split.csv, split table) of real Fashion-MNIST
+    PNGs, the test split drawn from the official test file."""
+    from headstart.config import SplitParams
+    from tasks.fashion_mnist import export_split
+    from tasks.manifest import build_manifest
+    from tasks.split import make_split, save_split
+
+    def make(per_class: int, test_per_class: int, seed: int):
+        base = tmp_path_factory.mktemp(f"tiny-{per_class}-{test_per_class}-{seed}")
+        pool = export_split(fashion_idx_dir, "train", per_class, seed, base / "pool").root
+        fixed = export_split(fashion_idx_dir, "test", test_per_class, seed, base / "fixed").root
+        split = make_split(build_manifest(pool).table, pool, SplitParams(), build_manifest(fixed).table, fixed)
+        save_split(split, base / "split.csv")
+        return base, split.table
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     """One real ``prefect server start`` (127.0.0.1) for the whole session, with every service running
     (scheduler, triggers); in-process flows and subprocesses both talk to it."""

@@ -16,10 +16,7 @@ from safetensors.torch import load_file
 
 from headstart.config import load_params
 from tasks.backbone import create_classifier, create_pretrained, freeze
-from tasks.fashion_mnist import export_split
 from tasks.fit import _mix, build_optimizer, make_mixup
-from tasks.manifest import build_manifest
-from tasks.split import make_split, save_split
 from tasks.train import train
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -27,15 +24,8 @@ BASE = ["train.num_workers=0", "model.input_size=32", "train.batch_size=16"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, fashion_idx_dir):
-    base = tmp_path_factory.mktemp("recipes")
-    pool = export_split(fashion_idx_dir, "train", 8, 3, base / "pool").root
-    fixed = export_split(fashion_idx_dir, "test", 2, 3, base / "fixed").root
-    split = make_split(
-        build_manifest(pool).table, pool, load_params(REPO_PARAMS).split, build_manifest(fixed).table, fixed
-    )
-    save_split(split, base / "split.csv")
-    return base, split.table
+def data(tiny_split):
+    return tiny_split(8, 2, 3)
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +128,21 @@ def test_resume_after_the_process_is_killed(data, tmp_path: Path) -> None:
     assert f"resuming after epoch {killed_at}" in second.stdout + second.stderr
     curves = (out / "curves.csv").read_text().splitlines()
     assert len(curves) == 13 and curves[1].startswith("1,")  # all 12 epochs, the first run's included
+
+
+def test_auto_scenario_picks_by_the_smallest_class() -> None:
+    import pandas as pd
+
+    from tasks.train import resolve_scenario
+
+    def split(per_class: dict[str, int]) -> pd.DataFrame:
+        rows = [(c, "train") for c, n in per_class.items() for _ in range(n)] + [("a", "test")] * 50
+        return pd.DataFrame(rows, columns=["label", "split"])
+
+    params = load_params(REPO_PARAMS, ["train.scenario=auto", "train.auto_features_below=30"])
+    assert resolve_scenario(split({"a": 100, "b": 12}), params).train.scenario == "features"
+    assert resolve_scenario(split({"a": 100, "b": 30}), params).train.scenario == "finetune"
+    hybrid = load_params(REPO_PARAMS, ["train.scenario=auto", "train.auto_large=hybrid"])
+    assert resolve_scenario(split({"a": 40, "b": 40}), hybrid).train.scenario == "hybrid"
+    explicit = load_params(REPO_PARAMS, ["train.scenario=finetune"])
+    assert resolve_scenario(split({"a": 3, "b": 3}), explicit) is explicit

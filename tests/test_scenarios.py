@@ -18,24 +18,14 @@ from headstart.errors import WeightsError
 from tasks.backbone import freeze
 from tasks.classical import load_classifier
 from tasks.evaluate import evaluate_model
-from tasks.fashion_mnist import export_split
-from tasks.manifest import build_manifest
-from tasks.split import make_split, save_split
 from tasks.train import train
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, fashion_idx_dir):
-    base = tmp_path_factory.mktemp("scenarios")
-    pool = export_split(fashion_idx_dir, "train", 12, 1, base / "pool").root
-    fixed = export_split(fashion_idx_dir, "test", 5, 1, base / "fixed").root
-    split = make_split(
-        build_manifest(pool).table, pool, load_params(REPO_PARAMS).split, build_manifest(fixed).table, fixed
-    )
-    save_split(split, base / "split.csv")
-    return base, split.table
+def data(tiny_split):
+    return tiny_split(12, 5, 1)
 
 
 def params(base: Path, *overrides: str):

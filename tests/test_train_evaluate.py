@@ -12,28 +12,19 @@ from safetensors.torch import load_file
 
 from headstart.config import load_params
 from tasks.evaluate import evaluate_model
-from tasks.fashion_mnist import export_split
-from tasks.manifest import build_manifest
 from tasks.model_io import load_predictor
-from tasks.split import make_split, save_split
 from tasks.train import train
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, fashion_idx_dir):
-    base = tmp_path_factory.mktemp("train")
-    pool = export_split(fashion_idx_dir, "train", 6, 0, base / "pool").root
-    fixed = export_split(fashion_idx_dir, "test", 2, 0, base / "fixed").root
-    split = make_split(
-        build_manifest(pool).table, pool, load_params(REPO_PARAMS).split, build_manifest(fixed).table, fixed
-    )
-    save_split(split, base / "split.csv")
+def trained(tiny_split):
+    base, split = tiny_split(6, 2, 0)
     params = load_params(
         REPO_PARAMS, ["train.epochs=2", "train.num_workers=0", "model.input_size=32", "train.bn=frozen"]
     )
-    result = train(split.table, params, base / "run", {"data_md5": "test"})
+    result = train(split, params, base / "run", {"data_md5": "test"})
     return base, result
 
 
