@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headstart import cli_registry
 from headstart.cli_output import print_decision, print_report
 from headstart.cli_registry import registry_app
 from headstart.cli_steps import step_app
@@ -28,6 +29,8 @@ data_app.add_typer(import_app, name="import")
 app.add_typer(step_app, name="step")
 app.add_typer(backbones_app, name="backbones")
 app.add_typer(registry_app, name="registry")
+app.command("predict")(cli_registry.predict)
+app.command("export")(cli_registry.export)
 console = Console()
 err_console = Console(stderr=True)
 

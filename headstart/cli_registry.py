@@ -139,3 +139,50 @@ def push(
     verdict = json.loads((run_dir / "decision.json").read_text())["verdict"]
     hint = f"; promote it with `headstart registry promote {version}`" if verdict == "PASS" else ""
     console.print(f"registered {version} (decision {verdict}){hint}")
+
+
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Images to classify.")],
+    model: Annotated[str, typer.Option("--model", help="'champion' or a version id.")] = "champion",
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
+) -> None:
+    """Class and probability per image, from a registered model (any scenario), pulled and verified first."""
+    from headstart.paths import cache_dir
+    from tasks.predict import predict_images, pull_predictor
+
+    registry = _registry(params)
+    version, predictor = pull_predictor(registry, model, cache_dir() / "models" / registry.model)
+    for p in predict_images(predictor, images):
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {"image": p.image, "label": p.label, "probability": round(p.probability, 4), "version": version}
+                )
+            )
+        else:
+            console.print(f"{p.image}: [bold]{p.label}[/] {p.probability:.3f}")
+
+
+def export(
+    version: Annotated[str, typer.Argument(help="'champion' or a version id.")],
+    dest: Annotated[Path, typer.Argument(help="The .onnx file to write.")],
+    fmt: Annotated[str, typer.Option("--format", help="Only onnx for now.")] = "onnx",
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Export the torch part of a registered model to ONNX (dynamic batch), checked against torch."""
+    from headstart.errors import ConfigError
+    from headstart.paths import cache_dir
+    from tasks.export import export_onnx
+    from tasks.predict import pull_predictor
+
+    if fmt != "onnx":
+        raise ConfigError(f"--format {fmt}: only onnx is supported")
+    registry = _registry(params)
+    resolved, predictor = pull_predictor(registry, version, cache_dir() / "models" / registry.model)
+    report = export_onnx(predictor, dest)
+    extra = "; classifier.skops stays beside it (features scenario)" if predictor.classifier is not None else ""
+    console.print(
+        f"{resolved} → {report.path}: onnxruntime matches torch to {report.max_abs_diff:.1e} on a batch "
+        f"of {report.checked_batch}{extra}"
+    )
