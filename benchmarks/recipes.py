@@ -30,12 +30,37 @@ REPO = Path(__file__).resolve().parents[1]
 COMMON = ["model.input_size=64", "train.num_workers=0", "train.epochs=8"]
 RECIPES: dict[str, list[str]] = {
     "linear-probe": ["train.scenario=features", "train.classifier=logreg"],
-    "plain-finetune": ["train.freeze_stages=0", "train.warmup_epochs=0", "train.label_smoothing=0"],
-    "finetune": [],  # params.yaml as shipped before this study: 2 frozen stages, warmup, label smoothing
-    "lp-ft": ["train.scenario=hybrid"],
-    "lp-ft-slow": ["train.scenario=hybrid", "train.lr=0.0005"],
-    "gradual": ["train.freeze_stages=6", "train.unfreeze_milestones=[2,3,4,5]", "train.layer_decay=0.75"],
-    "from-scratch": ["model.weights=none", "train.freeze_stages=0"],
+    "plain-finetune": [
+        "train.scenario=finetune",
+        "train.freeze_stages=0",
+        "train.warmup_epochs=0",
+        "train.label_smoothing=0",
+    ],
+    # the fine-tune params.yaml shipped before this study: 2 frozen stages, 1 warmup epoch, label smoothing 0.1
+    "finetune-frozen2": [
+        "train.scenario=finetune",
+        "train.freeze_stages=2",
+        "train.warmup_epochs=1",
+        "train.label_smoothing=0.1",
+    ],
+    "lp-ft": ["train.scenario=hybrid", "train.freeze_stages=2", "train.warmup_epochs=1", "train.label_smoothing=0.1"],
+    "lp-ft-slow": [
+        "train.scenario=hybrid",
+        "train.freeze_stages=2",
+        "train.warmup_epochs=1",
+        "train.label_smoothing=0.1",
+        "train.lr=0.0005",
+    ],
+    "gradual": [
+        "train.scenario=finetune",
+        "train.freeze_stages=6",
+        "train.unfreeze_milestones=[2,3,4,5]",
+        "train.layer_decay=0.75",
+        "train.warmup_epochs=1",
+        "train.label_smoothing=0.1",
+    ],
+    "from-scratch": ["train.scenario=finetune", "model.weights=none", "train.freeze_stages=0"],
+    "auto (default)": [],  # params.yaml as shipped
 }
 
 

@@ -40,6 +40,8 @@ def test_flow_fine_tunes_far_above_chance(workspace: Path, prefect_server, fashi
         [
             "run",
             "--set",
+            "train.scenario=finetune",
+            "--set",
             "train.epochs=3",
             "--set",
             "train.num_workers=0",

@@ -22,7 +22,15 @@ REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 def trained(tiny_split):
     base, split = tiny_split(6, 2, 0)
     params = load_params(
-        REPO_PARAMS, ["train.epochs=2", "train.num_workers=0", "model.input_size=32", "train.bn=frozen"]
+        REPO_PARAMS,
+        [
+            "train.epochs=2",
+            "train.num_workers=0",
+            "model.input_size=32",
+            "train.bn=frozen",
+            "train.freeze_stages=2",
+            "train.scenario=finetune",
+        ],
     )
     result = train(split, params, base / "run", {"data_md5": "test"})
     return base, result
