@@ -89,8 +89,12 @@ def table(results: list[dict], sizes: list[int], recipes: list[str]) -> str:
         for recipe in recipes:
             accs = [r["accuracy"] * 100 for r in results if r["size"] == size and r["recipe"] == recipe]
             secs = [r["seconds"] for r in results if r["size"] == size and r["recipe"] == recipe]
+            if not accs:
+                cells.append("–")
+                continue
             sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            cells.append(f"{statistics.mean(accs):.1f} ± {sd:.1f} % ({statistics.mean(secs):.0f} s)")
+            runs = "" if len(accs) == 3 else f", n={len(accs)}"
+            cells.append(f"{statistics.mean(accs):.1f} ± {sd:.1f} % ({statistics.mean(secs):.0f} s{runs})")
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -101,6 +105,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-recipes.json")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[], help="earlier results (JSON) to tabulate too")
+    parser.add_argument("--table-sizes", type=int, nargs="*", help="sizes to tabulate (default: --sizes)")
+    parser.add_argument("--table-recipes", nargs="*", help="recipes to tabulate (default: --recipes)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     idx_dir = locate_idx_dir(cache_dir() / "debs")
@@ -113,11 +120,13 @@ def main() -> None:
                     print(json.dumps(results[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
+    for path in args.merge:
+        results += json.loads(path.read_text())
     print(
         f"\nFashion-MNIST, tf_efficientnet_lite0, 64 px, 8 epochs, test = 100/class official test images, "
         f"seeds {args.seeds}, {os.cpu_count()} cores; accuracy mean ± sd (mean wall time of train + evaluate)\n"
     )
-    print(table(results, args.sizes, args.recipes))
+    print(table(results, args.table_sizes or args.sizes, args.table_recipes or args.recipes))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ console = Console()
 def _log_progress() -> None:
     """Steps run outside Prefect (dvc repro): print the steps' progress (epochs, resume, freezing) to stderr."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]

@@ -20,7 +20,7 @@ from tasks.fit import _mix, build_optimizer, make_mixup
 from tasks.train import train
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
-BASE = ["train.num_workers=0", "model.input_size=32", "train.batch_size=16"]
+BASE = ["train.num_workers=0", "model.input_size=32", "train.batch_size=16", "train.scenario=finetune"]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_resume_after_the_process_is_killed(data, tmp_path: Path) -> None:
     out.mkdir()
     (out / "split.csv").write_text((base / "split.csv").read_text())
     params = yaml.safe_load(REPO_PARAMS.read_text())
-    params["train"].update(epochs=12, num_workers=0, batch_size=16)
+    params["train"].update(epochs=12, num_workers=0, batch_size=16, scenario="finetune")
     params["model"]["input_size"] = 32
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     command = ["headstart", "step", "train", "--params", str(tmp_path / "params.yaml"), "--out", str(out)]
