@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
+from flows.artifacts import publish
 from flows.concurrency import retrain_slot
 from headstart import lineage
 from headstart.config import Params, load_params
@@ -42,6 +43,7 @@ evaluate_step = task(name="evaluate", cache_policy=NO_CACHE)(evaluate_model)
 gate_step = task(name="gate", cache_policy=NO_CACHE, **IO_RETRIES)(judge)
 register_step = task(name="register", cache_policy=NO_CACHE, **IO_RETRIES)(register_run)
 promote_step = task(name="promote", cache_policy=NO_CACHE, **IO_RETRIES)(promote_if_passed)
+publish_step = task(name="publish-artifacts", cache_policy=NO_CACHE)(publish)
 
 
 def default_run_dir(run_id: str) -> Path:
@@ -148,5 +150,6 @@ def run_pipeline(params: Params, run_dir: str | None, allow_class_change: bool) 
         "version": version,
         "champion": version if promoted else decision.champion,
     }
+    summary["artifacts"] = publish_step(summary, params.registry.model_name)  # dashboards in the Prefect UI
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

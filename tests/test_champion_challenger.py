@@ -77,3 +77,29 @@ def test_first_run_promoted_second_judged_against_champion(workspace, prefect_se
 
     cli("registry", "push", "runs/v1")  # e.g. re-registering a run after an outage
     assert len(json.loads(cli("registry", "ls", "--json"))) == 3
+    assert_dashboards(second)
+
+
+def assert_dashboards(summary: dict) -> None:
+    """Keyed artifacts keep one entry per run; the latest shows this run's decision, metrics and images."""
+    import base64
+    import re
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    keys = summary["artifacts"]
+    with get_client(sync_client=True) as client:
+        found = {
+            what: client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            for what, key in keys.items()
+        }
+    assert len(found["decision"]) == 2  # both runs, history kept under one key
+    latest = {what: max(items, key=lambda a: a.created) for what, items in found.items()}
+    assert f"**Decision: {summary['decision']['verdict']}**" in latest["decision"].data
+    assert latest["decision"].flow_run_id is not None
+    overall = [row for row in json.loads(latest["metrics"].data) if row["class"] == "overall"]
+    assert overall[0]["accuracy"] == round(summary["metrics"]["accuracy"], 4)
+    [uri] = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", latest["confusion"].data)
+    assert base64.b64decode(uri)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["version"] in latest["registry"].data and "## Gate" in latest["model-card"].data

@@ -1,0 +1,62 @@
+"""Dashboards: keyed Prefect artifacts for every retrain run, so each keeps its history across runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from tasks.gate import Decision
+from tasks.report_images import confusion_png, curves_png, markdown_image
+
+
+def artifact_key(model_name: str, what: str) -> str:
+    """Prefect keys allow lowercase letters, digits and dashes."""
+    return "".join(c if c.isalnum() else "-" for c in f"{model_name}-{what}".lower())
+
+
+def publish(summary: dict, model_name: str) -> dict[str, str]:
+    """Metrics table, gate decision, confusion matrix, curves, model card and registry location."""
+    run = Path(summary["run_dir"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    classes = list(metrics["per_class"])
+    keys = {
+        what: artifact_key(model_name, what)
+        for what in ("metrics", "decision", "confusion", "curves", "model-card", "registry")
+    }
+    rows = [{"class": name, **{k: round(v, 4) for k, v in m.items()}} for name, m in metrics["per_class"].items()]
+    rows.append(
+        {
+            "class": "overall",
+            "accuracy": round(metrics["accuracy"], 4),
+            "macro_f1": round(metrics["macro_f1"], 4),
+            "support": metrics["test_images"],
+        }
+    )
+    create_table_artifact(rows, key=keys["metrics"], description=f"test metrics of run {summary['run_id']}")
+    decision = Decision.from_dict(summary["decision"])
+    create_markdown_artifact(
+        f"# Gate decision\n\n{decision.to_markdown()}",
+        key=keys["decision"],
+        description=f"{decision.verdict} for version {summary['version']}",
+    )
+    create_markdown_artifact(
+        f"# Confusion matrix\n\n{markdown_image(confusion_png(metrics['confusion_matrix'], classes), 'confusion')}",
+        key=keys["confusion"],
+        description="rows: true class, columns: predicted",
+    )
+    if summary["history"]:
+        create_markdown_artifact(
+            f"# Training curves\n\n{markdown_image(curves_png(summary['history']), 'curves')}",
+            key=keys["curves"],
+            description="per epoch",
+        )
+    card = (run / "model_card.md").read_text() if (run / "model_card.md").is_file() else "(no model card)"
+    create_markdown_artifact(card, key=keys["model-card"], description=f"version {summary['version']}")
+    where = (
+        f"# Registry\n\n- registry: `{summary['registry']}`\n- version: `{summary['version']}`\n"
+        f"- champion: `{summary['champion']}`\n- run folder: `{summary['run_dir']}`\n"
+    )
+    create_markdown_artifact(where, key=keys["registry"], description="where this run's objects are")
+    return keys
