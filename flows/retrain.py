@@ -83,17 +83,15 @@ def retrain(
             overrides = [*(overrides or []), f"data.dir=data/{dataset}"]
         params = load_params(params_path, overrides)
         with retrain_slot(params.registry.model_name):
-            summary = run_pipeline(params, run_dir, allow_class_change)
+            trigger = {"dataset": dataset, "old_md5": old_md5, "new_md5": new_md5} if new_md5 is not None else None
+            summary = run_pipeline(params, run_dir, allow_class_change, trigger)
     except HeadstartError as exc:
         get_run_logger().error("%s", exc)
         return Failed(message=str(exc))
-    if new_md5 is not None:
-        summary["trigger"] = {"dataset": dataset, "old_md5": old_md5, "new_md5": new_md5}
-        Path(summary["run_dir"], "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def run_pipeline(params: Params, run_dir: str | None, allow_class_change: bool) -> dict:
+def run_pipeline(params: Params, run_dir: str | None, allow_class_change: bool, trigger: dict | None = None) -> dict:
     """validate → split → train → evaluate → gate → register → promote, everything under the run folder."""
     run_id = str(flow_run.id or "local")
     out = Path(run_dir) if run_dir else default_run_dir(run_id)
@@ -145,6 +143,7 @@ def run_pipeline(params: Params, run_dir: str | None, allow_class_change: bool) 
         "features_from_cache": trained.features_from_cache,
         "model_dir": str(trained.model_dir),
         "lineage": record,
+        "trigger": trigger,  # the data change that started this run, if any
         "decision": decision.to_dict(),
         "registry": registry.storage.uri,
         "version": version,

@@ -86,8 +86,6 @@ def save_metrics(metrics: dict, pred: Predictions, classes: list[str], out_dir: 
 
 def evaluate_model(model_dir: Path, split_csv: Path, out_dir: Path, batch_size: int = 64) -> dict:
     """The evaluate step: score on the test split, write metrics and the confusion plot data."""
-    from tasks.model_io import read_config
-
     metrics, pred = evaluate(model_dir, load_split(split_csv), batch_size)
-    save_metrics(metrics, pred, read_config(model_dir).classes, out_dir)
+    save_metrics(metrics, pred, list(metrics["per_class"]), out_dir)  # per_class is in the model's class order
     return metrics

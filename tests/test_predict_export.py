@@ -58,7 +58,7 @@ def test_predict_every_scenario(registered, scenario: str, monkeypatch, tmp_path
         ["predict", *map(str, images), "--model", versions[scenario], "--json", "--params", str(root / "params.yaml")],
     )
     assert result.exit_code == 0, result.output
-    lines = [json.loads(line) for line in result.output.splitlines()]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]  # stderr may carry stale log handlers
     classes = json.loads((root / scenario / "model" / "config.json").read_text())["classes"]
     assert [line["image"] for line in lines] == [str(p) for p in images]
     assert all(line["label"] in classes and 0 < line["probability"] <= 1 for line in lines)
