@@ -26,8 +26,14 @@ def ensure_limit(name: str, limit: int = 1) -> None:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
 
 
+# The slot is a lease the holder renews while alive. A crashed run (a killed process) cannot release it, so the
+# server reclaims it when the lease lapses: the shortest lease Prefect allows keeps a retry's wait to about a
+# minute (plus the server's repossessor loop).
+SLOT_LEASE_SECONDS = 60
+
+
 def retrain_slot(model_name: str) -> AbstractContextManager[None]:
     """Hold the model's single retrain slot for the duration of a ``with`` block (waits while another holds it)."""
     name = limit_name(model_name)
     ensure_limit(name)
-    return concurrency(name, occupy=1, strict=True)
+    return concurrency(name, occupy=1, strict=True, lease_duration=SLOT_LEASE_SECONDS)

@@ -4,6 +4,7 @@ from ``tasks/``."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,6 +54,14 @@ def default_run_dir(run_id: str) -> Path:
     return existing[-1] if existing else Path("runs") / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{run_id[:8]}"
 
 
+def _log_progress_at_info() -> None:
+    """Step progress (epochs, freezing, gate) is logged at INFO by the project's loggers; Prefect forwards them to
+    the run's logs when PREFECT_LOGGING_EXTRA_LOGGERS names them (prefect.yaml's job env does), but leaves their
+    level at the root's WARNING."""
+    for name in ("tasks", "headstart", "flows"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
 def _require_valid(report: ValidationReport, report_dir: Path) -> None:
     if not report.success:
         shown = "; ".join(f"{f.subject}: {f.reason}" for f in report.failures[:5])
@@ -78,6 +87,7 @@ def retrain(
     Only one retrain per model runs at a time (a strict global concurrency limit). Expected failures (invalid
     data, bad params, missing weights, storage down) end the run Failed with their message and no traceback.
     """
+    _log_progress_at_info()
     try:
         if dataset:
             overrides = [*(overrides or []), f"data.dir=data/{dataset}"]

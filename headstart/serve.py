@@ -98,11 +98,12 @@ def ensure_pools(pools: tuple[str, ...] = POOLS) -> None:
                     client.create_work_pool(WorkPoolCreate(name=name, type="process"))
 
 
-def deploy(api_url: str, workspace: Path) -> None:
-    """Apply prefect.yaml (``prefect deploy --all``); runs will execute in ``workspace``."""
+def deploy(api_url: str, workspace: Path, names: tuple[str, ...] = ()) -> None:
+    """Apply prefect.yaml (all its deployments, or those ``names``); runs will execute in ``workspace``."""
     env = {**os.environ, "PREFECT_API_URL": api_url, "HEADSTART_WORKSPACE": str(workspace.resolve())}
+    which = [arg for name in names for arg in ("--name", name)] or ["--all"]
     done = subprocess.run(
-        [str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", str(PROJECT_ROOT / "prefect.yaml")],
+        [str(BIN / "prefect"), "--no-prompt", "deploy", *which, "--prefect-file", str(PROJECT_ROOT / "prefect.yaml")],
         cwd=workspace,
         env=env,
         capture_output=True,

@@ -65,8 +65,11 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
 
     home = tmp_path_factory.mktemp("prefect-server")
     [port] = free_ports(1)
-    fast_scheduler = {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}  # scheduled runs appear quickly
-    process, api_url = start_server(port, home, home / "server.log", fast_scheduler)
+    fast_services = {
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",  # scheduled runs appear quickly
+        "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2",  # a crashed run's lapsed slot is reclaimed soon
+    }
+    process, api_url = start_server(port, home, home / "server.log", fast_services)
     os.environ["PREFECT_API_URL"] = api_url
     try:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
