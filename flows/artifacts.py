@@ -8,7 +8,9 @@ from pathlib import Path
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.gate import Decision
-from tasks.report_images import confusion_png, curves_png, markdown_image
+from tasks.images import load_rgb_array
+from tasks.report_images import augmentation_grid_png, confusion_png, curves_png, markdown_image
+from tasks.split import load_split
 
 
 def artifact_key(model_name: str, what: str) -> str:
@@ -16,14 +18,22 @@ def artifact_key(model_name: str, what: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in f"{model_name}-{what}".lower())
 
 
-def publish(summary: dict, model_name: str) -> dict[str, str]:
-    """Metrics table, gate decision, confusion matrix, curves, model card and registry location."""
+def preview_images(split_csv: Path, per_preview: int = 4) -> list:
+    """The first training image of each of the first ``per_preview`` classes."""
+    train = load_split(split_csv).query("split == 'train'")
+    firsts = train.groupby("label", sort=True).head(1).head(per_preview)
+    return [load_rgb_array(Path(path)) for path in firsts["file"]]
+
+
+def publish(summary: dict, model_name: str, augment: dict | None = None) -> dict[str, str]:
+    """Metrics table, gate decision, confusion matrix, curves, augmentation preview, model card and registry
+    location."""
     run = Path(summary["run_dir"])
     metrics = json.loads((run / "metrics.json").read_text())
     classes = list(metrics["per_class"])
     keys = {
         what: artifact_key(model_name, what)
-        for what in ("metrics", "decision", "confusion", "curves", "model-card", "registry")
+        for what in ("metrics", "decision", "confusion", "curves", "augmentation", "model-card", "registry")
     }
     rows = [{"class": name, **{k: round(v, 4) for k, v in m.items()}} for name, m in metrics["per_class"].items()]
     rows.append(
@@ -51,6 +61,13 @@ def publish(summary: dict, model_name: str) -> dict[str, str]:
             f"# Training curves\n\n{markdown_image(curves_png(summary['history']), 'curves')}",
             key=keys["curves"],
             description="per epoch",
+        )
+    if augment:
+        grid = augmentation_grid_png(preview_images(run / "split.csv"), augment)
+        create_markdown_artifact(
+            f"# Augmentation preview\n\n{markdown_image(grid, 'augmentation preview')}",
+            key=keys["augmentation"],
+            description="training images through the params' albumentations pipeline",
         )
     card = (run / "model_card.md").read_text() if (run / "model_card.md").is_file() else "(no model card)"
     create_markdown_artifact(card, key=keys["model-card"], description=f"version {summary['version']}")

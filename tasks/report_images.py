@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 CELL, MARGIN = 34, 110
@@ -48,6 +50,26 @@ def curves_png(history: list[dict[str, float]], keys: tuple[str, ...] = ("train_
         draw.text((pad + 150 * n, 10), f"{key} {low:.3f}–{high:.3f}", fill=colours[n % 3])
     draw.text((pad, height - pad + 8), f"epoch {epochs[0]} … {epochs[-1]}", fill="black")
     return _png(image)
+
+
+def augmentation_grid_png(images: list[np.ndarray], augment: dict[str, Any], variants: int = 5, tile: int = 64,
+                          seed: int = 0) -> bytes:
+    """One row per image: the original, then ``variants`` draws of the params' albumentations pipeline."""
+    import albumentations as A
+
+    from tasks.augment import load_augmentations
+
+    pipeline = load_augmentations(augment)
+    if pipeline is not None:
+        pipeline.set_random_seed(seed)  # the same preview for the same params
+    grid = Image.new("RGB", ((variants + 1) * (tile + 4) + 4, len(images) * (tile + 4) + 20), "white")
+    ImageDraw.Draw(grid).text((4, 4), f"original, then {variants} augmented draws", fill="black")
+    resize = A.Resize(tile, tile)
+    for row, image in enumerate(images):
+        draws = [image] + [pipeline(image=image)["image"] if pipeline else image for _ in range(variants)]
+        for col, drawn in enumerate(draws):
+            grid.paste(Image.fromarray(resize(image=drawn)["image"]), (4 + col * (tile + 4), 20 + row * (tile + 4)))
+    return _png(grid)
 
 
 def _png(image: Image.Image) -> bytes:

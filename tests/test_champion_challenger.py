@@ -103,3 +103,24 @@ def assert_dashboards(summary: dict) -> None:
     [uri] = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", latest["confusion"].data)
     assert base64.b64decode(uri)[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary["version"] in latest["registry"].data and "## Gate" in latest["model-card"].data
+    assert_augmentation_preview(latest["augmentation"].data)
+
+
+def assert_augmentation_preview(markdown: str) -> None:
+    """A row per previewed class: the original tile, then augmented draws, not all equal to the original."""
+    import base64
+    import io
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    [uri] = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", markdown)
+    grid = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri))).convert("L"), dtype=np.int16)
+    tile, rows, columns = 64, 4, 6
+    assert grid.shape == (20 + rows * (tile + 4), 4 + columns * (tile + 4))
+    for row in range(rows):
+        top = 20 + row * (tile + 4)
+        tiles = [grid[top : top + tile, 4 + c * (tile + 4) : 4 + c * (tile + 4) + tile] for c in range(columns)]
+        assert tiles[0].std() > 0  # a real image, not blank
+        assert any(np.abs(t - tiles[0]).mean() > 1 for t in tiles[1:]), f"row {row}: no draw changed the image"
