@@ -159,6 +159,7 @@ def run_pipeline(params: Params, run_dir: str | None, allow_class_change: bool, 
         "version": version,
         "champion": version if promoted else decision.champion,
     }
-    summary["artifacts"] = publish_step(summary, params.registry.model_name, params.augment)  # dashboards in the Prefect UI
+    # dashboards in the Prefect UI
+    summary["artifacts"] = publish_step(summary, params.registry.model_name, params.augment)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -65,7 +65,14 @@ def start_server(
 ) -> tuple[subprocess.Popen, str]:
     """``prefect server start`` on 127.0.0.1 with its own PREFECT_HOME (its database lives there)."""
     home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(extra_env or {})}
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": api_url,  # the UI in the browser otherwise calls the default port, 4200
+        **(extra_env or {}),
+    }
     env.pop("PREFECT_API_URL", None)
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -75,7 +82,6 @@ def start_server(
             env=env,
             start_new_session=True,
         )
-    api_url = f"http://127.0.0.1:{port}/api"
     try:
         wait_healthy(api_url)
     except ToolError:
