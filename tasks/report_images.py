@@ -52,8 +52,9 @@ def curves_png(history: list[dict[str, float]], keys: tuple[str, ...] = ("train_
     return _png(image)
 
 
-def augmentation_grid_png(images: list[np.ndarray], augment: dict[str, Any], variants: int = 5, tile: int = 64,
-                          seed: int = 0) -> bytes:
+def augmentation_grid_png(
+    images: list[np.ndarray], augment: dict[str, Any], variants: int = 5, tile: int = 64, seed: int = 0
+) -> bytes:
     """One row per image: the original, then ``variants`` draws of the params' albumentations pipeline."""
     import albumentations as A
 
