@@ -90,6 +90,9 @@ class TrainParams(_Section):
     seed: int = 0
     num_workers: int = Field(2, ge=0)
     threads: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when torch sees a GPU
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU
+    compile: bool = False  # torch.compile the model for training (pays off on long GPU runs)
 
     @field_validator("freeze_patterns")
     @classmethod

@@ -44,4 +44,5 @@ def make_loader(dataset: ImageTable, batch_size: int, shuffle: bool, num_workers
         persistent_workers=num_workers > 0,
         generator=generator,
         drop_last=shuffle and len(dataset) > batch_size,
+        pin_memory=torch.cuda.is_available(),  # page-locked batches copy to the GPU asynchronously
     )

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tasks.accelerator import resolve_accelerator
 from tasks.augment import Preprocessing, build_transform
 from tasks.backbone import pooled_features
 from tasks.dataset import ImageTable, make_loader
@@ -46,27 +47,41 @@ def data_version(split: pd.DataFrame, data_md5: str | None) -> str:
     return f"{data_md5 or 'untracked'}:{rows}"
 
 
-def extract(model: nn.Module, table: pd.DataFrame, pre: Preprocessing, batch_size: int, workers: int) -> np.ndarray:
-    """Pooled features of every image (eval transform, no augmentation), in table order."""
+def extract(
+    model: nn.Module, table: pd.DataFrame, pre: Preprocessing, batch_size: int, workers: int, device: str = "auto"
+) -> np.ndarray:
+    """Pooled features of every image (eval transform, no augmentation), in table order. Always fp32 (cached
+    features must not depend on the machine's precision); on the GPU when ``device`` resolves to one."""
     loader = make_loader(
         ImageTable(table, sorted(set(table["label"])), build_transform(pre)), batch_size, False, workers
     )
+    accelerator = resolve_accelerator(device, "fp32")
+    accelerator.prepare(model)
     model.eval()
     chunks = []
     with torch.inference_mode():
-        for images, _ in loader:
-            chunks.append(pooled_features(model, images.contiguous(memory_format=torch.channels_last)))
-    return torch.cat(chunks).float().numpy()
+        for batch in loader:
+            images, _ = accelerator.to_device(*batch)
+            chunks.append(pooled_features(model, images).float().cpu())
+    model.to("cpu")
+    return torch.cat(chunks).numpy()
 
 
 def cached_features(
-    model: nn.Module, table: pd.DataFrame, pre: Preprocessing, key: str, cache_dir: Path, batch_size: int, workers: int
+    model: nn.Module,
+    table: pd.DataFrame,
+    pre: Preprocessing,
+    key: str,
+    cache_dir: Path,
+    batch_size: int,
+    workers: int,
+    device: str = "auto",
 ) -> FeatureSet:
     """Features for ``table`` from ``cache_dir/<key>.safetensors``, extracting and saving them on a miss."""
     path = cache_dir / f"{key}.safetensors"
     if path.is_file():
         return FeatureSet(load_file(path)["features"].numpy(), path, True)
-    features = extract(model, table, pre, batch_size, workers)
+    features = extract(model, table, pre, batch_size, workers, device)
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     save_file({"features": torch.from_numpy(features)}, partial)

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from headstart.config import Params
+from tasks.accelerator import Accelerator, resolve_accelerator
 
 log = logging.getLogger(__name__)
 WEIGHTS, EMA_WEIGHTS, STATE = "last.safetensors", "last-ema.safetensors", "last-state.pt"
@@ -87,23 +88,29 @@ def make_mixup(params: Params, num_classes: int):
     )
 
 
-def accuracy_on(model: nn.Module, loader: DataLoader) -> float:
-    """Top-1 accuracy of ``model`` over a loader (eval mode, no grad)."""
+def accuracy_on(model: nn.Module, loader: DataLoader, accelerator: Accelerator | None = None) -> float:
+    """Top-1 accuracy of ``model`` over a loader (eval mode, no grad), on the accelerator's device."""
+    accelerator = accelerator or resolve_accelerator("cpu", "fp32")
     model.eval()
     correct = total = 0
-    with torch.inference_mode():
-        for images, targets in loader:
-            logits = model(images.contiguous(memory_format=torch.channels_last))
+    with torch.inference_mode(), accelerator.autocast():
+        for batch in loader:
+            images, targets = accelerator.to_device(*batch)
+            logits = model(images)
             correct += int((logits.argmax(1) == targets).sum())
             total += len(targets)
     return correct / max(total, 1)
 
 
+def _host_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
 def _save_checkpoint(directory: Path, model, ema, optimizer, scheduler, state: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, directory / WEIGHTS)
+    save_file(_host_tensors(model), directory / WEIGHTS)
     if ema is not None:
-        save_file({k: v.detach().contiguous() for k, v in ema.module.state_dict().items()}, directory / EMA_WEIGHTS)
+        save_file(_host_tensors(ema.module), directory / EMA_WEIGHTS)
     full = {
         **state,
         "optimizer": optimizer.state_dict(),
@@ -138,6 +145,8 @@ def fit(
     from timm.utils import ModelEmaV3
 
     p, digest = params.train, params.digest()
+    accelerator = resolve_accelerator(p.device, p.precision, p.compile)
+    log.info("%s", accelerator.describe())
     per_epoch = len(train_loader)
     mixup = make_mixup(params, num_classes)
     loss_fn = SoftTargetCrossEntropy() if mixup else nn.CrossEntropyLoss(label_smoothing=p.label_smoothing)
@@ -150,6 +159,7 @@ def fit(
         rows = [dict(zip(saved["history_keys"], row, strict=True)) for row in saved["history"].tolist()]
         schedule.history = [{**row, "epoch": int(row["epoch"])} for row in rows]
         log.info("resuming after epoch %d from %s", start, checkpoint_dir)
+    forward = accelerator.prepare(model)  # the model moves to the device before the optimizer sees it
     ema = ModelEmaV3(model, decay=p.ema_decay) if p.ema_decay else None
     if ema is not None and saved is not None and (checkpoint_dir / EMA_WEIGHTS).is_file():
         ema.module.load_state_dict(load_file(checkpoint_dir / EMA_WEIGHTS))
@@ -165,10 +175,10 @@ def fit(
             scheduler.step_update(num_updates=epoch * per_epoch)
             if ema is not None:
                 ema = ModelEmaV3(model, decay=p.ema_decay)
-        row = _train_epoch(model, train_loader, optimizer, scheduler, loss_fn, mixup, ema, epoch, per_epoch)
+        row = _train_epoch(forward, model, train_loader, optimizer, scheduler, loss_fn, mixup, ema, accelerator, epoch)
         judged = ema.module if ema is not None else model
         if val_loader is not None:
-            row["val_accuracy"] = accuracy_on(judged, val_loader)
+            row["val_accuracy"] = accuracy_on(judged, val_loader, accelerator)
             if row["val_accuracy"] > best:
                 best, bad, best_state = row["val_accuracy"], 0, copy.deepcopy(judged.state_dict())
             else:
@@ -199,6 +209,7 @@ def fit(
         model.load_state_dict(ema.module.state_dict())  # the EMA is the model that ships
     if p.early_stopping_patience and best_state is not None:
         model.load_state_dict(best_state)  # the best epoch, not the last
+    model.to("cpu")  # saving, evaluation and export take it from here
     return schedule.history
 
 
@@ -211,14 +222,17 @@ def _mix(mixup, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tens
     return images, mixup_target(targets, mixup.num_classes, lam=1.0, smoothing=mixup.label_smoothing)
 
 
-def _train_epoch(model, loader, optimizer, scheduler, loss_fn, mixup, ema, epoch: int, per_epoch: int) -> dict:
+def _train_epoch(forward, model, loader, optimizer, scheduler, loss_fn, mixup, ema, accelerator, epoch: int) -> dict:
+    """One pass over ``loader``; ``forward`` is the model or its compiled wrapper, ``model`` what EMA tracks."""
     model.train()
+    per_epoch = len(loader)
     total = seen = 0.0
-    for step, (images, targets) in enumerate(loader):
-        images = images.contiguous(memory_format=torch.channels_last)
+    for step, batch in enumerate(loader):
+        images, targets = accelerator.to_device(*batch)
         if mixup is not None:
             images, targets = _mix(mixup, images, targets)
-        loss = loss_fn(model(images), targets)
+        with accelerator.autocast():
+            loss = loss_fn(forward(images), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

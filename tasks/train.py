@@ -112,7 +112,7 @@ def _features(model, split, pre, params: Params, lineage: dict, digest: str):
     key = cache_key(data_version(rows, lineage.get("data_md5")), params.model.backbone, digest, pre,
                     params.model.head.pool)  # fmt: skip
     directory = Path(p.feature_cache) if p.feature_cache else cache_dir() / "features"
-    return rows, cached_features(model, rows, pre, key, directory, params.evaluate.batch_size, p.num_workers)
+    return rows, cached_features(model, rows, pre, key, directory, params.evaluate.batch_size, p.num_workers, p.device)
 
 
 def _train_features(model, split, classes, pre, params, out_dir, lineage, digest) -> TrainResult:
