@@ -158,19 +158,21 @@ def run(
 ) -> None:
     """Run the retrain flow (validate → split → train → evaluate → gate → register → promote)."""
     from flows.retrain import retrain
+    from headstart.cli_progress import progress_bars
 
     overrides = list(set_ or [])
     if data is not None:
         overrides.append(f"data.dir={data}")
     if test_data is not None:
         overrides.append(f"data.test_dir={test_data}")
-    state = retrain(
-        params_path=str(params),
-        overrides=overrides,
-        run_dir=str(run_dir) if run_dir else None,
-        allow_class_change=allow_class_change,
-        return_state=True,
-    )
+    with progress_bars():
+        state = retrain(
+            params_path=str(params),
+            overrides=overrides,
+            run_dir=str(run_dir) if run_dir else None,
+            allow_class_change=allow_class_change,
+            return_state=True,
+        )
     if state.is_failed():
         raise RunFailed(f"retrain run failed: {state.message}")
     summary = state.result()

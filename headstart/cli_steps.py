@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from headstart.cli_output import print_decision, print_report
+from headstart.cli_progress import progress_bars
 
 step_app = typer.Typer(help="Single pipeline steps, as dvc.yaml's stages call them.", no_args_is_help=True)
 console = Console()
@@ -75,7 +76,8 @@ def step_train(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/d
     test_md5 = data_md5_of(Path(s.data.test_dir)) if s.data.test_dir else None
     data_dir = Path(s.data.dir)
     record = lineage.collect(Path.cwd(), data_dir, data_md5_of(data_dir), test_md5, s.digest(), None, split_lineage(s))
-    result = train_model(out / "split.csv", s, out, record)
+    with progress_bars():
+        result = train_model(out / "split.csv", s, out, record)
     console.print(f"{result.model_dir}: {result.history[-1]}")
 
 
@@ -86,7 +88,8 @@ def step_evaluate(params: ParamsOpt = Path("params.yaml"), out: Path = Path("run
     from tasks.evaluate import evaluate_model
 
     s = load_params(params)
-    metrics = evaluate_model(out / "model", out / "split.csv", out, s.evaluate.batch_size)
+    with progress_bars():
+        metrics = evaluate_model(out / "model", out / "split.csv", out, s.evaluate.batch_size)
     console.print(f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
 
 

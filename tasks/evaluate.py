@@ -12,6 +12,7 @@ import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from headstart.errors import DataError
+from tasks import progress
 from tasks.augment import build_transform
 from tasks.dataset import ImageTable, make_loader
 from tasks.model_io import Predictor, load_predictor
@@ -33,7 +34,7 @@ class Predictions:
 def predict_loader(predictor: Predictor, loader: torch.utils.data.DataLoader) -> Predictions:
     """Score every batch of a loader with a saved model (any scenario)."""
     truths, probs = [], []
-    for images, targets in loader:
+    for images, targets in progress.iterate(loader, "scoring", len(loader)):
         probs.append(predictor.predict_proba(images))
         truths.append(targets.numpy())
     probabilities = np.concatenate(probs)

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tasks import progress
 from tasks.accelerator import resolve_accelerator
 from tasks.augment import Preprocessing, build_transform
 from tasks.backbone import pooled_features
@@ -60,7 +61,7 @@ def extract(
     model.eval()
     chunks = []
     with torch.inference_mode():
-        for batch in loader:
+        for batch in progress.iterate(loader, "extracting features", len(loader)):
             images, _ = accelerator.to_device(*batch)
             chunks.append(pooled_features(model, images).float().cpu())
     model.to("cpu")

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from headstart.config import Params
+from tasks import progress
 from tasks.accelerator import Accelerator, resolve_accelerator
 
 log = logging.getLogger(__name__)
@@ -169,42 +170,45 @@ def fit(
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng"])
 
-    for epoch in range(start, p.epochs):
-        if schedule.release_for(model, epoch + 1, p.unfreeze_milestones):
-            optimizer, scheduler = build_optimizer(model, params, per_epoch)  # frozen params were skipped
-            scheduler.step_update(num_updates=epoch * per_epoch)
-            if ema is not None:
-                ema = ModelEmaV3(model, decay=p.ema_decay)
-        row = _train_epoch(forward, model, train_loader, optimizer, scheduler, loss_fn, mixup, ema, accelerator, epoch)
-        judged = ema.module if ema is not None else model
-        if val_loader is not None:
-            row["val_accuracy"] = accuracy_on(judged, val_loader, accelerator)
-            if row["val_accuracy"] > best:
-                best, bad, best_state = row["val_accuracy"], 0, copy.deepcopy(judged.state_dict())
-            else:
-                bad += 1
-        schedule.history.append(row)
-        log.info("epoch %d/%d %s", epoch + 1, p.epochs, {k: round(v, 4) for k, v in row.items()})
-        keys = list(schedule.history[0])
-        table = torch.tensor([[r.get(k, float("nan")) for k in keys] for r in schedule.history], dtype=torch.float64)
-        _save_checkpoint(
-            checkpoint_dir,
-            model,
-            ema,
-            optimizer,
-            scheduler,
-            {
-                "epoch": epoch + 1,
-                "best": best,
-                "bad_epochs": bad,
-                "params_sha256": digest,
-                "history": table,
-                "history_keys": keys,
-            },
-        )
-        if p.early_stopping_patience and bad >= p.early_stopping_patience:
-            log.info("early stopping after epoch %d: no val-accuracy gain for %d epochs", epoch + 1, bad)
-            break
+    with progress.tracked("epochs", p.epochs, completed=start) as epoch_done:
+        for epoch in range(start, p.epochs):
+            if schedule.release_for(model, epoch + 1, p.unfreeze_milestones):
+                optimizer, scheduler = build_optimizer(model, params, per_epoch)  # frozen params were skipped
+                scheduler.step_update(num_updates=epoch * per_epoch)
+                if ema is not None:
+                    ema = ModelEmaV3(model, decay=p.ema_decay)
+            parts = (optimizer, scheduler, loss_fn, mixup, accelerator)
+            row = _train_epoch(forward, model, ema, train_loader, parts, epoch)
+            judged = ema.module if ema is not None else model
+            if val_loader is not None:
+                row["val_accuracy"] = accuracy_on(judged, val_loader, accelerator)
+                if row["val_accuracy"] > best:
+                    best, bad, best_state = row["val_accuracy"], 0, copy.deepcopy(judged.state_dict())
+                else:
+                    bad += 1
+            schedule.history.append(row)
+            log.info("epoch %d/%d %s", epoch + 1, p.epochs, {k: round(v, 4) for k, v in row.items()})
+            keys = list(schedule.history[0])
+            table = torch.tensor([[r.get(k, float("nan")) for k in keys] for r in schedule.history], dtype=torch.double)
+            _save_checkpoint(
+                checkpoint_dir,
+                model,
+                ema,
+                optimizer,
+                scheduler,
+                {
+                    "epoch": epoch + 1,
+                    "best": best,
+                    "bad_epochs": bad,
+                    "params_sha256": digest,
+                    "history": table,
+                    "history_keys": keys,
+                },
+            )
+            epoch_done()
+            if p.early_stopping_patience and bad >= p.early_stopping_patience:
+                log.info("early stopping after epoch %d: no val-accuracy gain for %d epochs", epoch + 1, bad)
+                break
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())  # the EMA is the model that ships
     if p.early_stopping_patience and best_state is not None:
@@ -222,12 +226,14 @@ def _mix(mixup, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tens
     return images, mixup_target(targets, mixup.num_classes, lam=1.0, smoothing=mixup.label_smoothing)
 
 
-def _train_epoch(forward, model, loader, optimizer, scheduler, loss_fn, mixup, ema, accelerator, epoch: int) -> dict:
-    """One pass over ``loader``; ``forward`` is the model or its compiled wrapper, ``model`` what EMA tracks."""
+def _train_epoch(forward, model, ema, loader, step_parts: tuple, epoch: int) -> dict:
+    """One pass over ``loader``; ``forward`` is the model or its compiled wrapper, ``model`` what EMA tracks;
+    ``step_parts`` = (optimizer, scheduler, loss_fn, mixup, accelerator)."""
+    optimizer, scheduler, loss_fn, mixup, accelerator = step_parts
     model.train()
     per_epoch = len(loader)
     total = seen = 0.0
-    for step, batch in enumerate(loader):
+    for step, batch in enumerate(progress.iterate(loader, f"epoch {epoch + 1} batches", per_epoch)):
         images, targets = accelerator.to_device(*batch)
         if mixup is not None:
             images, targets = _mix(mixup, images, targets)
