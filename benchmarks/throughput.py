@@ -7,6 +7,9 @@
   consumes in images/s (goal >= 3).
 
     .venv/bin/python benchmarks/throughput.py [--size 64] [--batch 32] [--images 512] [--workers 2]
+        [--device auto|cpu|cuda] [--precision auto|fp32|bf16] [--compile]
+
+On a GPU worker (the prepared device check): --device cuda --size 224 --batch 128 --images 4096 --workers 8.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from headstart.config import load_params
 from headstart.paths import cache_dir
+from tasks.accelerator import Accelerator, resolve_accelerator
 from tasks.augment import build_transform, preprocessing_for
 from tasks.backbone import create_classifier, freeze
 from tasks.dataset import ImageTable, make_loader
@@ -42,37 +46,49 @@ def model_for(params, classes: int):
     return model
 
 
-def pipeline_rate(params, batches: list, classes: int) -> float:
-    model = model_for(params, classes).to(memory_format=torch.channels_last)
+def pipeline_rate(params, batches: list, classes: int, accelerator: Accelerator) -> float:
+    model = model_for(params, classes)
+    forward = accelerator.prepare(model)
     loader = DataLoader(TensorDataset(*map(torch.cat, zip(*batches, strict=True))), batch_size=len(batches[0][1]))
     optimizer, scheduler = build_optimizer(model, params, len(loader))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=params.train.label_smoothing)
-    _train_epoch(model, loader, optimizer, scheduler, loss_fn, None, None, 0, len(loader))  # warm-up
+    parts = (optimizer, scheduler, loss_fn, None, accelerator)
+    _train_epoch(forward, model, None, loader, parts, 0)  # warm-up (and compilation, when on)
+    synchronize(accelerator)
     start = time.perf_counter()
-    _train_epoch(model, loader, optimizer, scheduler, loss_fn, None, None, 1, len(loader))
+    _train_epoch(forward, model, None, loader, parts, 1)  # ends on loss.item(): the device has finished
     return sum(len(t) for _, t in batches) / (time.perf_counter() - start)
 
 
-def bare_rate(params, batches: list, classes: int, channels_last: bool) -> float:
-    model = model_for(params, classes)
+def bare_rate(params, batches: list, classes: int, channels_last: bool, accelerator: Accelerator) -> float:
+    """Plain PyTorch on the same device and precision: the reference the pipeline is held to."""
+    model = model_for(params, classes).to(accelerator.device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=params.train.lr)
     loss_fn = torch.nn.CrossEntropyLoss()
+    format_ = torch.channels_last if channels_last else torch.contiguous_format
 
     def epoch() -> None:
         model.train()
         for images, targets in batches:
-            x = images.contiguous(memory_format=torch.channels_last) if channels_last else images.contiguous()
-            loss = loss_fn(model(x), targets)
+            x = images.to(accelerator.device, memory_format=format_)
+            with accelerator.autocast():
+                loss = loss_fn(model(x), targets.to(accelerator.device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        synchronize(accelerator)
 
     epoch()  # warm-up
     start = time.perf_counter()
     epoch()
     return sum(len(t) for _, t in batches) / (time.perf_counter() - start)
+
+
+def synchronize(accelerator: Accelerator) -> None:
+    if accelerator.device.type == "cuda":
+        torch.cuda.synchronize(accelerator.device)
 
 
 def loader_rate(loader) -> tuple[float, list]:
@@ -91,8 +107,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--workers", type=int, default=None, help="loader workers (default: params.yaml)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the pipeline's model")
     args = parser.parse_args()
     params = load_params(REPO / "params.yaml", [f"model.input_size={args.size}", f"train.batch_size={args.batch}"])
+    accelerator = resolve_accelerator(args.device, args.precision, args.compile)
     workers = params.train.num_workers if args.workers is None else args.workers
     with tempfile.TemporaryDirectory() as tmp:
         idx = locate_idx_dir(cache_dir() / "debs")
@@ -104,14 +124,15 @@ def main() -> None:
         loader = make_loader(ImageTable(table, classes, transform), args.batch, True, workers, 0)
         loaded, batches = loader_rate(loader)
         batches = [b for b in batches if len(b[1]) == args.batch]
-        pipeline = pipeline_rate(params, batches, len(classes))
-        bare_cl = bare_rate(params, batches, len(classes), channels_last=True)
-        bare_nchw = bare_rate(params, batches, len(classes), channels_last=False)
+        pipeline = pipeline_rate(params, batches, len(classes), accelerator)
+        bare_cl = bare_rate(params, batches, len(classes), True, accelerator)
+        bare_nchw = bare_rate(params, batches, len(classes), False, accelerator)
     threads = torch.get_num_threads()
     print(
         f"{params.model.backbone}, {args.size} px, batch {args.batch}, {threads} torch threads, "
         f"{sum(len(t) for _, t in batches)} images, loader workers {workers}"
     )
+    print(f"  {accelerator.describe()}")
     print(f"  pipeline train step:            {pipeline:8.1f} img/s")
     print(f"  bare loop, channels_last:       {bare_cl:8.1f} img/s")
     print(f"  bare loop, NCHW (plain PyTorch):{bare_nchw:8.1f} img/s")

@@ -77,11 +77,12 @@ def test_first_run_promoted_second_judged_against_champion(workspace, prefect_se
 
     cli("registry", "push", "runs/v1")  # e.g. re-registering a run after an outage
     assert len(json.loads(cli("registry", "ls", "--json"))) == 3
-    assert_dashboards(second)
+    assert_dashboards(second, earlier_run=first["run_id"])
 
 
-def assert_dashboards(summary: dict) -> None:
-    """Keyed artifacts keep one entry per run; the latest shows this run's decision, metrics and images."""
+def assert_dashboards(summary: dict, earlier_run: str) -> None:
+    """Keyed artifacts keep one entry per run; the latest shows this run's decision, metrics and images. (Other
+    tests on the session's server publish under the same keys: only this test's two runs are looked at.)"""
     import base64
     import re
 
@@ -94,8 +95,11 @@ def assert_dashboards(summary: dict) -> None:
             what: client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
             for what, key in keys.items()
         }
-    assert len(found["decision"]) == 2  # both runs, history kept under one key
+    runs = {earlier_run, summary["run_id"]}
+    found = {what: [a for a in items if str(a.flow_run_id) in runs] for what, items in found.items()}
+    assert {str(a.flow_run_id) for a in found["decision"]} == runs  # both runs, history kept under one key
     latest = {what: max(items, key=lambda a: a.created) for what, items in found.items()}
+    assert {str(a.flow_run_id) for a in latest.values()} == {summary["run_id"]}
     assert f"**Decision: {summary['decision']['verdict']}**" in latest["decision"].data
     assert latest["decision"].flow_run_id is not None
     overall = [row for row in json.loads(latest["metrics"].data) if row["class"] == "overall"]
