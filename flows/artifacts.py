@@ -35,13 +35,19 @@ def publish(summary: dict, model_name: str, augment: dict | None = None) -> dict
         what: artifact_key(model_name, what)
         for what in ("metrics", "decision", "confusion", "curves", "augmentation", "model-card", "registry")
     }
+    # The UI takes a table's columns from its first row, so every row carries the same keys.
+    per_class = [
+        {"class": name, "accuracy": None, **{k: round(m[k], 4) for k in ("precision", "recall", "f1", "support")}}
+        for name, m in metrics["per_class"].items()
+    ]
     overall = {
-        "class": "overall",
+        "class": "overall",  # precision, recall and f1: macro averages
         "accuracy": round(metrics["accuracy"], 4),
-        "macro_f1": round(metrics["macro_f1"], 4),
+        "precision": round(metrics["macro_precision"], 4),
+        "recall": round(metrics["macro_recall"], 4),
+        "f1": round(metrics["macro_f1"], 4),
         "support": metrics["test_images"],
     }
-    per_class = [{"class": name, **{k: round(v, 4) for k, v in m.items()}} for name, m in metrics["per_class"].items()]
     rows = [overall, *per_class]  # the headline first: the UI pages tables by ten rows
     create_table_artifact(rows, key=keys["metrics"], description=f"test metrics of run {summary['run_id']}")
     decision = Decision.from_dict(summary["decision"])

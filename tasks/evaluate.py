@@ -47,9 +47,14 @@ def compute_metrics(pred: Predictions, classes: list[str]) -> dict:
     precision, recall, f1, support = precision_recall_fscore_support(
         pred.y_true, pred.y_pred, labels=labels, zero_division=0
     )
+    macro_precision, macro_recall, _, _ = precision_recall_fscore_support(
+        pred.y_true, pred.y_pred, labels=labels, average="macro", zero_division=0
+    )
     return {
         "accuracy": float(accuracy_score(pred.y_true, pred.y_pred)),
         "macro_f1": float(f1_score(pred.y_true, pred.y_pred, labels=labels, average="macro", zero_division=0)),
+        "macro_precision": float(macro_precision),
+        "macro_recall": float(macro_recall),
         "test_images": len(pred.y_true),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}

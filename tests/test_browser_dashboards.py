@@ -105,6 +105,8 @@ def check_dashboards(page, ui: str, summary: dict, tmp_path: Path) -> None:
     page.get_by_text(keys["metrics"], exact=True).click()
     overall = page.get_by_role("row").filter(has=page.get_by_role("cell", name="overall", exact=True))
     overall.wait_for()
+    headers = page.get_by_role("columnheader").all_inner_texts()
+    assert headers[:6] == ["class", "accuracy", "precision", "recall", "f1", "support"], headers  # per class too
     cells = overall.get_by_role("cell").all_inner_texts()
     assert cells[0] == "overall" and abs(float(cells[1]) - accuracy) < 1e-4, cells
     metrics_png = page.screenshot(path=tmp_path / "metrics.png")
