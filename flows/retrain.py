@@ -92,6 +92,10 @@ def retrain(
         if dataset:
             overrides = [*(overrides or []), f"data.dir=data/{dataset}"]
         params = load_params(params_path, overrides)
+        get_run_logger().info(
+            "taking the retrain slot of %s (waits while another run holds it, or until a crashed run's lease lapses)",
+            params.registry.model_name,
+        )
         with retrain_slot(params.registry.model_name):
             trigger = {"dataset": dataset, "old_md5": old_md5, "new_md5": new_md5} if new_md5 is not None else None
             summary = run_pipeline(params, run_dir, allow_class_change, trigger)
