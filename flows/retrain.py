@@ -18,7 +18,6 @@ from flows.concurrency import retrain_slot
 from headstart import lineage
 from headstart.config import Params, load_params
 from headstart.errors import HeadstartError, ValidationFailed
-from headstart.lineage import split_lineage
 from tasks.evaluate import evaluate_model
 from tasks.model_io import read_config
 from tasks.promote import judge, open_registry, promote_if_passed, register_run
@@ -26,7 +25,6 @@ from tasks.registry import PromotionConflict
 from tasks.split import split_dataset
 from tasks.train import train_model
 from tasks.validate import ValidationReport, validate_dataset
-from tasks.versioning import data_md5_of
 
 
 def _retry_unless_conflict(task, task_run, state) -> bool:
@@ -47,11 +45,17 @@ promote_step = task(name="promote", cache_policy=NO_CACHE, **IO_RETRIES)(promote
 publish_step = task(name="publish-artifacts", cache_policy=NO_CACHE)(publish)
 
 
+def find_run_dir(runs: Path, run_id: str) -> Path | None:
+    """The folder a flow run already has under ``runs`` (named ``<UTC time>-<run id prefix>``), if any."""
+    existing = sorted(runs.glob(f"*-{str(run_id)[:8]}"))
+    return existing[-1] if existing else None
+
+
 def default_run_dir(run_id: str) -> Path:
     """``runs/<UTC time>-<run id prefix>``: sortable, unique per flow run; a retried run gets its folder back,
     so training resumes from its last checkpoint."""
-    existing = sorted(Path("runs").glob(f"*-{run_id[:8]}"))
-    return existing[-1] if existing else Path("runs") / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{run_id[:8]}"
+    runs = Path("runs")
+    return find_run_dir(runs, run_id) or runs / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{run_id[:8]}"
 
 
 def _log_progress_at_info() -> None:
@@ -125,15 +129,7 @@ def run_pipeline(params: Params, run_dir: str | None, allow_class_change: bool, 
         out / "validate-test" / "manifest.csv" if test_dir else None,
         test_dir,
     )
-    record = lineage.collect(
-        Path.cwd(),
-        data_dir,
-        data_md5_of(data_dir),
-        data_md5_of(test_dir) if test_dir else None,
-        params.digest(),
-        run_id,
-        split_lineage(params),
-    )
+    record = lineage.collect(Path.cwd(), params, run_id)
     trained = train_step(out / "split.csv", params, out, record)
     metrics = evaluate_step(trained.model_dir, out / "split.csv", out, params.evaluate.batch_size)
 

@@ -125,10 +125,10 @@ def validate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of a table.")] = False,
 ) -> None:
     """Build the manifest, decode every image, run the GX suite; exit 1 on any failure."""
-    from headstart.config import load_params
+    from headstart.config import load_params_or_defaults
     from tasks.validate import validate_dataset
 
-    settings = load_params(params) if params.is_file() else _default_params()
+    settings = load_params_or_defaults(params)
     out = out or Path("runs") / "validate" / directory.name
     report = validate_dataset(directory, settings.validate_, out)
     if as_json:
@@ -136,12 +136,6 @@ def validate(
     else:
         print_report(report, out)
     raise typer.Exit(0 if report.success else 1)
-
-
-def _default_params():
-    from headstart.config import Params
-
-    return Params()
 
 
 @app.command()
@@ -254,10 +248,10 @@ def serve(
     import signal
     import threading
 
-    from headstart.config import Params, load_params
+    from headstart.config import load_params_or_defaults
     from headstart.serve import start_services
 
-    settings = load_params(params) if params.is_file() else Params()
+    settings = load_params_or_defaults(params)
     services = start_services(Path.cwd(), port, settings.registry.model_name)
     console.print(f"Prefect UI: {services.ui_url}   API: {services.api_url}")
     console.print(f"deployments retrain/nightly, retrain/on-data-change, retrain/gpu run in {Path.cwd()}")

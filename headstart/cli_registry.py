@@ -16,11 +16,10 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml naming re
 
 
 def _registry(params: Path):
-    from headstart.config import Params, load_params
+    from headstart.config import load_params_or_defaults
     from tasks.promote import open_registry
 
-    settings = load_params(params) if params.is_file() else Params()
-    return open_registry(settings.registry)
+    return open_registry(load_params_or_defaults(params).registry)
 
 
 @registry_app.command("ls")
@@ -148,11 +147,9 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
 ) -> None:
     """Class and probability per image, from a registered model (any scenario), pulled and verified first."""
-    from headstart.paths import cache_dir
     from tasks.predict import predict_images, pull_predictor
 
-    registry = _registry(params)
-    version, predictor = pull_predictor(registry, model, cache_dir() / "models" / registry.model)
+    version, predictor = pull_predictor(_registry(params), model)
     for p in predict_images(predictor, images):
         if as_json:
             typer.echo(
@@ -172,14 +169,12 @@ def export(
 ) -> None:
     """Export the torch part of a registered model to ONNX (dynamic batch), checked against torch."""
     from headstart.errors import ConfigError
-    from headstart.paths import cache_dir
     from tasks.export import export_onnx
     from tasks.predict import pull_predictor
 
     if fmt != "onnx":
         raise ConfigError(f"--format {fmt}: only onnx is supported")
-    registry = _registry(params)
-    resolved, predictor = pull_predictor(registry, version, cache_dir() / "models" / registry.model)
+    resolved, predictor = pull_predictor(_registry(params), version)
     report = export_onnx(predictor, dest)
     extra = "; classifier.skops stays beside it (features scenario)" if predictor.classifier is not None else ""
     console.print(

@@ -68,14 +68,10 @@ def step_train(params: ParamsOpt = Path("params.yaml"), out: Path = Path("runs/d
     """Fine-tune from OUT/split.csv into OUT/model/ (+ OUT/curves.csv, OUT/checkpoints/)."""
     from headstart import lineage
     from headstart.config import load_params
-    from headstart.lineage import split_lineage
     from tasks.train import train_model
-    from tasks.versioning import data_md5_of
 
     s = load_params(params)
-    test_md5 = data_md5_of(Path(s.data.test_dir)) if s.data.test_dir else None
-    data_dir = Path(s.data.dir)
-    record = lineage.collect(Path.cwd(), data_dir, data_md5_of(data_dir), test_md5, s.digest(), None, split_lineage(s))
+    record = lineage.collect(Path.cwd(), s, None)
     with progress_bars():
         result = train_model(out / "split.csv", s, out, record)
     console.print(f"{result.model_dir}: {result.history[-1]}")

@@ -42,15 +42,17 @@ def import_and_commit(workspace: Path, per_class: int, test_per_class: int, say:
 def wait_for_triggered_run(new_md5: str, timeout: float, say: Callable[[str], None]):
     """The on-data-change run created for ``new_md5``, once it reaches a terminal state."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     deadline, announced = time.monotonic() + timeout, None
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("retrain/on-data-change")
+        of_deployment = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
         while time.monotonic() < deadline:
             runs = [
                 r
-                for r in client.read_flow_runs()
-                if r.deployment_id == deployment.id and r.parameters.get("new_md5") == new_md5
+                for r in client.read_flow_runs(deployment_filter=of_deployment)
+                if r.parameters.get("new_md5") == new_md5  # parameters are not filterable server-side
             ]
             if runs and announced is None:
                 announced = runs[0].id
@@ -63,9 +65,12 @@ def wait_for_triggered_run(new_md5: str, timeout: float, say: Callable[[str], No
 
 def summary_of(workspace: Path, flow_run_id: str) -> dict:
     """The summary.json the run wrote (its run folder is named after the flow-run id)."""
-    for path in sorted((workspace / "runs").glob(f"*-{str(flow_run_id)[:8]}/summary.json")):
-        return json.loads(path.read_text())
-    raise ToolError(f"run {flow_run_id} left no summary.json under {workspace / 'runs'}")
+    from flows.retrain import find_run_dir
+
+    run_dir = find_run_dir(workspace / "runs", flow_run_id)
+    if run_dir is None or not (run_dir / "summary.json").is_file():
+        raise ToolError(f"run {flow_run_id} left no summary.json under {workspace / 'runs'}")
+    return json.loads((run_dir / "summary.json").read_text())
 
 
 def lifecycle(

@@ -36,27 +36,22 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def collect(
-    cwd: Path,
-    data_dir: Path,
-    data_md5: str | None,
-    test_md5: str | None,
-    params_digest: str,
-    flow_run_id: str | None,
-    split: dict,
-) -> dict:
-    """The lineage record stored in the model config and the run summary.
+def collect(cwd: Path, params: Params, flow_run_id: str | None) -> dict:
+    """The lineage record stored in the model config and the run summary, for a run of ``params``.
 
     ``split`` (the split parameters, and whether a fixed test set was used) lets the gate check that a champion
     was trained under the same split, so none of its training images can sit in today's test split.
     """
+    from tasks.versioning import data_md5_of
+
+    data_dir = Path(params.data.dir)
     return {
         "git_commit": git_commit(cwd),
         "dataset": data_dir.name,
-        "data_md5": data_md5,
-        "test_data_md5": test_md5,
-        "split": split,
-        "params_sha256": params_digest,
+        "data_md5": data_md5_of(data_dir),
+        "test_data_md5": data_md5_of(Path(params.data.test_dir)) if params.data.test_dir else None,
+        "split": split_lineage(params),
+        "params_sha256": params.digest(),
         "flow_run_id": flow_run_id,
         "packages": package_versions(),
     }

@@ -104,9 +104,14 @@ def ensure_pools(pools: tuple[str, ...] = POOLS) -> None:
                     client.create_work_pool(WorkPoolCreate(name=name, type="process"))
 
 
+def _workspace_env(api_url: str, workspace: Path) -> dict[str, str]:
+    """What prefect deploy and the workers need: the API, and the workspace runs execute in."""
+    return {**os.environ, "PREFECT_API_URL": api_url, "HEADSTART_WORKSPACE": str(workspace.resolve())}
+
+
 def deploy(api_url: str, workspace: Path, names: tuple[str, ...] = ()) -> None:
     """Apply prefect.yaml (all its deployments, or those ``names``); runs will execute in ``workspace``."""
-    env = {**os.environ, "PREFECT_API_URL": api_url, "HEADSTART_WORKSPACE": str(workspace.resolve())}
+    env = _workspace_env(api_url, workspace)
     which = [arg for name in names for arg in ("--name", name)] or ["--all"]
     done = subprocess.run(
         [str(BIN / "prefect"), "--no-prompt", "deploy", *which, "--prefect-file", str(PROJECT_ROOT / "prefect.yaml")],
@@ -121,7 +126,7 @@ def deploy(api_url: str, workspace: Path, names: tuple[str, ...] = ()) -> None:
 
 def start_worker(api_url: str, pool: str, workspace: Path, log: Path) -> subprocess.Popen:
     """``prefect worker start --pool POOL`` in its own process group."""
-    env = {**os.environ, "PREFECT_API_URL": api_url, "HEADSTART_WORKSPACE": str(workspace.resolve())}
+    env = _workspace_env(api_url, workspace)
     with log.open("ab") as out:
         return subprocess.Popen(
             [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from headstart.config import Params
 from tasks import progress
 from tasks.accelerator import Accelerator, resolve_accelerator
+from tasks.model_io import host_state_dict
 
 log = logging.getLogger(__name__)
 WEIGHTS, EMA_WEIGHTS, STATE = "last.safetensors", "last-ema.safetensors", "last-state.pt"
@@ -89,9 +90,8 @@ def make_mixup(params: Params, num_classes: int):
     )
 
 
-def accuracy_on(model: nn.Module, loader: DataLoader, accelerator: Accelerator | None = None) -> float:
+def accuracy_on(model: nn.Module, loader: DataLoader, accelerator: Accelerator) -> float:
     """Top-1 accuracy of ``model`` over a loader (eval mode, no grad), on the accelerator's device."""
-    accelerator = accelerator or resolve_accelerator("cpu", "fp32")
     model.eval()
     correct = total = 0
     with torch.inference_mode(), accelerator.autocast():
@@ -103,15 +103,11 @@ def accuracy_on(model: nn.Module, loader: DataLoader, accelerator: Accelerator |
     return correct / max(total, 1)
 
 
-def _host_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-
-
 def _save_checkpoint(directory: Path, model, ema, optimizer, scheduler, state: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(_host_tensors(model), directory / WEIGHTS)
+    save_file(host_state_dict(model), directory / WEIGHTS)
     if ema is not None:
-        save_file(_host_tensors(ema.module), directory / EMA_WEIGHTS)
+        save_file(host_state_dict(ema.module), directory / EMA_WEIGHTS)
     full = {
         **state,
         "optimizer": optimizer.state_dict(),

@@ -65,11 +65,15 @@ class Predictor:
         return probabilities(self.classifier, features, len(self.config.classes))
 
 
+def host_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The module's tensors, detached, on the CPU and contiguous: what safetensors can write."""
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
 def save_model(model: nn.Module, config: ModelConfig, out_dir: Path, classifier: Pipeline | None = None) -> Path:
     """Write weights (safetensors), config and, for ``features``, the skops classifier; returns the folder."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, out_dir / WEIGHTS_FILE)
+    save_file(host_state_dict(model), out_dir / WEIGHTS_FILE)
     if classifier is not None:
         save_classifier(classifier, out_dir)
     (out_dir / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2))

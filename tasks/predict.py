@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from headstart.errors import DataError
+from headstart.paths import cache_dir
 from tasks.augment import build_transform
 from tasks.images import load_rgb_array
 from tasks.model_io import Predictor, load_predictor
@@ -23,11 +24,13 @@ class Prediction:
     probability: float
 
 
-def pull_predictor(registry: Registry, ref: str, cache: Path) -> tuple[str, Predictor]:
-    """Resolve ``champion`` or a version id, pull it into ``cache/<version>`` and load it.
+def pull_predictor(registry: Registry, ref: str, cache: Path | None = None) -> tuple[str, Predictor]:
+    """Resolve ``champion`` or a version id, pull it into ``cache/<version>`` (default: the user cache's
+    ``models/<model>/``) and load it.
 
     A pull lands atomically only after every file matched the manifest, so a folder that exists was verified.
     """
+    cache = cache or cache_dir() / "models" / registry.model
     version = registry.resolve(ref)
     model_dir = cache / version
     if not model_dir.is_dir():

@@ -119,7 +119,6 @@ def _train_features(model, split, classes, pre, params, out_dir, lineage, digest
     p = params.train
     model.reset_classifier(0, global_pool=params.model.head.pool)
     freeze_all(model)
-    model = model.to(memory_format=torch.channels_last)
     rows, feats = _features(model, split, pre, params, lineage, digest)
     y, is_train = _targets(rows, classes), (rows["split"] == "train").to_numpy()
     classifier = make_classifier(p.classifier, p.classifier_c, p.seed).fit(feats.features[is_train], y[is_train])
@@ -136,7 +135,6 @@ def _train_finetune(model, split, classes, pre, params, out_dir, lineage, digest
     p = params.train
     attach_head(model, len(classes), params.model.head)
     freeze(model, p.freeze_stages, p.bn, p.freeze_patterns)
-    model = model.to(memory_format=torch.channels_last)
     history, still_frozen = _fit_on_images(model, split, classes, pre, params, out_dir)
     model_dir = save_model(model, _config(classes, pre, params, lineage, still_frozen), out_dir / "model")
     return TrainResult(model_dir, history, _trainable(model))
@@ -145,7 +143,6 @@ def _train_finetune(model, split, classes, pre, params, out_dir, lineage, digest
 def _train_hybrid(model, split, classes, pre, params, out_dir, lineage, digest) -> TrainResult:
     p = params.train
     attach_head(model, len(classes), params.model.head)
-    model = model.to(memory_format=torch.channels_last)
     rows, feats = _features(model, split, pre, params, lineage, digest)
     is_train = (rows["split"] == "train").to_numpy()
     probe_loss = fit_head(model.get_classifier(), feats.features[is_train], _targets(rows, classes)[is_train], params)
