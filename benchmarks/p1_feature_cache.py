@@ -17,16 +17,16 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np
 import torch
 
-from headstart.config import load_params
-from headstart.paths import cache_dir
-from tasks.augment import preprocessing_for
-from tasks.backbone import attach_head, create_pretrained, freeze_all
-from tasks.fashion_mnist import export_split, locate_idx_dir
-from tasks.features import cache_key, cached_features, extract
-from tasks.manifest import build_manifest
-from tasks.split import make_split
-from tasks.train import fit_head
-from tasks.weights import weights_digest
+from headstart.ground.params import load_params
+from headstart.ground.paths import cache_dir
+from headstart.library.data.fashion_mnist import export_split, locate_idx_dir
+from headstart.library.data.manifest import build_manifest
+from headstart.library.data.split import make_split
+from headstart.library.data.transforms import preprocessing_for
+from headstart.library.models.backbones import attach_head, create_pretrained, freeze_all
+from headstart.library.models.weights import weights_digest
+from headstart.library.training.features import cache_key, cached_features, extract
+from headstart.library.training.linear_probe import fit_head
 
 REPO = Path(__file__).resolve().parents[1]
 

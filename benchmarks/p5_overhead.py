@@ -23,7 +23,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.retrain import retrain
-from headstart.workspace import init_workspace
+from headstart.library.data.workspace import init_workspace
 
 BIN = Path(sys.executable).parent
 

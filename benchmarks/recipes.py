@@ -18,13 +18,13 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from headstart.config import load_params
-from headstart.paths import cache_dir
-from tasks.evaluate import evaluate
-from tasks.fashion_mnist import export_split, locate_idx_dir
-from tasks.manifest import build_manifest
-from tasks.split import make_split
-from tasks.train import train
+from headstart.ground.params import load_params
+from headstart.ground.paths import cache_dir
+from headstart.library.data.fashion_mnist import export_split, locate_idx_dir
+from headstart.library.data.manifest import build_manifest
+from headstart.library.data.split import make_split
+from headstart.library.evaluation.metrics import evaluate
+from headstart.library.training.scenarios import train
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["model.input_size=64", "train.num_workers=0", "train.epochs=8"]

@@ -1,8 +1,8 @@
 """P2 and P4, measured side by side in one run (printed, never asserted):
 
-- P2: the pipeline's train step (tasks.fit's epoch loop: AdamW + scheduler, label smoothing, channels_last) in
-  images/s ÷ a bare PyTorch forward/backward/step loop on the same model, resolution, batch and threads
-  (goal >= 0.90). Both read the same pre-decoded batches, so only the step is compared.
+- P2: the pipeline's train step (the epoch loop of headstart.library.training.epochs: AdamW + scheduler, label
+  smoothing, channels_last) in images/s ÷ a bare PyTorch forward/backward/step loop on the same model,
+  resolution, batch and threads (goal >= 0.90). Both read the same pre-decoded batches, so only the step is compared.
 - P4: the loader (decode + augment + resize/normalise with the configured workers) in images/s ÷ what training
   consumes in images/s (goal >= 3).
 
@@ -25,16 +25,16 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from headstart.config import load_params
-from headstart.paths import cache_dir
-from tasks.accelerator import Accelerator, resolve_accelerator
-from tasks.augment import build_transform, preprocessing_for
-from tasks.backbone import create_classifier, freeze
-from tasks.dataset import ImageTable, make_loader
-from tasks.fashion_mnist import export_split, locate_idx_dir
-from tasks.fit import _train_epoch, build_optimizer
-from tasks.manifest import build_manifest
-from tasks.split import make_split
+from headstart.ground.params import load_params
+from headstart.ground.paths import cache_dir
+from headstart.library.data.fashion_mnist import export_split, locate_idx_dir
+from headstart.library.data.loader import ImageTable, make_loader
+from headstart.library.data.manifest import build_manifest
+from headstart.library.data.split import make_split
+from headstart.library.data.transforms import build_transform, preprocessing_for
+from headstart.library.models.backbones import create_classifier, freeze
+from headstart.library.training.accelerator import Accelerator, resolve_accelerator
+from headstart.library.training.epochs import _train_epoch, build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,8 +2,8 @@
 
 Each tracked dataset's md5 (from its ``.dvc`` file) is compared with the data md5 of the latest version
 registered for it — failed challengers included, so a rejected data version does not retrigger forever. The
-event id is uuid5(dataset, md5) and each emission is recorded durably in the registry, so the same change never
-triggers twice, even across a Prefect server restart.
+event id is uuid5(dataset, md5) and each emission is recorded durably in an event ledger beside the registry,
+so the same change never triggers twice, even across a Prefect server restart.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 
 from prefect import flow
 
-from headstart.config import Params, load_params
-from headstart.errors import ToolError
-from tasks.promote import open_registry
-from tasks.registry import Registry
-from tasks.versioning import read_dvc_md5
+from headstart.ground.errors import ToolError
+from headstart.ground.params import Params, load_params
+from headstart.library.data.versioning import read_dvc_md5
+from headstart.library.registry.registry import Registry, open_registry
+from headstart.library.storage.event_ledger import EventLedger
 
 EVENT = "headstart.dataset.changed"
 NAMESPACE = uuid.UUID("6f1d3a52-4c1e-4d5e-9a51-0f1e6a2b9c10")  # fixed: ids must be stable across machines
@@ -82,12 +82,13 @@ def watch(workspace: Path, params_path: Path) -> list[dict]:
         )
     params = load_params(workspace / params_path)
     registry = open_registry(params.registry)
+    ledger = EventLedger(registry.storage, registry.model)
     results = []
     for change in find_changes(workspace, params, registry):
-        fresh = not registry.event_recorded(change.event_id)
+        fresh = not ledger.recorded(change.event_id)
         if fresh:
             emit_change(change)
-            registry.record_event_once(change.event_id, {"event": EVENT, **asdict(change)})
+            ledger.record_once(change.event_id, {"event": EVENT, **asdict(change)})
         results.append({**asdict(change), "emitted": fresh})
     EventsWorker.drain_all()  # the events client sends in the background: flush before returning
     return results

@@ -1,108 +1,31 @@
-"""Deterministic train/val/test split keyed by content hash.
-
-An image's split depends only on its sha256 and the seed: adding images never moves old ones between
-splits, and identical files (same sha256) always land together. Drawing the same uniform number per
-hash within every class keeps the split stratified in expectation.
-"""
+"""The split step: train/val/test by content hash; a fixed test set, when set, is the test split."""
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
-from headstart.config import SplitParams
-from headstart.errors import DataError
-
-SPLIT_COLUMNS = ["file", "label", "sha256", "split"]
+from headstart.library.data.split import SplitResult, load_split, make_split, save_split
+from tasks.step import Step, StepContext
 
 
-@dataclass(frozen=True)
-class SplitResult:
-    """The split table (one row per usable image) and what was left out of training to avoid leakage."""
-
-    table: pd.DataFrame
-    dropped_as_test_duplicates: int
-
-    def counts(self) -> dict[str, int]:
-        """Images per split."""
-        return {k: int(v) for k, v in self.table["split"].value_counts().items()}
-
-
-def hash_fraction(sha256: str, seed: int) -> float:
-    """A uniform number in [0, 1) fixed by the image content and the seed."""
-    digest = hashlib.sha256(f"{seed}:{sha256}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def assign(sha256: str, params: SplitParams, has_fixed_test: bool) -> str:
-    """The split of one image. With a fixed evaluation set, only train and val are drawn here."""
-    u = hash_fraction(sha256, params.seed)
-    test_fraction = 0.0 if has_fixed_test else params.test_fraction
-    if u < test_fraction:
-        return "test"
-    return "val" if u < test_fraction + params.val_fraction else "train"
-
-
-def _usable(manifest: pd.DataFrame, root: Path) -> pd.DataFrame:
-    valid = manifest[manifest["error"].isna() & manifest["label"].notna()]
-    return pd.DataFrame(
-        {"file": [str(root / p) for p in valid["path"]], "label": valid["label"], "sha256": valid["sha256"]}
+def run(ctx: StepContext) -> SplitResult:
+    """Split the validated manifests and write the split table."""
+    validated = ctx.result("validate")
+    data = ctx.params.data
+    result = make_split(
+        validated.data_manifest,
+        Path(data.dir),
+        ctx.params.split,
+        validated.test_manifest,
+        Path(data.test_dir) if data.test_dir else None,
     )
-
-
-def make_split(
-    manifest: pd.DataFrame,
-    root: Path,
-    params: SplitParams,
-    test_manifest: pd.DataFrame | None = None,
-    test_root: Path | None = None,
-) -> SplitResult:
-    """Split the usable rows of a manifest; a fixed evaluation set, when given, is the test split."""
-    pool = _usable(manifest, root)
-    if pool.empty:
-        raise DataError(f"{root}: no usable images to split")
-    has_fixed_test = test_manifest is not None
-    pool["split"] = [assign(h, params, has_fixed_test) for h in pool["sha256"]]
-    dropped = 0
-    if has_fixed_test:
-        test = _usable(test_manifest, test_root or root)
-        test["split"] = "test"
-        leaking = pool["sha256"].isin(set(test["sha256"]))  # never train on an evaluation image
-        dropped = int(leaking.sum())
-        pool = pd.concat([pool[~leaking], test], ignore_index=True)
-    if not (pool["split"] == "train").any():
-        raise DataError(f"{root}: the split left no training images; lower split.val_fraction/test_fraction")
-    return SplitResult(table=pool[SPLIT_COLUMNS].reset_index(drop=True), dropped_as_test_duplicates=dropped)
-
-
-def save_split(result: SplitResult, path: Path) -> Path:
-    """Write the split table as CSV."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    result.table.to_csv(path, index=False)
-    return path
-
-
-def load_split(path: Path) -> pd.DataFrame:
-    """Read a split table written by :func:`save_split`."""
-    if not path.is_file():
-        raise DataError(f"{path}: split file not found; run the split step first")
-    return pd.read_csv(path, dtype=str)
-
-
-def split_dataset(
-    manifest_csv: Path,
-    root: Path,
-    params: SplitParams,
-    out_path: Path,
-    test_manifest_csv: Path | None = None,
-    test_root: Path | None = None,
-) -> SplitResult:
-    """The split step: read the validate step's manifest(s), split, write the split table."""
-    read = lambda p: pd.read_csv(p, dtype={"path": str, "label": str, "sha256": str, "error": str})  # noqa: E731
-    test_manifest = read(test_manifest_csv) if test_manifest_csv else None
-    result = make_split(read(manifest_csv), root, params, test_manifest, test_root)
-    save_split(result, out_path)
+    save_split(result, ctx.run.split)
     return result
+
+
+def load(ctx: StepContext) -> SplitResult:
+    """The split table as written (how many test duplicates were dropped is not recorded there)."""
+    return SplitResult(load_split(ctx.run.split), None)
+
+
+STEP = Step(name="split", run=run, load=load, reads=("validate",), writes=("split",), params=("split",))

@@ -1,217 +1,73 @@
-"""Dataset validation: a Great Expectations suite over the manifest and tables derived from it.
-
-GX's core expectations do not count per class, so per-class counts, labels per image (sha256) and the
-class-imbalance ratio are derived tables validated alongside the manifest. Every failure names the file,
-class or image it concerns.
-"""
+"""The validate step: manifest + GX suite for the training data and the fixed test set; stops on failure."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from headstart.config import ValidateParams
-from tasks.manifest import Manifest, build_manifest
+from headstart.ground.errors import ValidationFailed
+from headstart.ground.run_folder import Dataset
+from headstart.library.data.split import load_manifest_table
+from headstart.library.data.validation import ValidationReport, load_report, save_report, validate_dataset
+from tasks.step import Step, StepContext
 
 
 @dataclass(frozen=True)
-class Failure:
-    """One failed check: which expectation, on what (a file, class or image), and why."""
+class ValidatedData:
+    """The validation reports and manifests of the training data and, when set, the fixed test set."""
 
-    check: str
-    subject: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class ValidationReport:
-    """Outcome of validating a dataset; ``success`` is False when any check failed."""
-
-    root: str
-    success: bool
-    images: int
-    valid_images: int
-    classes: dict[str, int]
-    failures: list[Failure] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
-
-    def to_json(self) -> str:
-        """The JSON report written beside the manifest."""
-        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+    data: ValidationReport
+    data_manifest: pd.DataFrame
+    test: ValidationReport | None = None
+    test_manifest: pd.DataFrame | None = None
 
 
-@dataclass(frozen=True)
-class _Check:
-    """An expectation on one table and how to word each of its unexpected rows."""
-
-    name: str
-    table: str
-    expectation: Any
-    index_column: str | None
-    reason: Callable[[dict], str]
+def _folders(ctx: StepContext) -> list[tuple[Dataset, Path]]:
+    data = ctx.params.data
+    return [("data", Path(data.dir))] + ([("test", Path(data.test_dir))] if data.test_dir else [])
 
 
-def derived_tables(manifest: Manifest) -> dict[str, pd.DataFrame]:
-    """The manifest plus the per-class, per-image and balance tables the suite needs."""
-    table = manifest.table
-    valid = table[table["error"].isna()]
-    counts = valid["label"].value_counts()
-    per_class = pd.DataFrame({"class": manifest.classes, "count": [int(counts.get(c, 0)) for c in manifest.classes]})
-    hashed = table[table["sha256"].notna() & table["label"].notna()]
-    per_image = (
-        hashed.groupby("sha256")
-        .agg(labels=("label", lambda s: sorted(set(s))), paths=("path", lambda s: ", ".join(sorted(s))))
-        .reset_index()
-    )
-    per_image["n_labels"] = per_image["labels"].map(len)
-    per_image["labels"] = per_image["labels"].map(", ".join)
-    non_empty = per_class["count"][per_class["count"] > 0]
-    ratio = float(non_empty.max() / non_empty.min()) if len(non_empty) else 0.0
-    balance = pd.DataFrame({"scope": ["dataset"], "imbalance_ratio": [ratio]})
-    return {"manifest": table, "per_class": per_class, "per_image": per_image, "balance": balance}
+def failure_message(report: ValidationReport, report_path: Path) -> str:
+    """The first failures in words, and where the full report is."""
+    shown = "; ".join(f"{f.subject}: {f.reason}" for f in report.failures[:5])
+    more = f" (and {len(report.failures) - 5} more)" if len(report.failures) > 5 else ""
+    return f"{report.root} failed validation: {shown}{more}. Full report: {report_path}"
 
 
-def build_checks(params: ValidateParams) -> list[_Check]:
-    """The suite, from params: each expectation with the message its failures get."""
-    import great_expectations as gx
-
-    e = gx.expectations
-    sides = f"[{params.min_side}, {params.max_side}] (validate.min_side/max_side)"
-
-    def side(column: str) -> _Check:
-        expectation = e.ExpectColumnValuesToBeBetween(
-            column=column, min_value=params.min_side, max_value=params.max_side
-        )
-        return _Check(column, "manifest", expectation, "path", lambda r: f"{column} {r[column]} outside {sides}")
-
-    checks = [
-        _Check(
-            "readable image", "manifest", e.ExpectColumnValuesToBeNull(column="error"), "path", lambda r: r["error"]
-        ),
-        _Check(
-            "allowed mode",
-            "manifest",
-            e.ExpectColumnValuesToBeInSet(column="mode", value_set=params.allowed_modes),
-            "path",
-            lambda r: f"mode {r['mode']} is not in validate.allowed_modes",
-        ),
-        side("width"),
-        side("height"),
-        _Check(
-            "images per class",
-            "per_class",
-            e.ExpectColumnValuesToBeBetween(column="count", min_value=params.min_per_class),
-            "class",
-            lambda r: f"{r['count']} valid image(s), fewer than validate.min_per_class={params.min_per_class}",
-        ),
-        _Check(
-            "one label per image",
-            "per_image",
-            e.ExpectColumnValuesToBeBetween(column="n_labels", max_value=1),
-            "paths",
-            lambda r: f"the same image (sha256) is filed under more than one class: {r['labels']}",
-        ),
-        _Check(
-            "class balance",
-            "balance",
-            e.ExpectColumnValuesToBeBetween(column="imbalance_ratio", max_value=params.max_imbalance_ratio),
-            "scope",
-            lambda r: (
-                f"largest/smallest class = {r['imbalance_ratio']:.1f}, over "
-                f"validate.max_imbalance_ratio={params.max_imbalance_ratio}"
-            ),
-        ),
-    ]
-    if params.expected_classes is not None:
-        checks.append(
-            _Check(
-                "expected classes",
-                "per_class",
-                e.ExpectColumnDistinctValuesToEqualSet(column="class", value_set=params.expected_classes),
-                None,
-                lambda r: f"class folders {r['observed']} differ from validate.expected_classes {r['expected']}",
-            )
-        )
-    return checks
+def run(ctx: StepContext) -> ValidatedData:
+    """Validate every dataset the run reads, write each report, then raise ValidationFailed on any failure."""
+    found: dict[str, tuple[pd.DataFrame, ValidationReport]] = {}
+    for dataset, folder in _folders(ctx):
+        manifest, report = validate_dataset(folder, ctx.params.validate_)
+        save_report(report, manifest, ctx.run.validation_dir(dataset))
+        found[dataset] = (manifest.table, report)
+    for dataset, (_, report) in found.items():
+        if not report.success:
+            raise ValidationFailed(failure_message(report, ctx.run.validation_report(dataset)))
+    return _validated(found)
 
 
-def run_suite(tables: dict[str, pd.DataFrame], checks: list[_Check]) -> list[Failure]:
-    """Validate each derived table with its GX suite; return every failure in words."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    source = context.data_sources.add_pandas("headstart")
-    failures: list[Failure] = []
-    for table_name, table in tables.items():
-        table_checks = [c for c in checks if c.table == table_name]
-        if not table_checks or table.empty:
-            continue
-        batch = (
-            source.add_dataframe_asset(table_name)
-            .add_batch_definition_whole_dataframe("whole")
-            .get_batch(batch_parameters={"dataframe": table})
-        )
-        suite = gx.ExpectationSuite(name=f"headstart-{table_name}", expectations=[c.expectation for c in table_checks])
-        index_columns = sorted({c.index_column for c in table_checks if c.index_column})
-        result = batch.validate(
-            suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_columns}
-        )
-        for check, outcome in zip(table_checks, result.results, strict=True):
-            if not outcome.success:
-                failures.extend(_describe(check, outcome.result, table))
-    return failures
+def load(ctx: StepContext) -> ValidatedData:
+    """The reports and manifests as the step wrote them."""
+    found = {
+        dataset: (load_manifest_table(ctx.run.manifest(dataset)), load_report(ctx.run.validation_report(dataset)))
+        for dataset, _ in _folders(ctx)
+    }
+    return _validated(found)
 
 
-def _describe(check: _Check, result: dict, table: pd.DataFrame) -> list[Failure]:
-    if check.index_column is None:
-        observed = sorted(result.get("observed_value") or [])
-        expected = sorted(check.expectation.value_set)
-        return [Failure(check.name, "dataset", check.reason({"observed": observed, "expected": expected}))]
-    failures = []
-    for hit in result.get("unexpected_index_list") or []:
-        subject = str(hit[check.index_column])
-        row = table[table[check.index_column] == hit[check.index_column]].iloc[0].to_dict()
-        failures.append(Failure(check.name, subject, check.reason(row)))
-    return failures
+def _validated(found: dict[str, tuple[pd.DataFrame, ValidationReport]]) -> ValidatedData:
+    test_manifest, test = found.get("test", (None, None))
+    return ValidatedData(found["data"][1], found["data"][0], test, test_manifest)
 
 
-def validate_manifest(manifest: Manifest, params: ValidateParams) -> ValidationReport:
-    """Run the suite over a manifest and its derived tables."""
-    tables = derived_tables(manifest)
-    failures = run_suite(tables, build_checks(params))
-    if manifest.table.empty:
-        failures.insert(0, Failure("images found", str(manifest.root), "no image files in the dataset folder"))
-    per_class = tables["per_class"]
-    return ValidationReport(
-        root=str(manifest.root),
-        success=not failures,
-        images=len(manifest.table),
-        valid_images=int(manifest.table["error"].isna().sum()),
-        classes=dict(zip(per_class["class"], per_class["count"].astype(int).tolist(), strict=True)),
-        failures=failures,
-        ignored=manifest.ignored,
-    )
-
-
-def save_report(report: ValidationReport, manifest: Manifest, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``manifest.csv`` and ``validation.json`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path, report_path = out_dir / "manifest.csv", out_dir / "validation.json"
-    manifest.table.to_csv(manifest_path, index=False)
-    report_path.write_text(report.to_json())
-    return manifest_path, report_path
-
-
-def validate_dataset(root: Path, params: ValidateParams, out_dir: Path) -> ValidationReport:
-    """The validate step: build the manifest, run the suite, write manifest and report into ``out_dir``."""
-    manifest = build_manifest(root, max_pixels=params.max_pixels, workers=params.workers)
-    report = validate_manifest(manifest, params)
-    save_report(report, manifest, out_dir)
-    return report
+STEP = Step(
+    name="validate",
+    run=run,
+    load=load,
+    writes=("validate", "validate-test"),
+    params=("data.dir", "data.test_dir", "validate"),
+    data_params=("data.dir", "data.test_dir"),
+)

@@ -9,14 +9,9 @@ from pathlib import Path
 
 import pytest
 
-# Before albumentations/prefect/dvc are imported: no phoning home from tests.
-for _key, _value in {
-    "NO_ALBUMENTATIONS_UPDATE": "1",
-    "DO_NOT_TRACK": "1",
-    "DVC_NO_ANALYTICS": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-}.items():
-    os.environ.setdefault(_key, _value)
+from headstart.ground.environment import apply_quiet_environment
+
+apply_quiet_environment()  # before albumentations, Prefect and DVC are imported: no phoning home from tests
 
 VENV_BIN = Path(sys.executable).parent
 # Subprocesses (headstart, dvc, dvc repro's stage commands) come from this venv.
@@ -26,8 +21,8 @@ os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"
 @pytest.fixture(scope="session")
 def fashion_idx_dir() -> Path:
     """The Fashion-MNIST IDX folder (fetched once into the user cache with apt-get download)."""
-    from headstart.paths import cache_dir
-    from tasks.fashion_mnist import locate_idx_dir
+    from headstart.ground.paths import cache_dir
+    from headstart.library.data.fashion_mnist import locate_idx_dir
 
     return locate_idx_dir(cache_dir() / "debs")
 
@@ -36,10 +31,10 @@ def fashion_idx_dir() -> Path:
 def tiny_split(tmp_path_factory: pytest.TempPathFactory, fashion_idx_dir: Path):
     """A factory: (per_class, test_per_class, seed) → (folder with split.csv, split table) of real Fashion-MNIST
     PNGs, the test split drawn from the official test file."""
-    from headstart.config import SplitParams
-    from tasks.fashion_mnist import export_split
-    from tasks.manifest import build_manifest
-    from tasks.split import make_split, save_split
+    from headstart.ground.params import SplitParams
+    from headstart.library.data.fashion_mnist import export_split
+    from headstart.library.data.manifest import build_manifest
+    from headstart.library.data.split import make_split, save_split
 
     def make(per_class: int, test_per_class: int, seed: int):
         base = tmp_path_factory.mktemp(f"tiny-{per_class}-{test_per_class}-{seed}")
@@ -60,8 +55,8 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from headstart.serve import start_server
-    from tests.seaweedfs import free_ports
+    from flows.services import start_server
+    from tests.support.seaweedfs import free_ports
 
     home = tmp_path_factory.mktemp("prefect-server")
     [port] = free_ports(1)
@@ -86,7 +81,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory):
     """One SeaweedFS S3 server per test session; the AWS variables point boto3 at it while it runs."""
-    from tests.seaweedfs import start_seaweedfs
+    from tests.support.seaweedfs import start_seaweedfs
 
     server = start_seaweedfs(VENV_BIN / "weed", tmp_path_factory.mktemp("seaweedfs"))
     saved = {key: os.environ.get(key) for key in server.env()}
@@ -115,10 +110,11 @@ def bucket(seaweedfs) -> str:
 
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh workspace (git + DVC, the project's params.yaml, a local DVC remote); cwd is set to it."""
-    from headstart.workspace import init_workspace
+    """A fresh workspace as `headstart init` makes it (git + DVC, params.yaml, dvc.yaml, a local DVC remote); cwd
+    is set to it."""
+    from tasks.dvc_stages import init_pipeline_workspace
 
     monkeypatch.setenv("HEADSTART_DVC_REMOTE", str(tmp_path / "remote"))
-    root = init_workspace(tmp_path / "ws")
+    root = init_pipeline_workspace(tmp_path / "ws")
     monkeypatch.chdir(root)
     return root

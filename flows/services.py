@@ -1,0 +1,171 @@
+"""``headstart serve``: a Prefect server (unless one is configured), the work pools, the deployments from
+prefect.yaml and the workers — and stopping all of it again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from headstart.ground.errors import ToolError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+POOLS = ("local", "gpu")
+
+
+@dataclass
+class Services:
+    """What serve started (only those are stopped) and where the API is."""
+
+    api_url: str
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def ui_url(self) -> str:
+        """The Prefect UI's address."""
+        return self.api_url.removesuffix("/api")
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM every started process group, then SIGKILL what is left after ``grace`` seconds (a worker may
+        ignore SIGTERM while a run is in flight)."""
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in reversed(self.processes):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def wait_healthy(api_url: str, timeout: float = 90.0) -> None:
+    """Poll ``/health`` until the server answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise ToolError(f"the Prefect server at {api_url} did not become healthy within {timeout:.0f} s")
+
+
+def start_server(
+    port: int, home: Path, log: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """``prefect server start`` on 127.0.0.1 with its own PREFECT_HOME (its database lives there)."""
+    home.mkdir(parents=True, exist_ok=True)
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": api_url,  # the UI in the browser otherwise calls the default port, 4200
+        **(extra_env or {}),
+    }
+    env.pop("PREFECT_API_URL", None)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        wait_healthy(api_url)
+    except ToolError:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    return process, api_url
+
+
+def ensure_pools(pools: tuple[str, ...] = POOLS) -> None:
+    """Create the process work pools that prefect.yaml names, where missing (``prefect deploy`` needs them)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        existing = {pool.name for pool in client.read_work_pools()}
+        for name in pools:
+            if name not in existing:
+                with suppress(ObjectAlreadyExists):  # created meanwhile by another serve
+                    client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+
+
+def _workspace_env(api_url: str, workspace: Path) -> dict[str, str]:
+    """What prefect deploy and the workers need: the API, and the workspace runs execute in."""
+    return {**os.environ, "PREFECT_API_URL": api_url, "HEADSTART_WORKSPACE": str(workspace.resolve())}
+
+
+def deploy(api_url: str, workspace: Path, names: tuple[str, ...] = ()) -> None:
+    """Apply prefect.yaml (all its deployments, or those ``names``); runs will execute in ``workspace``."""
+    env = _workspace_env(api_url, workspace)
+    which = [arg for name in names for arg in ("--name", name)] or ["--all"]
+    done = subprocess.run(
+        [str(BIN / "prefect"), "--no-prompt", "deploy", *which, "--prefect-file", str(PROJECT_ROOT / "prefect.yaml")],
+        cwd=workspace,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise ToolError(f"prefect deploy failed:\n{(done.stdout + done.stderr)[-3000:]}")
+
+
+def start_worker(api_url: str, pool: str, workspace: Path, log: Path) -> subprocess.Popen:
+    """``prefect worker start --pool POOL`` in its own process group."""
+    env = _workspace_env(api_url, workspace)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+            cwd=workspace,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def cuda_available() -> bool:
+    """Whether this machine can run the ``gpu`` pool's work."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def start_services(workspace: Path, port: int, model_name: str) -> Services:
+    """Everything serve starts, in order; on any failure what was started is stopped again."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.concurrency import ensure_limit, limit_name
+
+    logs = workspace / "runs" / "serve"
+    logs.mkdir(parents=True, exist_ok=True)
+    services = Services(os.environ.get("PREFECT_API_URL", ""))
+    try:
+        if not services.api_url:
+            process, services.api_url = start_server(port, workspace / ".prefect", logs / "server.log")
+            services.processes.append(process)
+        with temporary_settings(updates={PREFECT_API_URL: services.api_url}):
+            ensure_pools()
+            ensure_limit(limit_name(model_name))
+        deploy(services.api_url, workspace)
+        services.processes.append(start_worker(services.api_url, "local", workspace, logs / "worker-local.log"))
+        if cuda_available():
+            services.processes.append(start_worker(services.api_url, "gpu", workspace, logs / "worker-gpu.log"))
+    except BaseException:
+        services.stop()
+        raise
+    return services

@@ -1,0 +1,339 @@
+"""The ``headstart`` command line: thin typer commands over the steps in ``tasks/`` and the flows."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from headstart.cli import registry as cli_registry
+from headstart.cli.output import print_decision, print_report
+from headstart.cli.registry import registry_app
+from headstart.cli.steps import step
+from headstart.ground.environment import apply_quiet_environment
+from headstart.ground.errors import HeadstartError, RunFailed, ValidationFailed
+
+app = typer.Typer(help="Keep image classifiers fresh by transfer learning.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets under DVC.", no_args_is_help=True)
+import_app = typer.Typer(help="Import a dataset into data/<name>/ and track it with DVC.", no_args_is_help=True)
+backbones_app = typer.Typer(help="Backbone presets and their pretrained weights.", invoke_without_command=True)
+app.add_typer(data_app, name="data")
+data_app.add_typer(import_app, name="import")
+app.command("step")(step)
+app.add_typer(backbones_app, name="backbones")
+app.add_typer(registry_app, name="registry")
+app.command("predict")(cli_registry.predict)
+app.command("export")(cli_registry.export)
+console = Console()
+err_console = Console(stderr=True)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a params key: KEY=VALUE (repeatable).")]
+
+
+@app.callback()
+def _setup() -> None:
+    apply_quiet_environment()  # before albumentations, Prefect and DVC are imported
+    # Step progress (epochs, freezing) reaches the terminal and, through Prefect's extra loggers, the UI.
+    logging.getLogger("tasks").setLevel(logging.INFO)
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Workspace folder (created if missing).")],
+    params_template: Annotated[Path | None, typer.Option(help="params.yaml to start from.")] = None,
+) -> None:
+    """Create a workspace: a git + DVC repository with params.yaml, dvc.yaml (the pipeline, for `dvc repro`) and
+    a default DVC remote."""
+    from headstart.library.data.versioning import ensure_default_remote
+    from tasks.dvc_stages import init_pipeline_workspace
+
+    root = init_pipeline_workspace(directory, params_template)
+    console.print(f"workspace {root}: git + DVC, params.yaml, dvc.yaml, DVC remote {ensure_default_remote(root)}")
+
+
+@import_app.command("fashion-mnist")
+def import_fashion_mnist(
+    per_class: Annotated[int, typer.Option(min=1, help="Training-pool images per class.")] = 100,
+    test_per_class: Annotated[int, typer.Option(min=0, help="Fixed evaluation images per class (0: none).")] = 0,
+    name: Annotated[str, typer.Option(help="Dataset name: data/<name>/.")] = "fashion-mnist",
+    seed: Annotated[int, typer.Option(help="Which images are drawn; a larger N keeps the smaller N's.")] = 0,
+    data_root: Annotated[Path, typer.Option(help="Folder holding datasets.")] = Path("data"),
+) -> None:
+    """Fashion-MNIST from Debian's dataset-fashion-mnist package, as PNGs under DVC."""
+    from headstart.ground.paths import cache_dir
+    from headstart.library.data.fashion_mnist import export_split, locate_idx_dir
+    from headstart.library.data.versioning import track_and_push
+
+    idx_dir = locate_idx_dir(cache_dir() / "debs")
+    jobs = [("train", per_class, data_root / name)]
+    if test_per_class:
+        jobs.append(("test", test_per_class, data_root / f"{name}-test"))
+    for split, count, dest in jobs:
+        export_split(idx_dir, split, count, seed, dest)
+        tracked = track_and_push(dest)
+        console.print(
+            f"[green]{dest}[/]: {count} images x 10 classes from the official {split} file; "
+            f"DVC md5 {tracked.md5}, pushed to {tracked.remote}"
+        )
+    _hint_commit([dest for _, _, dest in jobs])
+
+
+def _hint_commit(datasets: list[Path]) -> None:
+    files = " ".join(f"{d}.dvc" for d in datasets)
+    console.print(f"record this data version in git: git add {files} && git commit", style="dim")
+
+
+@import_app.command("folder")
+def import_folder(
+    src: Annotated[Path, typer.Argument(help="A class-per-folder image tree.")],
+    name: Annotated[str, typer.Option(help="Dataset name: data/<name>/.")],
+    data_root: Annotated[Path, typer.Option(help="Folder holding datasets.")] = Path("data"),
+) -> None:
+    """Copy any class-per-folder image tree into data/<name>/ (hidden files skipped) and track it."""
+    from headstart.library.data.folder_import import copy_image_tree
+    from headstart.library.data.versioning import track_and_push
+
+    dest = copy_image_tree(src, data_root / name)
+    tracked = track_and_push(dest)
+    console.print(f"[green]{dest}[/]: DVC md5 {tracked.md5}, pushed to {tracked.remote}")
+    _hint_commit([dest])
+
+
+@app.command()
+def validate(
+    directory: Annotated[Path, typer.Argument(help="Dataset folder (class-per-folder).")],
+    params: ParamsOpt = Path("params.yaml"),
+    out: Annotated[Path | None, typer.Option(help="Where manifest.csv and validation.json go.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of a table.")] = False,
+) -> None:
+    """Build the manifest, decode every image, run the GX suite; exit 1 on any failure."""
+    from headstart.ground.params import load_params_or_defaults
+    from headstart.library.data.validation import save_report, validate_dataset
+
+    settings = load_params_or_defaults(params)
+    out = out or Path("runs") / "validate" / directory.name
+    manifest, report = validate_dataset(directory, settings.validate_)
+    save_report(report, manifest, out)
+    if as_json:
+        typer.echo(report.to_json())
+    else:
+        print_report(report, out)
+    raise typer.Exit(0 if report.success else 1)
+
+
+@app.command()
+def run(
+    data: Annotated[Path | None, typer.Option(help="Dataset folder (sets data.dir).")] = None,
+    test_data: Annotated[Path | None, typer.Option(help="Fixed evaluation set (sets data.test_dir).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Output folder (default runs/<time>-<id>).")] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the run summary here.")] = None,
+    allow_class_change: Annotated[
+        bool, typer.Option(help="Let a challenger with a different class set replace the champion.")
+    ] = False,
+) -> None:
+    """Run the retrain flow (validate → split → train → evaluate → gate → register → promote)."""
+    from flows.retrain import retrain
+    from headstart.cli.progress import progress_bars
+
+    overrides = list(set_ or [])
+    if data is not None:
+        overrides.append(f"data.dir={data}")
+    if test_data is not None:
+        overrides.append(f"data.test_dir={test_data}")
+    with progress_bars():
+        state = retrain(
+            params_path=str(params),
+            overrides=overrides,
+            run_dir=str(run_dir) if run_dir else None,
+            allow_class_change=allow_class_change,
+            return_state=True,
+        )
+    if state.is_failed():
+        raise RunFailed(f"retrain run failed: {state.message}")
+    summary = state.result()
+    if summary_json is not None:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps(summary, indent=2))
+    m = summary["metrics"]
+    console.print(
+        f"[bold]test accuracy {m['accuracy']:.3f}[/], macro-F1 {m['macro_f1']:.3f} on {m['test_images']} images "
+        f"({summary['scenario']}, {summary['backbone']}, data md5 {summary['data_md5']})"
+    )
+    console.print(f"run folder: {summary['run_dir']}  (model: {summary['model_dir']})")
+    print_decision(summary["decision"])
+    promoted = summary["promoted"]
+    console.print(
+        f"registered {summary['registry']} version {summary['version']}: "
+        + ("[green]promoted to champion[/]" if promoted else f"not promoted; champion stays {summary['champion']}")
+    )
+
+
+@backbones_app.callback()
+def backbones(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per preset.")] = False,
+) -> None:
+    """List the presets: family, smallest input, weight sources, and whether weights are offline here."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from headstart.library.models.backbones import list_presets
+
+    rows = [
+        {
+            "name": p.name,
+            "family": p.family,
+            "min_input_size": p.min_input_size,
+            "weights": p.weight_sources(),
+            "offline_weights": p.offline_weights(),
+        }
+        for p in list_presets()
+    ]
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    table = Table("preset", "family", "min px", "weight sources", "offline weights here")
+    for row in rows:
+        offline = row["offline_weights"] or "-"
+        table.add_row(row["name"], row["family"], str(row["min_input_size"]), ", ".join(row["weights"]), offline)
+    console.print(table)
+    console.print("model.backbone also takes any other timm name; model.weights: package:NAME, file:PATH, hub, none")
+
+
+@backbones_app.command("verify")
+def backbones_verify(
+    name: Annotated[str, typer.Argument(help="timm model name, e.g. tf_efficientnet_lite0.")],
+    images: Annotated[list[Path], typer.Argument(help="Photos to classify.")],
+    weights: Annotated[str, typer.Option("--weights", help="package:NAME, file:PATH, hub or none.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
+) -> None:
+    """ImageNet top-5 (index, label, probability) per image, to check that weights loaded correctly."""
+    from headstart.library.models.verify import imagenet_top5
+
+    for image, top5 in zip(images, imagenet_top5(name, weights, images), strict=True):
+        if as_json:
+            typer.echo(json.dumps({"image": str(image), "top5": [list(t) for t in top5]}))
+        else:
+            console.print(f"[bold]{image}[/]")
+            for index, label, prob in top5:
+                console.print(f"  {index:4d}  {prob:6.3f}  {label}")
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port for the Prefect server it starts (127.0.0.1).")] = 4200,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Start a Prefect server (unless PREFECT_API_URL is set), the work pools, the deployments and the workers;
+    Ctrl-C (or SIGTERM) stops what it started."""
+    import signal
+    import threading
+
+    from flows.services import start_services
+    from headstart.ground.params import load_params_or_defaults
+
+    settings = load_params_or_defaults(params)
+    services = start_services(Path.cwd(), port, settings.registry.model_name)
+    console.print(f"Prefect UI: {services.ui_url}   API: {services.api_url}")
+    console.print(f"deployments retrain/nightly, retrain/on-data-change, retrain/gpu run in {Path.cwd()}")
+    console.print("logs: runs/serve/; stop with Ctrl-C")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0) and all(p.poll() is None for p in services.processes):
+            pass
+    finally:
+        services.stop()
+        console.print("stopped what serve started")
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Workspace for the demo (created).")] = Path(".headstart/demo"),
+    per_class: Annotated[int, typer.Option(help="Images per class in data v1.")] = 200,
+    v2_per_class: Annotated[int, typer.Option(help="Images per class in data v2.")] = 300,
+    test_per_class: Annotated[int, typer.Option(help="Fixed evaluation images per class.")] = 100,
+    port: Annotated[int, typer.Option(help="Prefect server port.")] = 4200,
+    keep_serving: Annotated[
+        bool, typer.Option(help="Keep the server and worker up afterwards (Ctrl-C stops).")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each triggered run.")] = 1200,
+) -> None:
+    """The life cycle: serve; data v1 → watcher event → triggered retrain → champion; data v2 → the same →
+    the gate's decision against the champion."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.demo import lifecycle
+    from flows.services import start_services
+    from tasks.dvc_stages import init_pipeline_workspace
+
+    root = init_pipeline_workspace(directory).resolve()
+    os.chdir(root)
+    services = start_services(root, port, "fashion-mnist")
+    os.environ["PREFECT_API_URL"] = services.api_url
+    console.print(f"[bold]Prefect server and worker up[/]: UI {services.ui_url}")
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: services.api_url}):
+            versions = [(per_class, test_per_class), (v2_per_class, 0)]
+            summaries = lifecycle(root, versions, lambda line: console.print(f"  {line}"), timeout)
+        for label, summary in zip(("data v1", "data v2"), summaries, strict=True):
+            console.print(
+                f"\n[bold]{label}[/]: test accuracy {summary['metrics']['accuracy']:.4f} "
+                f"(run {summary['run_dir']}, triggered by {summary.get('trigger')})"
+            )
+            print_decision(summary["decision"])
+            console.print(f"version {summary['version']}; champion now {summary['champion']}")
+        console.print(f"\nPrefect UI: {services.ui_url} (flow runs, deployments, events, concurrency limits)")
+        console.print(f"to browse later: cd {root} && headstart serve   (the server's database is kept there)")
+        if keep_serving:
+            console.print("serving until Ctrl-C")
+            while all(p.poll() is None for p in services.processes):
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        services.stop()
+
+
+@app.command()
+def watch(
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per change.")] = False,
+) -> None:
+    """Compare each tracked dataset's DVC md5 with its latest registered version; emit one event per new change."""
+    from flows.watch import watch as watch_data
+
+    changes = watch_data(Path.cwd(), params)
+    for change in changes:
+        if as_json:
+            typer.echo(json.dumps(change))
+        else:
+            state = "event emitted" if change["emitted"] else "already emitted, skipped"
+            console.print(f"{change['dataset']}: {change['old_md5']} → {change['new_md5']}: {state}")
+    if not changes and not as_json:
+        console.print("no data changes")
+
+
+def main() -> None:
+    """Console entry point: HeadstartErrors become one clear message, never a traceback."""
+    try:
+        app()
+    except (ValidationFailed, RunFailed) as exc:
+        err_console.print(f"[red]{exc}[/]")
+        sys.exit(1)
+    except HeadstartError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        sys.exit(2)

@@ -1,0 +1,185 @@
+"""``headstart registry``: list, show, promote, roll back, pull and push model versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+registry_app = typer.Typer(help="The model registry: versions and the champion alias.", no_args_is_help=True)
+console = Console()
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml naming registry.uri and model_name.")]
+
+
+def _registry(params: Path):
+    from headstart.ground.params import load_params_or_defaults
+    from headstart.library.registry.registry import open_registry
+
+    return open_registry(load_params_or_defaults(params).registry)
+
+
+@registry_app.command("ls")
+def ls(params: ParamsOpt = Path("params.yaml"), as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Complete versions, oldest first: id, created, data md5, metrics, decision, champion."""
+    registry = _registry(params)
+    champion = registry.champion()
+    rows = [
+        {
+            "id": m["version"],
+            "created": m["created"],
+            "data_md5": m.get("data_md5"),
+            "metrics": m.get("metrics", {}),
+            "decision": m.get("decision"),
+            "champion": m["version"] == champion,
+        }
+        for m in registry.versions()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("version", "created", "data md5", "accuracy", "macro-F1", "decision", "champion")
+    for r in rows:
+        metrics = r["metrics"]
+        table.add_row(
+            r["id"],
+            r["created"],
+            str(r["data_md5"])[:12],
+            f"{metrics.get('accuracy', 0):.4f}",
+            f"{metrics.get('macro_f1', 0):.4f}",
+            r["decision"],
+            "*" if r["champion"] else "",
+        )
+    console.print(f"{registry.storage.uri}/{registry.model}")
+    console.print(table)
+
+
+@registry_app.command("show")
+def show(
+    ref: Annotated[str, typer.Argument(help="A version id, or 'champion'.")],
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A version's manifest and decision; for 'champion' also the alias history and lost promotion races."""
+    from headstart.library.evaluation.gate import Decision
+
+    registry = _registry(params)
+    version = registry.resolve(ref)
+    shown = {"manifest": registry.manifest(version), "decision": registry.decision(version)}
+    if ref == "champion":
+        shown["history"] = [r.__dict__ for r in registry.history()]
+        shown["conflicts"] = registry.conflicts()
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    console.print_json(json.dumps(shown["manifest"]))
+    console.print(Decision.from_dict(shown["decision"]).to_markdown())
+    if "history" in shown:
+        table = Table("seq", "version", "action", "at", "reason", title="champion history")
+        for r in shown["history"]:
+            table.add_row(str(r["seq"]), r["version"], r["action"], r["at"], r["reason"])
+        console.print(table)
+        for event in shown["conflicts"]:
+            console.print(f"conflict: {event['attempt']} — {event['outcome']}")
+
+
+@registry_app.command("promote")
+def promote(
+    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+    params: ParamsOpt = Path("params.yaml"),
+    force: Annotated[bool, typer.Option(help="Promote even though its gate decision was FAIL.")] = False,
+) -> None:
+    """Make a version champion by hand (refused for a FAIL decision unless --force; recorded either way)."""
+    from headstart.library.registry.registry import RegistryError
+
+    registry = _registry(params)
+    verdict = registry.manifest(version).get("decision")
+    if verdict != "PASS" and not force:
+        raise RegistryError(f"{version}: its gate decision was {verdict}; pass --force to promote it anyway")
+    reason = f"by hand (decision {verdict}{', forced' if force else ''})"
+    record = registry.set_champion(version, "manual-promote", reason)
+    console.print(f"champion #{record.seq}: {record.version}")
+
+
+@registry_app.command("rollback")
+def rollback(
+    to: Annotated[str | None, typer.Option("--to", help="Version to restore (default: the previous champion).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Restore an earlier champion, as a new entry in the alias history."""
+    record = _registry(params).rollback(to)
+    console.print(f"champion #{record.seq}: {record.version} ({record.reason})")
+
+
+@registry_app.command("pull")
+def pull(
+    ref: Annotated[str, typer.Argument(help="A version id, or 'champion'.")],
+    dest: Annotated[Path, typer.Argument(help="Folder to write the verified files to.")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Download a version, every file verified against its manifest (a mismatch is refused, naming the file)."""
+    registry = _registry(params)
+    version = registry.resolve(ref)
+    console.print(f"{version} → {registry.pull(version, dest)}")
+
+
+@registry_app.command("push")
+def push(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder (model, metrics, gate decision).")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Register a finished run (e.g. after a storage outage); promote it separately if its decision passed."""
+    from headstart.ground.run_folder import RunFolder
+    from headstart.library.registry.registration import register_run
+
+    run = RunFolder(run_dir)
+    version = register_run(_registry(params), run)
+    verdict = json.loads(run.decision.read_text())["verdict"]
+    hint = f"; promote it with `headstart registry promote {version}`" if verdict == "PASS" else ""
+    console.print(f"registered {version} (decision {verdict}){hint}")
+
+
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Images to classify.")],
+    model: Annotated[str, typer.Option("--model", help="'champion' or a version id.")] = "champion",
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
+) -> None:
+    """Class and probability per image, from a registered model (any scenario), pulled and verified first."""
+    from headstart.library.predict import predict_images, pull_predictor
+
+    version, predictor = pull_predictor(_registry(params), model)
+    for p in predict_images(predictor, images):
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {"image": p.image, "label": p.label, "probability": round(p.probability, 4), "version": version}
+                )
+            )
+        else:
+            console.print(f"{p.image}: [bold]{p.label}[/] {p.probability:.3f}")
+
+
+def export(
+    version: Annotated[str, typer.Argument(help="'champion' or a version id.")],
+    dest: Annotated[Path, typer.Argument(help="The .onnx file to write.")],
+    fmt: Annotated[str, typer.Option("--format", help="Only onnx for now.")] = "onnx",
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Export the torch part of a registered model to ONNX (dynamic batch), checked against torch."""
+    from headstart.ground.errors import ConfigError
+    from headstart.library.models.export import export_onnx
+    from headstart.library.predict import pull_predictor
+
+    if fmt != "onnx":
+        raise ConfigError(f"--format {fmt}: only onnx is supported")
+    resolved, predictor = pull_predictor(_registry(params), version)
+    report = export_onnx(predictor, dest)
+    extra = "; classifier.skops stays beside it (features scenario)" if predictor.classifier is not None else ""
+    console.print(
+        f"{resolved} → {report.path}: onnxruntime matches torch to {report.max_abs_diff:.1e} on a batch "
+        f"of {report.checked_batch}{extra}"
+    )

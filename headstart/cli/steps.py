@@ -1,0 +1,67 @@
+"""``headstart step NAME``: one step of the pipeline table, as dvc.yaml's stages call it.
+
+Upstream results are read back from the run folder (``--out``); the step writes its own outputs there.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from headstart.cli.output import print_decision
+from headstart.cli.progress import progress_bars
+
+console = Console()
+
+
+def _describe(name: str, result: Any) -> None:
+    """One line (or the decision table) per step, for the terminal."""
+    if name == "gate":
+        print_decision(result.to_dict())
+    elif name == "validate":
+        reports = [r for r in (result.data, result.test) if r is not None]
+        for report in reports:
+            console.print(f"{report.root}: PASSED — {report.valid_images}/{report.images} images usable")
+    elif name == "split":
+        console.print(f"split: {result.counts()}")
+    elif name == "train":
+        console.print(f"{result.model_dir}: {result.history[-1] if result.history else 'trained'}")
+    elif name == "evaluate":
+        console.print(f"accuracy {result.metrics['accuracy']:.4f}, macro-F1 {result.metrics['macro_f1']:.4f}")
+    elif name == "register":
+        console.print(f"registered version {result}")
+    elif name == "promote":
+        console.print(f"champion #{result.seq}: {result.version}" if result else "not promoted")
+    elif name == "report":
+        console.print(f"summary and {len(result.dashboards)} dashboards written")
+
+
+def step(
+    name: Annotated[str, typer.Argument(help="Step name, from the pipeline table (see `headstart step --help`).")],
+    params: Annotated[Path, typer.Option("--params", help="params.yaml to read.")] = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="The run folder: inputs read from it, outputs written to it.")] = Path(
+        "runs/dvc"
+    ),
+    allow_class_change: Annotated[bool, typer.Option(help="gate: allow a different class set.")] = False,
+) -> None:
+    """Run one pipeline step outside Prefect (what `dvc repro` calls); upstream results come from OUT."""
+    from headstart.ground.params import load_params
+    from headstart.ground.run_folder import RunFolder
+    from tasks.pipeline import get_step, steps_by_name
+    from tasks.step import StepContext
+
+    # Steps run outside Prefect here: their progress (epochs, resume, freezing) goes to stderr.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        chosen = get_step(name)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="NAME") from None
+    ctx = StepContext(load_params(params), RunFolder(out), steps_by_name(), allow_class_change=allow_class_change)
+    ctx.run.root.mkdir(parents=True, exist_ok=True)
+    with progress_bars():
+        result = chosen.run(ctx)
+    _describe(name, result)

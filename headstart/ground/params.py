@@ -1,0 +1,266 @@
+"""One typed model for params.yaml: every knob in one place, validated with clear messages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from headstart.ground.errors import ConfigError
+
+# The shipped params.yaml's pipeline (albumentations' own serialised form); tests keep the two equal.
+DEFAULT_AUGMENT: dict[str, Any] = {
+    "__version__": "2.0.8",
+    "transform": {
+        "__class_fullname__": "Compose",
+        "p": 1.0,
+        "transforms": [
+            {"__class_fullname__": "HorizontalFlip", "p": 0.5},
+            {
+                "__class_fullname__": "Affine",
+                "p": 0.5,
+                "scale": [0.9, 1.1],
+                "translate_percent": [-0.05, 0.05],
+                "rotate": [-10, 10],
+            },
+            {
+                "__class_fullname__": "RandomBrightnessContrast",
+                "p": 0.3,
+                "brightness_limit": 0.1,
+                "contrast_limit": 0.1,
+            },
+        ],
+    },
+}
+
+
+def _transform_names(node: Any) -> list[str]:
+    """Every ``__class_fullname__`` in a serialised albumentations pipeline, outermost first."""
+    if isinstance(node, dict):
+        own = [node["__class_fullname__"]] if isinstance(node.get("__class_fullname__"), str) else []
+        return own + [name for child in node.values() for name in _transform_names(child)]
+    if isinstance(node, list):
+        return [name for child in node for name in _transform_names(child)]
+    return []
+
+
+def build_augmentations(serialised: dict[str, Any]) -> Any:
+    """Rebuild a serialised pipeline with albumentations' own ``from_dict``; a bad entry is a ValueError naming
+    the transform (and what albumentations said)."""
+    import albumentations as A
+    from albumentations.core.serialization import SERIALIZABLE_REGISTRY
+
+    if "transform" not in serialised:
+        raise ValueError("augment must be albumentations' serialised form (A.to_dict): a 'transform' key")
+    unknown = [name for name in _transform_names(serialised["transform"]) if name not in SERIALIZABLE_REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown albumentations transform(s) {unknown}; see albumentations' transform list")
+    try:
+        return A.from_dict(serialised)
+    except Exception as exc:  # from_dict raises many types for a bad entry
+        raise ValueError(f"not a valid albumentations pipeline ({type(exc).__name__}: {exc})") from None
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Section):
+    dir: str = "data/fashion-mnist"
+    test_dir: str | None = "data/fashion-mnist-test"
+
+
+class ValidateParams(_Section):
+    allowed_modes: list[str] = Field(
+        default_factory=lambda: ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr", "I;16", "I;16B", "I;16L", "I"]
+    )
+    min_side: int = Field(8, ge=1)
+    max_side: int = Field(8192, ge=1)
+    max_pixels: int = Field(50_000_000, ge=1)
+    min_per_class: int = Field(2, ge=1)
+    max_imbalance_ratio: float = Field(20.0, ge=1.0)
+    expected_classes: list[str] | None = None
+    workers: int = Field(4, ge=1)
+
+
+class SplitParams(_Section):
+    seed: int = 42
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> SplitParams:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("split.val_fraction + split.test_fraction must be below 1 to leave training images")
+        return self
+
+
+class HeadParams(_Section):
+    pool: Literal["avg", "max", "avgmax", "catavgmax"] = "avg"
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    hidden: list[int] = Field(default_factory=list)
+
+
+class ModelParams(_Section):
+    backbone: str = "tf_efficientnet_lite0"
+    weights: str = "package:efficientnet-lite0"
+    input_size: int | None = Field(64, ge=16)
+    head: HeadParams = HeadParams()
+
+
+class TrainParams(_Section):
+    scenario: Literal["auto", "features", "finetune", "hybrid"] = "auto"
+    # auto: `features` when the smallest class has fewer training images than this, else `auto_large`
+    auto_features_below: int = Field(30, ge=1)
+    auto_large: Literal["finetune", "hybrid"] = "finetune"
+    classifier: Literal["logreg", "linear_svm", "rbf_svm", "random_forest"] = "logreg"  # features scenario
+    classifier_c: float = Field(1.0, gt=0)  # inverse regularisation of logreg and the SVMs
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.02, ge=0)
+    warmup_epochs: int = Field(0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    freeze_stages: int = Field(0, ge=0)
+    freeze_patterns: list[str] = Field(default_factory=list)  # module-name regexes frozen as well
+    bn: Literal["trained", "frozen"] = "trained"
+    unfreeze_milestones: list[int] = Field(default_factory=list)  # epochs (1-based) that release one more stage
+    layer_decay: float | None = Field(None, gt=0, le=1)  # layer-wise lr decay via timm's optimizer factory
+    ema_decay: float | None = Field(None, gt=0, lt=1)  # keep an EMA of the weights; it is what gets saved
+    mixup_alpha: float = Field(0.0, ge=0)
+    cutmix_alpha: float = Field(0.0, ge=0)
+    early_stopping_patience: int | None = Field(None, ge=1)  # epochs without val-accuracy gain; best restored
+    resume: bool = True  # continue from the run folder's last checkpoint when one exists for these params
+    head_epochs: int = Field(100, ge=1)  # hybrid: full-batch steps fitting the head on cached features
+    head_lr: float = Field(1e-2, gt=0)
+    feature_cache: str | None = None  # null: the user cache (~/.cache/headstart/features)
+    seed: int = 0
+    num_workers: int = Field(2, ge=0)
+    threads: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when torch sees a GPU
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU
+    compile: bool = False  # torch.compile the model for training (pays off on long GPU runs)
+
+    @field_validator("freeze_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"freeze pattern {pattern!r} is not a regular expression: {exc}") from None
+        return value
+
+
+class EvaluateParams(_Section):
+    batch_size: int = Field(64, ge=1)
+
+
+class GateParams(_Section):
+    """The promotion policy: what a challenger must show before it replaces the champion."""
+
+    primary_metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    floors: dict[Literal["accuracy", "macro_f1"], float] = Field(default_factory=lambda: {"accuracy": 0.5})
+    min_abs_gain: float = Field(0.0, ge=0)  # on the primary metric; a tie never passes
+    min_rel_gain: float = Field(0.0, ge=0)  # gain / champion's value
+    max_class_recall_drop: float = Field(0.05, ge=0, le=1)
+    min_class_support: int = Field(10, ge=1)  # classes with fewer test images are reported, not judged
+    mcnemar_alpha: float | None = Field(None, gt=0, lt=1)  # optional exact McNemar test on paired predictions
+    allow_class_change: bool = False  # a different class set is promoted only when this is set
+
+
+class RegistryParams(_Section):
+    uri: str = "file://registry"  # file://PATH (relative to the workspace) or s3://bucket/prefix
+    model_name: str = Field("fashion-mnist", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class Params(_Section):
+    """The whole of params.yaml."""
+
+    data: DataParams = DataParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    split: SplitParams = SplitParams()
+    augment: dict[str, Any] = Field(default_factory=lambda: json.loads(json.dumps(DEFAULT_AUGMENT)))
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    gate: GateParams = GateParams()
+    registry: RegistryParams = RegistryParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("augment")
+    @classmethod
+    def _augment_builds(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value:
+            build_augmentations(value)  # built once here, so a bad pipeline is a params error, not a late crash
+        return value
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict with the file's own key names (``validate``, not ``validate_``)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def digest(self) -> str:
+        """Stable sha256 of the effective params, recorded in lineage."""
+        blob = json.dumps(self.as_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and a YAML-parsed value."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``key.path=value`` override set (as ``dvc exp run -S``)."""
+    result = json.loads(json.dumps(raw))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
+    """Validate a raw dict; errors name each bad key and what is wrong with it."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{source}: invalid parameters"]
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]).replace("validate_", "validate")
+            lines.append(f"  {key}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_params_or_defaults(path: Path) -> Params:
+    """params.yaml when it exists, else the defaults (for commands that also work outside a workspace)."""
+    return load_params(path) if path.is_file() else Params()
+
+
+def load_params(path: Path | str = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Read params.yaml, apply ``--set`` overrides, and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found; pass --params FILE or run from the project root")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return params_from_dict(apply_overrides(raw, overrides or []), source=str(path))

@@ -1,0 +1,48 @@
+"""A torch Dataset over the split table, and its DataLoader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import albumentations as A
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from headstart.library.data.images import load_rgb_array
+
+
+class ImageTable(Dataset):
+    """Images listed in a split table (``file``, ``label``), decoded, normalised to RGB and transformed."""
+
+    def __init__(self, table: pd.DataFrame, classes: list[str], transform: A.Compose) -> None:
+        self.files = [Path(f) for f in table["file"]]
+        index = {name: i for i, name in enumerate(classes)}
+        self.targets = [index[label] for label in table["label"]]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self.transform(image=load_rgb_array(self.files[i]))["image"]
+        return image, self.targets[i]
+
+
+def make_loader(dataset: ImageTable, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0) -> DataLoader:
+    """A seeded DataLoader; workers stay alive across epochs.
+
+    Shuffled (training) loaders drop a ragged last batch when there is more than one batch: a batch of one
+    image breaks BatchNorm in training mode.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        generator=generator,
+        drop_last=shuffle and len(dataset) > batch_size,
+        pin_memory=torch.cuda.is_available(),  # page-locked batches copy to the GPU asynchronously
+    )

@@ -1,0 +1,78 @@
+"""A workspace: a git + DVC repository holding datasets, params.yaml and runs (what the demo and tests use)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from headstart.ground.errors import ToolError
+from headstart.ground.params import Params
+from headstart.library.data.versioning import ensure_default_remote
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]  # the checkout (or the installed package's parent)
+WORKSPACE_GITIGNORE = """\
+# Run outputs are reproducible from data + params; the local registry is storage, not source.
+/runs/
+/registry/
+/.prefect/
+"""
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git, returning stdout; a failure is a ToolError carrying git's message."""
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
+    except FileNotFoundError:
+        raise ToolError("git not found: install git to version datasets") from None
+    except subprocess.CalledProcessError as exc:
+        raise ToolError(f"git {' '.join(args)} failed in {cwd}: {exc.stderr.strip()}") from None
+    return done.stdout
+
+
+def commit(cwd: Path, message: str, paths: list[str]) -> None:
+    """Stage ``paths`` and commit them when anything changed."""
+    git(cwd, "add", "--", *paths)
+    if git(cwd, "status", "--porcelain", "--", *paths).strip():
+        git(cwd, "commit", "-q", "-m", message, "--", *paths)
+
+
+def ensure_identity(cwd: Path) -> None:
+    """Give the repository a local committer identity where git has none (fresh CI machines)."""
+    try:
+        if git(cwd, "config", "user.email").strip():
+            return
+    except ToolError:  # `git config` exits 1 when the key is unset
+        pass
+    git(cwd, "config", "user.name", "headstart")
+    git(cwd, "config", "user.email", "headstart@localhost")
+
+
+def init_workspace(root: Path, params_template: Path | None = None) -> Path:
+    """Create (or complete) a workspace at ``root``: git init, dvc init, params.yaml, a default DVC remote.
+
+    Idempotent: existing repositories and an existing params.yaml are kept.
+    """
+    from dvc.repo import Repo
+
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / ".git").exists():
+        git(root, "init", "-q")
+    ensure_identity(root)
+    if not (root / ".dvc").exists():
+        Repo.init(str(root)).close()
+    template = params_template or PROJECT_ROOT / "params.yaml"
+    if not (root / "params.yaml").exists():
+        if template.is_file():
+            shutil.copy(template, root / "params.yaml")
+        elif params_template is None:  # an installed package without the commented file: the same defaults
+            (root / "params.yaml").write_text(yaml.safe_dump(Params().as_dict(), sort_keys=False))
+        else:
+            raise ToolError(f"{template}: params template not found; pass --params-template FILE")
+    if not (root / ".gitignore").exists():
+        (root / ".gitignore").write_text(WORKSPACE_GITIGNORE)
+    ensure_default_remote(root)
+    commit(root, "headstart workspace", [".dvc", ".dvcignore", ".gitignore", "params.yaml"])
+    return root

@@ -1,0 +1,38 @@
+"""Both sides of the gate scored on the same, current test split: the challenger as evaluated, the champion
+pulled (verified) from the registry and re-scored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from headstart.library.evaluation.gate import ScoreReport
+from headstart.library.evaluation.metrics import Evaluation, evaluate
+from headstart.library.models.saved_model import ModelConfig, read_config
+from headstart.library.registry.registry import Registry
+
+
+def challenger_report(config: ModelConfig, evaluation: Evaluation) -> ScoreReport:
+    """The challenger as the evaluate step scored it: metrics, classes, split params, per-image correctness."""
+    return ScoreReport(evaluation.metrics, config.classes, config.lineage.get("split", {}), evaluation.correct)
+
+
+def score_champion(
+    registry: Registry, split: pd.DataFrame, pull_to: Path, batch_size: int
+) -> tuple[ScoreReport, str] | None:
+    """Pull the champion (verified) into ``pull_to`` and score it on the challenger's test split; None when there
+    is no champion.
+
+    A champion with another class set cannot be scored on this split: it is reported with its classes only.
+    """
+    version = registry.champion()
+    if version is None:
+        return None
+    model_dir = registry.pull(version, pull_to)
+    config = read_config(model_dir)
+    champion_split = config.lineage.get("split", {})
+    if set(split.loc[split["split"] == "test", "label"]) - set(config.classes):
+        return ScoreReport({}, config.classes, champion_split), version
+    scored = evaluate(model_dir, split, batch_size)
+    return ScoreReport(scored.metrics, config.classes, champion_split, scored.correct), version

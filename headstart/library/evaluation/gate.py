@@ -1,0 +1,187 @@
+"""The promotion gate: a pure function (challenger report, champion report or none, policy) → decision.
+
+No storage is touched here; the registry writes only after the decision is final. Every rule is reported with
+its value, threshold and verdict, so a PASS is as explicit as a FAIL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from headstart.ground.params import GateParams
+
+Verdict = Literal["PASS", "FAIL", "INFO"]
+
+
+@dataclass(frozen=True)
+class ScoreReport:
+    """One model scored on the current test split."""
+
+    metrics: dict  # accuracy, macro_f1, per_class: {name: {recall, support, ...}}
+    classes: list[str]
+    split: dict  # the split parameters the model was trained under
+    correct: list[bool] = field(default_factory=list)  # per test image, in split order (paired for McNemar)
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """One rule's outcome."""
+
+    rule: str
+    value: str
+    threshold: str
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class Decision:
+    """PASS only when no rule failed."""
+
+    verdict: Literal["PASS", "FAIL"]
+    rules: list[RuleResult]
+    champion: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """Whether the challenger may be promoted."""
+        return self.verdict == "PASS"
+
+    def to_dict(self) -> dict:
+        """JSON-friendly form (stored with the version and in the run summary)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Decision:
+        """Inverse of :meth:`to_dict`."""
+        return cls(data["verdict"], [RuleResult(**r) for r in data["rules"]], data.get("champion"))
+
+    def to_markdown(self) -> str:
+        """The rule table, as printed and stored."""
+        against = f"champion {self.champion}" if self.champion else "no champion"
+        lines = [
+            f"**Decision: {self.verdict}** (against {against})",
+            "",
+            "| rule | value | threshold | verdict |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [f"| {r.rule} | {r.value} | {r.threshold} | {r.verdict} |" for r in self.rules]
+        return "\n".join(lines)
+
+
+def _floors(report: ScoreReport, policy: GateParams) -> list[RuleResult]:
+    return [
+        RuleResult(
+            f"floor {metric}",
+            f"{report.metrics[metric]:.4f}",
+            f">= {floor}",
+            "PASS" if report.metrics[metric] >= floor else "FAIL",
+        )
+        for metric, floor in policy.floors.items()
+    ]
+
+
+def _gain(challenger: ScoreReport, champion: ScoreReport, policy: GateParams) -> list[RuleResult]:
+    metric = policy.primary_metric
+    new, old = challenger.metrics[metric], champion.metrics[metric]
+    delta = (new - old) if policy.direction == "maximize" else (old - new)
+    relative = delta / abs(old) if old else float("inf") if delta > 0 else 0.0
+    absolute_ok = delta > 0 and delta >= policy.min_abs_gain
+    return [
+        RuleResult(
+            f"gain {metric}",
+            f"{new:.4f} vs {old:.4f} ({delta:+.4f})",
+            f"> 0 and >= {policy.min_abs_gain} ({policy.direction})",
+            "PASS" if absolute_ok else "FAIL",
+        ),
+        RuleResult(
+            f"relative gain {metric}",
+            f"{relative:+.2%}",
+            f">= {policy.min_rel_gain:.2%}",
+            "PASS" if delta > 0 and relative >= policy.min_rel_gain else "FAIL",
+        ),
+    ]
+
+
+def _class_recalls(challenger: ScoreReport, champion: ScoreReport, policy: GateParams) -> list[RuleResult]:
+    results = []
+    for name in challenger.classes:
+        new, old = challenger.metrics["per_class"][name], champion.metrics["per_class"][name]
+        drop = old["recall"] - new["recall"]
+        value = f"{new['recall']:.3f} vs {old['recall']:.3f} (drop {drop:+.3f})"
+        if new["support"] < policy.min_class_support:
+            results.append(
+                RuleResult(
+                    f"recall {name}",
+                    value,
+                    f"support {new['support']} < {policy.min_class_support}: reported, not judged",
+                    "INFO",
+                )
+            )
+        else:
+            verdict = "PASS" if drop <= policy.max_class_recall_drop else "FAIL"
+            results.append(RuleResult(f"recall {name}", value, f"drop <= {policy.max_class_recall_drop}", verdict))
+    return results
+
+
+def mcnemar_p(challenger_correct: list[bool], champion_correct: list[bool]) -> tuple[int, int, float]:
+    """Exact (binomial) McNemar test: (champion-only correct, challenger-only correct, two-sided p)."""
+    from scipy.stats import binomtest
+
+    b = sum(old and not new for new, old in zip(challenger_correct, champion_correct, strict=True))
+    c = sum(new and not old for new, old in zip(challenger_correct, champion_correct, strict=True))
+    return b, c, (binomtest(c, b + c, 0.5).pvalue if b + c else 1.0)
+
+
+def decide(
+    challenger: ScoreReport,
+    champion: ScoreReport | None,
+    policy: GateParams,
+    champion_version: str | None = None,
+    allow_class_change: bool = False,
+) -> Decision:
+    """Judge a challenger against the champion (or, on the first run, against the floors alone)."""
+    rules = _floors(challenger, policy)
+    if champion is None:
+        rules.append(RuleResult("champion", "none", "first model: floors only", "INFO"))
+        return _verdict(rules, None)
+    added, removed = (
+        sorted(set(challenger.classes) - set(champion.classes)),
+        sorted(set(champion.classes) - set(challenger.classes)),
+    )
+    if added or removed:
+        allowed = allow_class_change or policy.allow_class_change
+        value = f"added {added}, removed {removed}"
+        if not allowed:
+            rules.append(RuleResult("class set", value, "unchanged (or --allow-class-change)", "FAIL"))
+            return _verdict(rules, champion_version)
+        rules.append(RuleResult("class set", value, "change allowed (--allow-class-change): champion reset", "PASS"))
+        rules.append(RuleResult("comparison", "skipped", "the champion predicts other classes", "INFO"))
+        return _verdict(rules, champion_version)
+    same_split = challenger.split == champion.split
+    rules.append(
+        RuleResult(
+            "split params",
+            "equal" if same_split else f"{challenger.split} vs {champion.split}",
+            "equal to the champion's (else its training images may be in the test split)",
+            "PASS" if same_split else "FAIL",
+        )
+    )
+    rules += _gain(challenger, champion, policy)
+    rules += _class_recalls(challenger, champion, policy)
+    if policy.mcnemar_alpha is not None:
+        b, c, p = mcnemar_p(challenger.correct, champion.correct)
+        passed = c > b and p < policy.mcnemar_alpha
+        rules.append(
+            RuleResult(
+                "McNemar exact",
+                f"p={p:.4g} (champion-only {b}, challenger-only {c})",
+                f"p < {policy.mcnemar_alpha} and challenger ahead",
+                "PASS" if passed else "FAIL",
+            )
+        )
+    return _verdict(rules, champion_version)
+
+
+def _verdict(rules: list[RuleResult], champion: str | None) -> Decision:
+    return Decision("FAIL" if any(r.verdict == "FAIL" for r in rules) else "PASS", rules, champion)

@@ -1,0 +1,62 @@
+"""Lineage that travels with every model: code, data, params, run and package versions."""
+
+from __future__ import annotations
+
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from headstart.ground.params import Params
+
+PACKAGES = ("headstart", "torch", "torchvision", "timm", "albumentations", "scikit-learn", "prefect", "dvc")
+
+
+def git_commit(cwd: Path) -> str | None:
+    """HEAD's commit with ``-dirty`` when the tree has changes; None outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{sha}-dirty" if dirty else sha
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that decide what a model is."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def collect(cwd: Path, params: Params, flow_run_id: str | None) -> dict:
+    """The lineage record stored in the model config and the run summary, for a run of ``params``.
+
+    ``split`` (the split parameters, and whether a fixed test set was used) lets the gate check that a champion
+    was trained under the same split, so none of its training images can sit in today's test split.
+    """
+    from headstart.library.data.versioning import data_md5_of
+
+    data_dir = Path(params.data.dir)
+    return {
+        "git_commit": git_commit(cwd),
+        "dataset": data_dir.name,
+        "data_md5": data_md5_of(data_dir),
+        "test_data_md5": data_md5_of(Path(params.data.test_dir)) if params.data.test_dir else None,
+        "split": split_lineage(params),
+        "params_sha256": params.digest(),
+        "flow_run_id": flow_run_id,
+        "packages": package_versions(),
+    }
+
+
+def split_lineage(params: Params) -> dict:
+    """The split parameters a model is trained under, as the gate compares them."""
+    return {**params.split.model_dump(), "fixed_test_set": params.data.test_dir is not None}

@@ -1,0 +1,66 @@
+"""scikit-learn classifiers on frozen features, saved with skops and loaded only with trusted types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import skops.io as sio
+from sklearn.base import ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, LinearSVC
+
+from headstart.ground.errors import WeightsError
+
+CLASSIFIER_FILE = "classifier.skops"
+# Beyond skops' default trust (sklearn's public estimators): the internals of the classifiers offered here.
+TRUSTED_TYPES = frozenset(
+    {
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._SigmoidCalibration",
+        "sklearn.tree._tree.Tree",
+    }
+)
+
+
+def make_classifier(name: str, c: float, seed: int) -> Pipeline:
+    """Standardised features into the named classifier; every one gives probabilities."""
+    estimators: dict[str, ClassifierMixin] = {
+        "logreg": LogisticRegression(C=c, max_iter=2000),
+        # LinearSVC has no predict_proba: calibrate its decision function.
+        "linear_svm": CalibratedClassifierCV(LinearSVC(C=c, random_state=seed), cv=3),
+        "rbf_svm": SVC(C=c, kernel="rbf", probability=True, random_state=seed),
+        "random_forest": RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=-1),
+    }
+    return make_pipeline(StandardScaler(), estimators[name])
+
+
+def probabilities(classifier: Pipeline, features: np.ndarray, num_classes: int) -> np.ndarray:
+    """``predict_proba`` spread over all classes (a class absent from training gets probability 0)."""
+    proba = classifier.predict_proba(features)
+    full = np.zeros((len(features), num_classes), dtype=np.float64)
+    full[:, classifier.classes_.astype(int)] = proba
+    return full
+
+
+def save_classifier(classifier: Pipeline, model_dir: Path) -> Path:
+    """Write ``classifier.skops`` (skops' format: no pickle)."""
+    path = model_dir / CLASSIFIER_FILE
+    sio.dump(classifier, path)
+    return path
+
+
+def load_classifier(model_dir: Path) -> Pipeline:
+    """Load ``classifier.skops``, refusing any type outside skops' defaults and :data:`TRUSTED_TYPES`."""
+    path = model_dir / CLASSIFIER_FILE
+    if not path.is_file():
+        raise WeightsError(f"{path}: not found; a features-scenario model needs its classifier file")
+    untrusted = sio.get_untrusted_types(file=path)
+    refused = sorted(set(untrusted) - TRUSTED_TYPES)
+    if refused:
+        raise WeightsError(f"{path}: refuses to load untrusted types {refused}")
+    return sio.load(path, trusted=untrusted)

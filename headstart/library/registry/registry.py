@@ -1,0 +1,206 @@
+"""The model registry on a Storage: immutable versions closed by a manifest, and the champion alias as a
+create-only sequence of objects (the highest is the champion, the sequence is the history).
+
+Layout under ``<model>/``:
+    versions/<id>/<files>            weights, config, metrics, lineage, model card, decision
+    versions/<id>/MANIFEST.json      sha256 of every file; written last: without it a version is incomplete
+    aliases/champion/<seq>.json      one object per promotion or rollback, created with If-None-Match: *
+    events/conflicts/<id>.json       a promotion that lost the race, kept for the audit trail
+
+The data watcher's record of emitted events shares the storage but not this class: see ``event_ledger``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from headstart.ground.errors import HeadstartError
+from headstart.ground.params import RegistryParams
+from headstart.ground.run_folder import DECISION
+from headstart.library.storage.backends import ObjectExists, ObjectNotFound, Storage, open_storage
+
+MANIFEST = "MANIFEST.json"
+CHAMPION = "champion"
+
+
+class RegistryError(HeadstartError):
+    """A registry operation was refused (unknown version, failed verification, no champion)."""
+
+
+class PromotionConflict(RegistryError):
+    """Another promotion took the same alias sequence number first; nothing was changed by this one."""
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    """One move of the champion alias."""
+
+    seq: int
+    version: str
+    action: str  # promote | rollback | manual-promote
+    at: str
+    reason: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def new_version_id() -> str:
+    """Sortable by creation time and unique: ``<UTC time to the microsecond>-<8 hex>``."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+
+
+class Registry:
+    """One model's versions and champion alias on a storage backend."""
+
+    def __init__(self, storage: Storage, model_name: str) -> None:
+        self.storage, self.model = storage, model_name
+
+    def _key(self, *parts: str) -> str:
+        return "/".join((self.model, *parts))
+
+    # versions ---------------------------------------------------------------------------------------------
+    def register(self, files: dict[str, bytes], summary: dict) -> str:
+        """Upload a new immutable version; the manifest (sha256 of every file, plus ``summary``) goes last."""
+        version = new_version_id()
+        for name, data in sorted(files.items()):
+            self.storage.put(self._key("versions", version, name), data, create_only=True)
+        manifest = {
+            "version": version,
+            "model": self.model,
+            "created": _now(),
+            "files": {name: _sha256(data) for name, data in sorted(files.items())},
+            **summary,
+        }
+        self.storage.put(
+            self._key("versions", version, MANIFEST), json.dumps(manifest, indent=2).encode(), create_only=True
+        )
+        return version
+
+    def versions(self) -> list[dict]:
+        """Manifests of complete versions, oldest first (a version without its manifest is never listed)."""
+        keys = self.storage.list(self._key("versions") + "/")
+        ids = sorted({k.split("/")[2] for k in keys if k.endswith(f"/{MANIFEST}")})
+        return [self.manifest(v) for v in ids]
+
+    def manifest(self, version: str) -> dict:
+        """The manifest of a complete version."""
+        try:
+            return json.loads(self.storage.get(self._key("versions", version, MANIFEST)))
+        except ObjectNotFound:
+            raise RegistryError(f"{self.model}: no complete version {version!r}; see `headstart registry ls`") from None
+
+    def decision(self, version: str) -> dict:
+        """The gate decision stored with a version."""
+        return json.loads(self.storage.get(self._key("versions", version, DECISION)))
+
+    def resolve(self, ref: str) -> str:
+        """A version id, or ``champion``."""
+        if ref != CHAMPION:
+            self.manifest(ref)
+            return ref
+        current = self.champion()
+        if current is None:
+            raise RegistryError(f"{self.model}: there is no champion yet")
+        return current
+
+    def pull(self, ref: str, dest: Path) -> Path:
+        """Download a version into ``dest``, verifying every file against the manifest first.
+
+        Nothing is left at ``dest`` when any file is missing or does not match its sha256.
+        """
+        version = self.resolve(ref)
+        expected = self.manifest(version)["files"]
+        staging = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            for name, digest in expected.items():
+                data = self.storage.get(self._key("versions", version, name))
+                if _sha256(data) != digest:
+                    raise RegistryError(f"{self.model}/{version}/{name}: sha256 does not match the manifest; refused")
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                (staging / name).write_bytes(data)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        shutil.rmtree(dest, ignore_errors=True)
+        staging.rename(dest)
+        return dest
+
+    # champion alias ---------------------------------------------------------------------------------------
+    def history(self) -> list[AliasRecord]:
+        """Every move of the champion alias, oldest first."""
+        keys = self.storage.list(self._key("aliases", CHAMPION) + "/")
+        return [AliasRecord(**json.loads(self.storage.get(k))) for k in sorted(keys)]
+
+    def champion(self) -> str | None:
+        """The version named by the highest alias object."""
+        records = self.history()
+        return records[-1].version if records else None
+
+    def set_champion(self, version: str, action: str, reason: str) -> AliasRecord:
+        """Move the alias: :meth:`next_alias` then :meth:`commit_alias`."""
+        return self.commit_alias(self.next_alias(version, action, reason))
+
+    def next_alias(self, version: str, action: str, reason: str) -> AliasRecord:
+        """The alias record that would come next (``latest + 1``); nothing is written."""
+        self.manifest(version)  # only complete versions can become champion
+        records = self.history()
+        return AliasRecord(records[-1].seq + 1 if records else 1, version, action, _now(), reason)
+
+    def commit_alias(self, record: AliasRecord) -> AliasRecord:
+        """Create the alias object with If-None-Match; if its number was taken meanwhile, record the conflict
+        and raise PromotionConflict (never retried into the next number: that would hide the race)."""
+        version = record.version
+        try:
+            self.storage.put(
+                self._key("aliases", CHAMPION, f"{record.seq:08d}.json"),
+                json.dumps(asdict(record)).encode(),
+                create_only=True,
+            )
+        except ObjectExists:
+            event = {"attempt": asdict(record), "outcome": "lost: alias sequence number already taken"}
+            self.storage.put(
+                self._key("events", "conflicts", f"{new_version_id()}.json"),
+                json.dumps(event).encode(),
+                create_only=True,
+            )
+            raise PromotionConflict(
+                f"{self.model}: champion alias #{record.seq} was taken by a concurrent promotion; {version} was not "
+                "promoted (conflict recorded)"
+            ) from None
+        return record
+
+    def conflicts(self) -> list[dict]:
+        """Promotions that lost a race, oldest first."""
+        return [json.loads(self.storage.get(k)) for k in self.storage.list(self._key("events", "conflicts") + "/")]
+
+    def rollback(self, to: str | None = None) -> AliasRecord:
+        """Make ``to`` (default: the champion before the current one) champion again, as a new alias object."""
+        records = self.history()
+        if not records:
+            raise RegistryError(f"{self.model}: nothing to roll back, there is no champion")
+        current = records[-1].version
+        if to is None:
+            earlier = [r.version for r in records if r.version != current]
+            if not earlier:
+                raise RegistryError(f"{self.model}: {current} is the only champion there has been; nothing to restore")
+            to = earlier[-1]
+        return self.set_champion(to, "rollback", f"rollback from {current}")
+
+
+def open_registry(params: RegistryParams) -> Registry:
+    """The registry named in params (``registry.uri``, ``registry.model_name``)."""
+    return Registry(open_storage(params.uri), params.model_name)

@@ -1,0 +1,117 @@
+"""The run's dashboards as data: keyed tables and Markdown pages, rendered before the champion moves and
+published to Prefect (as artifacts) after it. Rendering is pure; only ``save``/``load`` touch files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from headstart.library.evaluation.gate import Decision
+from headstart.library.reports.charts import augmentation_grid_png, confusion_png, curves_png, markdown_image
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """One Prefect artifact: a table (list of rows) or a Markdown page, under a key kept across runs."""
+
+    what: str  # metrics, decision, confusion, curves, augmentation, model-card, registry
+    key: str  # <model>-<what>: one key per model keeps every run's version of it
+    kind: Literal["table", "markdown"]
+    body: Any  # list[dict] for tables, str for Markdown
+    description: str
+
+
+def artifact_key(model_name: str, what: str) -> str:
+    """Prefect keys allow lowercase letters, digits and dashes."""
+    return "".join(c if c.isalnum() else "-" for c in f"{model_name}-{what}".lower())
+
+
+def metrics_rows(metrics: dict) -> list[dict]:
+    """The overall row first (the UI pages tables by ten rows), then one per class, all with the same columns
+    (the UI takes a table's columns from its first row)."""
+    per_class = [
+        {"class": name, "accuracy": None, **{k: round(m[k], 4) for k in ("precision", "recall", "f1", "support")}}
+        for name, m in metrics["per_class"].items()
+    ]
+    overall = {
+        "class": "overall",  # precision, recall and f1: macro averages
+        "accuracy": round(metrics["accuracy"], 4),
+        "precision": round(metrics["macro_precision"], 4),
+        "recall": round(metrics["macro_recall"], 4),
+        "f1": round(metrics["macro_f1"], 4),
+        "support": metrics["test_images"],
+    }
+    return [overall, *per_class]
+
+
+def render_dashboards(
+    summary: dict,
+    metrics: dict,
+    model_name: str,
+    model_card: str,
+    preview: list[np.ndarray] | None = None,
+    augment: dict | None = None,
+) -> list[Dashboard]:
+    """Metrics table, gate decision, confusion matrix, curves, augmentation preview, model card and registry
+    location of one run."""
+    key = lambda what: artifact_key(model_name, what)  # noqa: E731
+    decision = Decision.from_dict(summary["decision"])
+    classes = list(metrics["per_class"])
+    pages = [
+        Dashboard(
+            "metrics", key("metrics"), "table", metrics_rows(metrics), f"test metrics of run {summary['run_id']}"
+        ),
+        Dashboard(
+            "decision",
+            key("decision"),
+            "markdown",
+            f"# Gate decision\n\nTest accuracy **{metrics['accuracy']:.4f}**, macro-F1 **{metrics['macro_f1']:.4f}** "
+            f"on {metrics['test_images']} images.\n\n{decision.to_markdown()}",
+            f"{decision.verdict} for version {summary['version']}",
+        ),
+        Dashboard(
+            "confusion",
+            key("confusion"),
+            "markdown",
+            f"# Confusion matrix\n\n{markdown_image(confusion_png(metrics['confusion_matrix'], classes), 'confusion')}",
+            "rows: true class, columns: predicted",
+        ),
+    ]
+    if summary["history"]:
+        image = markdown_image(curves_png(summary["history"]), "curves")
+        pages.append(Dashboard("curves", key("curves"), "markdown", f"# Training curves\n\n{image}", "per epoch"))
+    if augment and preview:
+        image = markdown_image(augmentation_grid_png(preview, augment), "augmentation preview")
+        pages.append(
+            Dashboard(
+                "augmentation",
+                key("augmentation"),
+                "markdown",
+                f"# Augmentation preview\n\n{image}",
+                "training images through the params' albumentations pipeline",
+            )
+        )
+    pages.append(Dashboard("model-card", key("model-card"), "markdown", model_card, f"version {summary['version']}"))
+    outcome = "promoted to champion" if decision.passed else f"not promoted; champion stays {decision.champion}"
+    where = (
+        f"# Registry\n\n- registry: `{summary['registry']}`\n- version: `{summary['version']}` "
+        f"(gate {decision.verdict}: {outcome})\n- run folder: `{summary['run_dir']}`\n"
+    )
+    pages.append(Dashboard("registry", key("registry"), "markdown", where, "where this run's objects are"))
+    return pages
+
+
+def save_dashboards(pages: list[Dashboard], folder: Path) -> None:
+    """One JSON file per dashboard, named by key."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for page in pages:
+        (folder / f"{page.key}.json").write_text(json.dumps(asdict(page)))
+
+
+def load_dashboards(folder: Path) -> list[Dashboard]:
+    """What :func:`save_dashboards` wrote."""
+    return [Dashboard(**json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]

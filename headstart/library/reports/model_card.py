@@ -1,0 +1,40 @@
+"""The model card: a Markdown page rendered from what the run recorded (pure: no IO)."""
+
+from __future__ import annotations
+
+from headstart.library.evaluation.gate import Decision
+
+
+def render_model_card(config: dict, metrics: dict, decision: Decision, version: str | None = None) -> str:
+    """Markdown: what the model is, how it scored, what it was trained on, and the gate's decision."""
+    lineage = config.get("lineage", {})
+    per_class = "\n".join(
+        f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+        for name, m in metrics.get("per_class", {}).items()
+    )
+    packages = ", ".join(f"{k} {v}" for k, v in lineage.get("packages", {}).items())
+    return f"""# Model card: {config["backbone"]} ({config["scenario"]}){f" — {version}" if version else ""}
+
+- **Task:** image classification into {len(config["classes"])} classes: {", ".join(config["classes"])}
+- **Backbone:** `{config["backbone"]}`, head {config["head"]}, {config["freeze_stages"]} frozen stage(s),
+  BatchNorm statistics {config["bn"]}{f", classifier `{config['classifier']}`" if config.get("classifier") else ""}
+- **Input:** {config["preprocessing"]["input_size"]} px, mean {config["preprocessing"]["mean"]}, std
+  {config["preprocessing"]["std"]}
+
+## Test results
+Accuracy **{metrics["accuracy"]:.4f}**, macro-F1 **{metrics["macro_f1"]:.4f}** on {metrics["test_images"]} images.
+
+| class | precision | recall | F1 | support |
+| --- | --- | --- | --- | --- |
+{per_class}
+
+## Gate
+{decision.to_markdown()}
+
+## Lineage
+- data md5 `{lineage.get("data_md5")}`, test data md5 `{lineage.get("test_data_md5")}`
+- split {lineage.get("split")}
+- git commit `{lineage.get("git_commit")}`, params sha256 `{lineage.get("params_sha256")}`
+- Prefect flow run `{lineage.get("flow_run_id")}`
+- packages: {packages}
+"""

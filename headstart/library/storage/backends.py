@@ -1,0 +1,183 @@
+"""Object storage behind one small interface: a local directory or S3 (boto3).
+
+Both backends support create-only writes (``put(..., create_only=True)``), which is all the registry needs for
+compare-and-set: on S3 it is ``If-None-Match: *`` (SeaweedFS never let two such writers win; ``If-Match`` did),
+locally an ``os.link`` that fails when the name exists.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from headstart.ground.errors import HeadstartError
+
+
+class StorageError(HeadstartError):
+    """The storage backend failed (unreachable, refused) after its retries."""
+
+
+class ObjectNotFound(StorageError):
+    """No object under that key."""
+
+
+class ObjectExists(StorageError):
+    """A create-only write lost: an object already exists under that key (S3: 412)."""
+
+
+class Storage(Protocol):
+    """The whole interface: four verbs over ``/``-separated keys."""
+
+    uri: str
+
+    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        """Write ``data``; with ``create_only`` raise ObjectExists instead of replacing an object."""
+
+    def get(self, key: str) -> bytes:
+        """Read an object or raise ObjectNotFound."""
+
+    def list(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``, sorted."""
+
+    def exists(self, key: str) -> bool:
+        """Whether an object exists under ``key``."""
+
+
+class LocalStorage:
+    """A directory; writes go to a temporary file first, so readers never see half an object."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.uri = f"file://{self.root}"
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise StorageError(f"{key}: key escapes the storage root {self.root}")
+        return path
+
+    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            if create_only:
+                try:
+                    os.link(tmp, path)  # atomic create-or-fail
+                except FileExistsError:
+                    raise ObjectExists(f"{self.uri}/{key} already exists") from None
+            else:
+                os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self.uri}/{key} not found") from None
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.exists():
+            return []
+        files = [p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")]
+        return sorted(p.relative_to(self.root).as_posix() for p in files)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+
+class S3Storage:
+    """A bucket and key prefix through boto3: endpoint and credentials come from the standard AWS environment
+    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` or a profile); never logged."""
+
+    def __init__(self, bucket: str, prefix: str = "", client=None, attempts: int = 4) -> None:
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.client = client or make_s3_client(attempts)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, what: str, fn, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise ObjectNotFound(f"{self.uri}/{kwargs.get('Key', '')} not found") from None
+            if code == "PreconditionFailed" or status == 412:
+                raise ObjectExists(f"{self.uri}/{kwargs.get('Key', '')} already exists (412)") from None
+            raise StorageError(f"{what} {self.uri}: {code or status}: {exc}") from None
+        except BotoCoreError as exc:  # connection refused, timeouts: after botocore's retries with backoff
+            raise StorageError(f"{what} {self.uri} failed after retries: {exc}") from None
+
+    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        extra = {"IfNoneMatch": "*"} if create_only else {}
+        self._call("put", self.client.put_object, Key=self._key(key), Body=data, **extra)
+
+    def get(self, key: str) -> bytes:
+        return self._call("get", self.client.get_object, Key=self._key(key))["Body"].read()
+
+    def list(self, prefix: str) -> list[str]:
+        keys, token = [], None
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        while True:
+            extra = {"ContinuationToken": token} if token else {}
+            page = self._call("list", self.client.list_objects_v2, Prefix=self._key(prefix), **extra)
+            keys += [obj["Key"][strip:] for obj in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return sorted(keys)
+            token = page["NextContinuationToken"]
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call("head", self.client.head_object, Key=self._key(key))
+        except ObjectNotFound:
+            return False
+        return True
+
+
+def make_s3_client(attempts: int = 4, read_timeout: float = 5):
+    """A boto3 S3 client with botocore's standard retries (exponential backoff) and short timeouts."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": attempts, "mode": "standard"},
+        connect_timeout=2,
+        read_timeout=read_timeout,
+        s3={"addressing_style": "path"},
+    )
+    return boto3.client("s3", config=config)
+
+
+def open_storage(uri: str) -> Storage:
+    """``file://PATH`` (or a plain path) → LocalStorage; ``s3://bucket/prefix`` → S3Storage."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StorageError(f"{uri}: expected s3://bucket/prefix")
+        return S3Storage(parsed.netloc, parsed.path)
+    if parsed.scheme in ("file", ""):
+        path = parsed.netloc + parsed.path if parsed.scheme == "file" else uri
+        return LocalStorage(Path(path))
+    raise StorageError(f"{uri}: unsupported storage; use file://PATH or s3://bucket/prefix")
+
+
+def split_object_uri(uri: str) -> tuple[Storage, str]:
+    """``s3://bucket/path/to/object`` → (storage for the bucket, key)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.path.strip("/"):
+        raise StorageError(f"{uri}: expected s3://bucket/key")
+    return S3Storage(parsed.netloc), parsed.path.lstrip("/")

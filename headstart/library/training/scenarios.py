@@ -1,0 +1,197 @@
+"""Training in three scenarios over one pretrained timm backbone:
+
+- ``features``: backbone frozen, features cached on disk, a scikit-learn classifier on top;
+- ``finetune``: a new head, early stages frozen, AdamW + warmup/cosine from timm's factories;
+- ``hybrid`` (LP-FT): the head first fitted on the cached features, then a partial-unfreeze fine-tune from it.
+
+All three save the same kind of model folder (see ``tasks/model_io.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from headstart.ground.params import Params
+from headstart.ground.paths import cache_dir
+from headstart.ground.run_folder import RunFolder
+from headstart.library.data.loader import ImageTable, make_loader
+from headstart.library.data.transforms import Preprocessing, build_transform, preprocessing_for
+from headstart.library.models.backbones import (
+    attach_head,
+    check_input_size,
+    create_pretrained,
+    freeze,
+    freeze_all,
+    stage_modules,
+)
+from headstart.library.models.classical import make_classifier
+from headstart.library.models.saved_model import ModelConfig, read_config, save_model
+from headstart.library.models.weights import weights_digest
+from headstart.library.training.epochs import UnfreezeSchedule, fit
+from headstart.library.training.features import cache_key, cached_features, data_version
+from headstart.library.training.linear_probe import fit_head
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the trained model went and how training went, epoch by epoch."""
+
+    model_dir: Path
+    config: ModelConfig  # as saved: `auto` resolved to the scenario that ran
+    history: list[dict[str, float]]
+    trainable_parameters: int | None  # None when read back from a run folder
+    features_from_cache: bool | None = None  # features and hybrid: whether the feature cache was hit
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a rerun gives the same model on the same machine."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def class_names(split: pd.DataFrame) -> list[str]:
+    """Sorted class names across all splits: the model's output order."""
+    return sorted(split["label"].unique())
+
+
+def resolve_scenario(split: pd.DataFrame, params: Params) -> Params:
+    """``auto`` → ``features`` for small data (the linear probe wins there, measured in benchmarks/recipes.py),
+    else ``train.auto_large``; any other scenario is kept."""
+    p = params.train
+    if p.scenario != "auto":
+        return params
+    smallest = int(split.loc[split["split"] == "train", "label"].value_counts().min())
+    chosen = "features" if smallest < p.auto_features_below else p.auto_large
+    log.info("scenario auto: smallest class has %d training images → %s", smallest, chosen)
+    return params.model_copy(update={"train": p.model_copy(update={"scenario": chosen})})
+
+
+def train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict) -> TrainResult:
+    """Train the configured scenario on the ``train`` rows (``val`` rows are reported per epoch)."""
+    params = resolve_scenario(split, params)
+    p, m = params.train, params.model
+    seed_everything(p.seed)
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    classes = class_names(split)
+    model = create_pretrained(m.backbone, m.weights)
+    pre = preprocessing_for(model, m.input_size)
+    check_input_size(m.backbone, pre.input_size)
+    digest = weights_digest(model)  # before the head changes: shared by features and hybrid caches
+    trainer = {"features": _train_features, "finetune": _train_finetune, "hybrid": _train_hybrid}[p.scenario]
+    result = trainer(model, split, classes, pre, params, run, lineage, digest)
+    write_curves(result.history, run.curves)
+    return result
+
+
+def _config(
+    classes: list[str], pre: Preprocessing, params: Params, lineage: dict, frozen: int | None = None, **extra
+) -> ModelConfig:
+    """The saved model's config; ``frozen`` is the stages still frozen after gradual unfreezing."""
+    p, m = params.train, params.model
+    stages = p.freeze_stages if frozen is None else frozen
+    return ModelConfig(
+        backbone=m.backbone, classes=classes, head=m.head.model_dump(), freeze_stages=stages, bn=p.bn,
+        preprocessing=pre.to_dict(), scenario=p.scenario, lineage=lineage, freeze_patterns=list(p.freeze_patterns),
+        **extra,
+    )  # fmt: skip
+
+
+def _targets(rows: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[label] for label in rows["label"]], dtype=np.int64)
+
+
+def _features(model, split, pre, params: Params, lineage: dict, digest: str):
+    """Cached pooled features of the train and val rows."""
+    p = params.train
+    rows = split[split["split"].isin(["train", "val"])].reset_index(drop=True)
+    key = cache_key(data_version(rows, lineage.get("data_md5")), params.model.backbone, digest, pre,
+                    params.model.head.pool)  # fmt: skip
+    directory = Path(p.feature_cache) if p.feature_cache else cache_dir() / "features"
+    return rows, cached_features(model, rows, pre, key, directory, params.evaluate.batch_size, p.num_workers, p.device)
+
+
+def _train_features(model, split, classes, pre, params, run, lineage, digest) -> TrainResult:
+    p = params.train
+    model.reset_classifier(0, global_pool=params.model.head.pool)
+    freeze_all(model)
+    rows, feats = _features(model, split, pre, params, lineage, digest)
+    y, is_train = _targets(rows, classes), (rows["split"] == "train").to_numpy()
+    classifier = make_classifier(p.classifier, p.classifier_c, p.seed).fit(feats.features[is_train], y[is_train])
+    row = {"epoch": 1, "train_accuracy": float(classifier.score(feats.features[is_train], y[is_train]))}
+    if (~is_train).any():
+        row["val_accuracy"] = float(classifier.score(feats.features[~is_train], y[~is_train]))
+    log.info("%s on %d cached features: %s", p.classifier, int(is_train.sum()), row)
+    config = _config(classes, pre, params, lineage, classifier=p.classifier)
+    model_dir = save_model(model, config, run.model, classifier)
+    return TrainResult(model_dir, config, [row], 0, feats.from_cache)
+
+
+def _train_finetune(model, split, classes, pre, params, run, lineage, digest) -> TrainResult:
+    p = params.train
+    attach_head(model, len(classes), params.model.head)
+    freeze(model, p.freeze_stages, p.bn, p.freeze_patterns)
+    history, still_frozen = _fit_on_images(model, split, classes, pre, params, run)
+    config = _config(classes, pre, params, lineage, still_frozen)
+    return TrainResult(save_model(model, config, run.model), config, history, _trainable(model))
+
+
+def _train_hybrid(model, split, classes, pre, params, run, lineage, digest) -> TrainResult:
+    p = params.train
+    attach_head(model, len(classes), params.model.head)
+    rows, feats = _features(model, split, pre, params, lineage, digest)
+    is_train = (rows["split"] == "train").to_numpy()
+    probe_loss = fit_head(model.get_classifier(), feats.features[is_train], _targets(rows, classes)[is_train], params)
+    log.info("linear probe: head fitted on %d cached features, loss %.4f", int(is_train.sum()), probe_loss)
+    freeze(model, p.freeze_stages, p.bn, p.freeze_patterns)
+    history, still_frozen = _fit_on_images(model, split, classes, pre, params, run)
+    config = _config(classes, pre, params, lineage, still_frozen)
+    return TrainResult(save_model(model, config, run.model), config, history, _trainable(model), feats.from_cache)
+
+
+def _trainable(model: nn.Module) -> int:
+    return sum(t.numel() for t in model.parameters() if t.requires_grad)
+
+
+def _fit_on_images(model, split, classes, pre, params: Params, run: RunFolder) -> tuple[list[dict], int]:
+    """Fine-tune on images; returns the history and how many stages are still frozen at the end."""
+    p = params.train
+    schedule = UnfreezeSchedule(stage_modules(model, p.freeze_stages), p.bn)
+    train_rows, val_rows = split[split["split"] == "train"], split[split["split"] == "val"]
+    train_set = ImageTable(train_rows, classes, build_transform(pre, params.augment))
+    train_loader = make_loader(train_set, p.batch_size, True, p.num_workers, p.seed)
+    val_loader = None
+    if len(val_rows):
+        val_loader = make_loader(ImageTable(val_rows, classes, build_transform(pre)), p.batch_size, False, 0)
+    history = fit(model, train_loader, val_loader, params, run.checkpoints, schedule, len(classes))
+    return history, schedule.still_frozen
+
+
+def write_curves(history: list[dict[str, float]], path: Path) -> Path:
+    """Per-epoch training curves as CSV (``dvc plots`` reads it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    return path
+
+
+def load_train_result(run: RunFolder) -> TrainResult:
+    """The train step's result as its files record it (for ``headstart step`` and resuming)."""
+    config = read_config(run.model)
+    history = pd.read_csv(run.curves).to_dict("records") if run.curves.is_file() else []
+    return TrainResult(run.model, config, history, None)

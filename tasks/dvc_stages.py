@@ -1,0 +1,83 @@
+"""``dvc.yaml`` rendered from the pipeline table: one stage per step, each calling ``headstart step NAME``.
+
+A stage's code dependencies are every project source file its step imports (transitively): in the repository
+they are named relative to it; in a workspace made by ``headstart init``, where the code is the installed
+package, by their absolute path in the installation, so that upgrading the package re-runs what changed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from headstart.ground.run_folder import RunFolder
+from tasks.pipeline import PIPELINE
+from tasks.step import Step
+
+DVC_RUN = Path("runs/dvc")
+CACHED_FOLDERS = {"model", "validate", "validate-test", "dashboard"}  # small JSON/CSV files stay out of the cache
+HEADER = """\
+# Rendered from the pipeline table (tasks/pipeline.py) by `headstart init` / tasks/dvc_stages.py: edit the table,
+# not this file. `dvc repro` reproduces a run into runs/dvc/ and is a no-op when nothing changed.
+# The gate reads the champion from the registry, which DVC cannot see: after a promotion elsewhere,
+# rerun it with `dvc repro -f gate`.
+"""
+
+
+def _code_path(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+
+
+def _stage(step: Step, root: Path) -> dict:
+    run = RunFolder(DVC_RUN)
+    entry = lambda name: run.entry(name).as_posix()  # noqa: E731
+    stage: dict = {"cmd": f"headstart step {step.name} --params params.yaml --out {DVC_RUN.as_posix()}"}
+    stage["deps"] = (
+        [f"${{{key}}}" for key in step.data_params]
+        + [entry(name) for name in step.reads]
+        + [_code_path(path, root) for path in step.code_files()]
+    )
+    if step.params:
+        stage["params"] = list(step.params)
+    outs = [entry(n) if n in CACHED_FOLDERS else {entry(n): {"cache": False}} for n in step.writes]
+    if outs:
+        stage["outs"] = outs
+    for kind in ("metrics", "plots"):
+        if names := getattr(step, kind):
+            stage[kind] = [{entry(n): {"cache": False}} for n in names]
+    return stage
+
+
+def render_dvc_yaml(root: Path) -> str:
+    """The text of ``dvc.yaml`` for a DVC repository at ``root`` running the installed (or checked-out) code."""
+    root = root.resolve()
+    stages = {step.name: _stage(step, root) for step in PIPELINE if step.in_dvc}
+    run = RunFolder(DVC_RUN)
+    curves, confusion = run.curves.as_posix(), run.confusion.as_posix()
+    plots = [
+        {curves: {"x": "epoch", "y": {curves: ["train_loss", "val_accuracy"]}}},
+        {confusion: {"template": "confusion", "x": "actual", "y": {confusion: "predicted"}}},
+    ]
+    body = yaml.safe_dump({"stages": stages, "plots": plots}, sort_keys=False, width=120)
+    return HEADER + body
+
+
+def write_dvc_yaml(root: Path) -> Path:
+    """Write (or refresh) ``root/dvc.yaml``; atomic, so ``dvc`` never reads half a file."""
+    target = root / "dvc.yaml"
+    partial = root / "dvc.yaml.partial"
+    partial.write_text(render_dvc_yaml(root))
+    os.replace(partial, target)
+    return target
+
+
+def init_pipeline_workspace(root: Path, params_template: Path | None = None) -> Path:
+    """A workspace (git + DVC, params.yaml, a default remote) with the pipeline's ``dvc.yaml``, committed."""
+    from headstart.library.data.workspace import commit, init_workspace
+
+    root = init_workspace(root, params_template)
+    write_dvc_yaml(root)
+    commit(root, "headstart pipeline (dvc.yaml)", ["dvc.yaml"])
+    return root

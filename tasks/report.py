@@ -1,0 +1,92 @@
+"""The report step: the run summary and the rendered dashboards, written before the champion moves.
+
+Anything that can fail here (a chart, the augmentation preview) fails the run while the registry still holds
+the champion it judged against.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from headstart.library.data.images import load_rgb_array
+from headstart.library.registry.registry import open_registry
+from headstart.library.reports.dashboard import Dashboard, load_dashboards, render_dashboards, save_dashboards
+from tasks.step import Step, StepContext
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """The summary (``promoted`` stays ``None`` until the promote step has run) and the dashboards."""
+
+    summary: dict
+    dashboards: list[Dashboard]
+
+
+def preview_images(split: pd.DataFrame, per_preview: int = 4) -> list[np.ndarray]:
+    """The first training image of each of the first ``per_preview`` classes."""
+    train = split[split["split"] == "train"]
+    firsts = train.groupby("label", sort=True).head(1).head(per_preview)
+    return [load_rgb_array(Path(path)) for path in firsts["file"]]
+
+
+def build_summary(ctx: StepContext) -> dict:
+    """What the run did and decided, from the steps' results."""
+    params = ctx.params
+    trained, evaluation, decision = ctx.result("train"), ctx.result("evaluate"), ctx.result("gate")
+    lineage = trained.config.lineage
+    metrics = evaluation.metrics
+    return {
+        "run_id": ctx.flow_run_id or "local",
+        "run_dir": str(ctx.run.root),
+        "data_dir": params.data.dir,
+        "data_md5": lineage["data_md5"],
+        "test_data_md5": lineage["test_data_md5"],
+        "scenario": trained.config.scenario,  # `auto` resolved
+        "backbone": params.model.backbone,
+        "weights": params.model.weights,
+        "split": {k: int(v) for k, v in ctx.result("split").table["split"].value_counts().items()},
+        "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "test_images")},
+        "history": trained.history,
+        "features_from_cache": trained.features_from_cache,
+        "model_dir": str(trained.model_dir),
+        "lineage": lineage,
+        "trigger": ctx.trigger,
+        "decision": decision.to_dict(),
+        "registry": open_registry(ctx.params.registry).storage.uri,
+        "version": ctx.result("register"),
+        "promoted": None,  # set once the promote step has run
+        "champion": decision.champion,  # the champion judged against; the promote step updates it
+    }
+
+
+def run(ctx: StepContext) -> RunReport:
+    """Write summary.json and the dashboards into the run folder."""
+    summary = build_summary(ctx)
+    preview = preview_images(ctx.result("split").table) if ctx.params.augment else None
+    card = ctx.run.model_card.read_text()
+    pages = render_dashboards(
+        summary, ctx.result("evaluate").metrics, ctx.params.registry.model_name, card, preview, ctx.params.augment
+    )
+    save_dashboards(pages, ctx.run.dashboard)
+    ctx.run.summary.write_text(json.dumps(summary, indent=2))
+    return RunReport(summary, pages)
+
+
+def load(ctx: StepContext) -> RunReport:
+    """Summary and dashboards as written."""
+    return RunReport(json.loads(ctx.run.summary.read_text()), load_dashboards(ctx.run.dashboard))
+
+
+STEP = Step(
+    name="report",
+    run=run,
+    load=load,
+    reads=("split", "model", "metrics", "decision", "model_card", "registered"),
+    writes=("dashboard", "summary"),
+    params=("augment", "registry", "data", "model"),
+)

@@ -1,0 +1,137 @@
+"""What a pipeline step is (one row of the pipeline table) and the context it runs in.
+
+A step's ``run`` takes the context and returns a typed result; the next steps get it from the context. Under
+the Prefect flow every result is still in memory; under ``headstart step NAME`` (what ``dvc repro`` calls) or a
+resume, an upstream result is read back from the run folder by that step's ``load``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from headstart.ground.params import Params
+from headstart.ground.run_folder import RunFolder
+
+PROJECT_PACKAGES = ("headstart", "tasks", "flows")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One row of the pipeline table.
+
+    Attributes:
+        name: the step's name (Prefect task name, ``headstart step NAME``, DVC stage).
+        run: context → result; writes its outputs into the run folder.
+        load: context → the result :attr:`run` returned, read back from the run folder.
+        reads: run-folder entries it needs (``RunFolder.entry`` names).
+        writes: run-folder entries it creates (DVC outs), of which ``metrics`` and ``plots`` are DVC metrics/plots.
+        params: params keys it reads (sections or dotted keys), for DVC; ``data_params`` name folders it reads.
+        retries: Prefect task retries (registry I/O); 0 for compute steps.
+        in_dvc: whether ``dvc.yaml`` has a stage for it (publishing to Prefect has none).
+        best_effort: runs after the champion moved: a failure is logged, never fails the run.
+    """
+
+    name: str
+    run: Callable[[StepContext], Any]
+    load: Callable[[StepContext], Any] | None = None
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    data_params: tuple[str, ...] = ()
+    retries: int = 0
+    in_dvc: bool = True
+    best_effort: bool = False
+
+    @property
+    def module(self) -> str:
+        """The module defining the step (the root of its code dependencies)."""
+        return self.run.__module__
+
+    def code_files(self) -> list[Path]:
+        """Every project source file the step's module imports, transitively (also imports inside functions):
+        what its DVC stage depends on, so editing or upgrading any of them re-runs the stage."""
+        return sorted(_module_file(m) for m in project_imports(self.module))  # type: ignore[type-var]
+
+
+@dataclass
+class StepContext:
+    """What every step gets: params, the run folder, the pipeline table, and the results so far."""
+
+    params: Params
+    run: RunFolder
+    steps: Mapping[str, Step]
+    workspace: Path = field(default_factory=Path.cwd)
+    flow_run_id: str | None = None
+    allow_class_change: bool = False
+    trigger: dict | None = None  # the data change that started this run, if any
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def result(self, name: str) -> Any:
+        """Step ``name``'s result: from memory, else read back from the run folder."""
+        if name not in self.results:
+            load = self.steps[name].load
+            if load is None:
+                raise KeyError(f"step {name!r} has not run and its result cannot be read back")
+            self.results[name] = load(self)
+        return self.results[name]
+
+
+def _package_dir(top: str) -> Path:
+    spec = importlib.util.find_spec(top)  # the top-level packages' __init__ files import nothing
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(top)
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
+def _module_file(module: str) -> Path | None:
+    """The source file of a project module, found on disk without importing it; None when it is not one (a
+    function or class named in ``from x import name``)."""
+    top, *rest = module.split(".")
+    base = _package_dir(top).joinpath(*rest)
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports_of(module: str) -> set[str]:
+    """Project modules named by import statements anywhere in ``module`` (inside functions too)."""
+    path = _module_file(module)
+    tree = ast.parse(path.read_text())
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base]).strip(".")
+            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        found |= {n for n in names if n.split(".")[0] in PROJECT_PACKAGES and _module_file(n) is not None}
+    return found
+
+
+def project_imports(root: str) -> set[str]:
+    """``root`` and every project module it imports, transitively, with the packages on the way."""
+    seen: set[str] = set()
+    todo = [root]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b.c runs a and a.b
+        todo += sorted(_imports_of(module) - seen)
+    return seen

@@ -1,0 +1,127 @@
+"""The validator names every bad input (file, class or image) or normalises it, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from headstart.ground.params import ValidateParams
+from headstart.library.data.images import load_rgb_array
+from headstart.library.data.manifest import build_manifest
+from headstart.library.data.validation import validate_manifest
+from tests.support.corpus import build_corpus, png_bytes
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    base = tmp_path_factory.mktemp("corpus")
+    root = base / "dataset"
+    return root, build_corpus(root, base / "outside.png")
+
+
+@pytest.fixture(scope="module")
+def report(corpus):
+    root, _ = corpus
+    manifest = build_manifest(root, workers=2)
+    return manifest, validate_manifest(manifest, ValidateParams())
+
+
+def test_each_bad_file_is_named_with_its_reason(corpus, report) -> None:
+    _, expected = corpus
+    _, result = report
+    reasons = {f.subject: f.reason for f in result.failures if f.check == "readable image"}
+    for path, fragment in expected.items():
+        if fragment is None or path.startswith("."):
+            continue
+        assert path in reasons, f"{path} was not reported"
+        assert fragment in reasons[path], f"{path}: {reasons[path]!r} lacks {fragment!r}"
+    assert not result.success
+
+
+def test_normalised_inputs_are_accepted_and_decode_to_rgb(corpus, report) -> None:
+    root, expected = corpus
+    manifest, _ = report
+    rows = manifest.table.set_index("path")
+    accepted = [p for p, reason in expected.items() if reason is None and not Path(p).name.startswith(".")]
+    for path in accepted:
+        assert bool(rows.loc[path, "decodable"]), path
+        assert pd.isna(rows.loc[path, "error"]), path
+        array = load_rgb_array(root / path)
+        assert array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3, path
+    assert rows.loc["coat/cmyk.jpg", "mode"] == "CMYK"
+    assert rows.loc["shirt/sixteen-bit.png", "mode"].startswith("I")
+    assert rows.loc["shirt/palette-transparent.png", "mode"] == "P"
+    # 16-bit grey keeps its full range when scaled to 8 bits (not clipped to white)
+    deep = load_rgb_array(root / "shirt/sixteen-bit.png")[..., 0]
+    assert deep.min() == 0 and deep.max() == 255 and len(np.unique(deep)) > 200
+    # EXIF orientation 6 turns the 32x16 landscape into a 16x32 portrait
+    assert (rows.loc["coat/rotated.jpg", "width"], rows.loc["coat/rotated.jpg", "height"]) == (16, 32)
+    assert load_rgb_array(root / "coat/rotated.jpg").shape[:2] == (32, 16)
+    assert rows.loc["coat/sub/dir/nested.png", "label"] == "coat"
+
+
+def test_class_and_image_level_failures(report) -> None:
+    _, result = report
+    by_check: dict[str, list] = {}
+    for failure in result.failures:
+        by_check.setdefault(failure.check, []).append(failure)
+    per_class = {f.subject: f.reason for f in by_check["images per class"]}
+    assert set(per_class) == {"empty_class", "lonely"}
+    assert per_class["empty_class"].startswith("0 valid") and per_class["lonely"].startswith("1 valid")
+    [duplicate] = by_check["one label per image"]
+    assert "coat/dup-copy.png" in duplicate.subject and "shirt/dup.png" in duplicate.subject
+    assert set(result.ignored) == {".DS_Store", "shirt/.hidden.png"}
+
+
+def test_huge_header_is_rejected_without_decoding(corpus) -> None:
+    root, _ = corpus
+    manifest = build_manifest(root / "shirt", workers=1)
+    row = manifest.table.set_index("path").loc["huge-header.png"]
+    assert not row["decodable"] and pd.isna(row["width"])  # never decoded
+
+
+def test_imbalance_and_expected_classes(tmp_path: Path) -> None:
+    for i in range(6):
+        (tmp_path / "big").mkdir(exist_ok=True)
+        (tmp_path / "big" / f"{i}.png").write_bytes(png_bytes(100 + i))
+    for i in range(2):
+        (tmp_path / "small").mkdir(exist_ok=True)
+        (tmp_path / "small" / f"{i}.png").write_bytes(png_bytes(200 + i))
+    params = ValidateParams(max_imbalance_ratio=2.0, expected_classes=["big", "small", "missing"])
+    result = validate_manifest(build_manifest(tmp_path), params)
+    checks = {f.check: f.reason for f in result.failures}
+    assert "largest/smallest class = 3.0" in checks["class balance"]
+    assert "missing" in checks["expected classes"]
+    assert validate_manifest(build_manifest(tmp_path), ValidateParams()).success
+
+
+def headstart(*args: str) -> subprocess.CompletedProcess:
+    """The real console script in its own process: what a user sees, tracebacks included."""
+    return subprocess.run(["headstart", *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+
+
+def test_cli_exit_status_table_and_json(corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the defaults apply
+    root, expected = corpus
+    failed = headstart("validate", str(root), "--out", "bad")
+    assert failed.returncode == 1, failed.stderr
+    assert "Traceback" not in failed.stdout + failed.stderr
+    for name in ("empty.png", "notes.jpg", "stray.png", "lonely", "empty_class", "link-outside.png"):
+        assert name in failed.stdout
+    saved = json.loads((tmp_path / "bad" / "validation.json").read_text())
+    assert saved["success"] is False and len(saved["failures"]) >= len([v for v in expected.values() if v])
+
+    clean = tmp_path / "clean"
+    for cls in ("a", "b"):
+        (clean / cls).mkdir(parents=True)
+        for i in range(2):
+            (clean / cls / f"{i}.png").write_bytes(png_bytes(hash((cls, i)) % 1000))
+    ok = headstart("validate", str(clean), "--json", "--out", "ok")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert json.loads(ok.stdout)["success"] is True

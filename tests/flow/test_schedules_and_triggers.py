@@ -1,0 +1,155 @@
+"""Scheduled and data-triggered retraining on a real Prefect server: deployments applied from prefect.yaml,
+the cron schedule, the data-change trigger, the per-model concurrency limit, and `headstart serve`."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
+from typer.testing import CliRunner
+
+from flows.concurrency import limit_name, retrain_slot
+from flows.services import deploy, ensure_pools
+from flows.watch import change_id, emit_change, watch
+from headstart.cli.main import app
+from headstart.library.data.versioning import read_dvc_md5
+from tests.support.waiting import wait_for
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server, tmp_path_factory, fashion_idx_dir) -> Path:
+    """A workspace whose deployments are applied to the session server (pools created first)."""
+    import os
+
+    from headstart.library.data.workspace import init_workspace
+
+    base = tmp_path_factory.mktemp("ops")
+    os.environ["HEADSTART_DVC_REMOTE"] = str(base / "remote")
+    workspace = init_workspace(base / "ws")
+    ensure_pools()
+    deploy(prefect_server, workspace)
+    return workspace
+
+
+def runs_of(deployment_name: str) -> list:
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(deployment_name)
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+            flow_run_filter=FlowRunFilter(),
+        )
+
+
+def test_schedule_nightly_deployment_is_registered_with_scheduled_runs(deployed) -> None:
+    with get_client(sync_client=True) as client:
+        nightly = client.read_deployment_by_name("retrain/nightly")
+        pools = {d.name: d.work_pool_name for d in client.read_deployments()}
+    assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+    assert pools == {"nightly": "local", "on-data-change": "local", "gpu": "gpu"}
+    scheduled = wait_for(lambda: [r for r in runs_of("retrain/nightly") if r.state_type.value == "SCHEDULED"])
+    assert scheduled, "the scheduler created no runs for the cron deployment"
+    assert all(r.expected_start_time.hour == 2 and r.expected_start_time.minute == 0 for r in scheduled)
+
+
+def test_trigger_data_change_starts_exactly_one_run(deployed, monkeypatch) -> None:
+    monkeypatch.chdir(deployed)
+    result = runner.invoke(app, ["data", "import", "fashion-mnist", "--per-class", "3", "--test-per-class", "2"])
+    assert result.exit_code == 0, result.output
+    md5 = read_dvc_md5(deployed / "data" / "fashion-mnist.dvc")
+
+    [change] = watch(deployed, Path("params.yaml"))
+    assert change == {
+        "dataset": "fashion-mnist",
+        "old_md5": None,
+        "new_md5": md5,
+        "event_id": change_id("fashion-mnist", md5),
+        "emitted": True,
+    }
+    triggered = wait_for(lambda: runs_of("retrain/on-data-change"))
+    assert len(triggered) == 1
+    assert triggered[0].parameters["dataset"] == "fashion-mnist" and triggered[0].parameters["new_md5"] == md5
+
+    [again] = watch(deployed, Path("params.yaml"))  # the same change: recorded, not emitted again
+    assert again["emitted"] is False
+    from flows.watch import DataChange
+
+    emit_change(DataChange("fashion-mnist", None, md5, change["event_id"]))  # even a resent event: same id
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all()
+    time.sleep(8)  # the trigger fired ~5 s after the first event; give a duplicate the same chance
+    assert len(runs_of("retrain/on-data-change")) == 1
+
+
+@flow(name="hold-retrain-slot")
+def hold_slot(model_name: str, seconds: float) -> tuple[float, float]:
+    """Occupy the model's retrain slot exactly as the retrain flow does, and report when it held it."""
+    with retrain_slot(model_name):
+        start = time.monotonic()
+        time.sleep(seconds)
+        return start, time.monotonic()
+
+
+def test_concurrency_limit_holds_with_two_runs_at_once(prefect_server) -> None:
+    spans: list[tuple[float, float]] = []
+    barrier = threading.Barrier(2)
+
+    def request() -> None:
+        barrier.wait()
+        spans.append(hold_slot("concurrency-test", 2.0))
+
+    # each thread carries this context, where the session's Prefect settings (API URL) live
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(request,)) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    first, second = sorted(spans)
+    assert first[1] <= second[0], f"the two runs overlapped: {spans}"
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(limit_name("concurrency-test"))
+    assert limit.limit == 1 and limit.active_slots == 0
+
+
+def test_serve_starts_and_stops_what_it_started(deployed, prefect_server) -> None:
+    process = subprocess.Popen(
+        ["headstart", "serve"],
+        cwd=deployed,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        banner = process.stdout.readline()
+        assert "Prefect UI: " in banner and prefect_server in banner  # it used the configured server
+        with get_client(sync_client=True) as client:
+            workers = wait_for(lambda: client.read_workers_for_work_pool("local"), timeout=60)
+        assert workers, "no worker polled the local pool"
+        worker_pids = subprocess.run(
+            ["pgrep", "-f", "prefect worker start --pool local"], capture_output=True, text=True
+        ).stdout.split()
+        assert worker_pids
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0
+        assert "stopped what serve started" in process.stdout.read()
+        alive = subprocess.run(["pgrep", "-f", "prefect worker start --pool local"], capture_output=True, text=True)
+        assert not set(alive.stdout.split()) & set(worker_pids)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_event_id_is_stable() -> None:
+    assert change_id("fashion-mnist", "abc.dir") == change_id("fashion-mnist", "abc.dir")
+    assert change_id("fashion-mnist", "abc.dir") != change_id("fashion-mnist", "abd.dir")
+    json.dumps(change_id("x", "y"))

@@ -1,0 +1,49 @@
+"""Training placement: device, bf16 autocast and the errors for what this machine cannot do. The CUDA path itself
+runs only on a GPU machine (see the README's GPU section); here the same code runs on the CPU."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from headstart.ground.errors import ConfigError
+from headstart.ground.params import load_params
+from headstart.ground.run_folder import RunFolder
+from headstart.library.training.accelerator import resolve_accelerator
+from headstart.library.training.scenarios import train
+
+REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+HAS_CUDA = torch.cuda.is_available()
+
+
+def test_auto_uses_the_gpu_only_when_torch_sees_one() -> None:
+    auto = resolve_accelerator()
+    assert auto.device.type == ("cuda" if HAS_CUDA else "cpu")
+    assert auto.autocast_dtype == (torch.bfloat16 if HAS_CUDA and torch.cuda.is_bf16_supported() else None)
+    assert resolve_accelerator("cpu", "auto").autocast_dtype is None  # fp32 on the CPU unless asked
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")
+def test_cuda_requested_on_a_cpu_machine_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match=r"train\.device is cuda but torch .* sees no CUDA device"):
+        resolve_accelerator("cuda")
+
+
+def test_bf16_autocast_trains_like_fp32_and_ships_fp32_weights(tiny_split, caplog) -> None:
+    base, split = tiny_split(8, 2, 4)
+    common = ["train.num_workers=0", "model.input_size=32", "train.batch_size=16", "train.scenario=finetune"]
+    common += ["train.epochs=3", "train.device=cpu"]
+    with caplog.at_level(logging.INFO, logger="headstart.library.training.epochs"):
+        bf16 = train(split, load_params(REPO_PARAMS, [*common, "train.precision=bf16"]), RunFolder(base / "bf16"), {})
+    assert "training on cpu (cpu), bf16 autocast" in caplog.text
+    fp32 = train(split, load_params(REPO_PARAMS, [*common, "train.precision=fp32"]), RunFolder(base / "fp32"), {})
+    losses = {name: [row["train_loss"] for row in run.history] for name, run in (("bf16", bf16), ("fp32", fp32))}
+    assert all(math.isfinite(x) for x in losses["bf16"]) and losses["bf16"][-1] < losses["bf16"][0], losses
+    assert all(abs(a - b) < 0.15 * b for a, b in zip(losses["bf16"], losses["fp32"], strict=True)), losses
+    weights = load_file(bf16.model_dir / "model.safetensors")
+    assert {tensor.dtype for tensor in weights.values() if tensor.is_floating_point()} == {torch.float32}

@@ -1,0 +1,149 @@
+"""Training schedules: gradual unfreezing, layer-wise decay, warmup + cosine, EMA, mixup/cutmix, early stopping,
+and resuming after the process is killed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from headstart.ground.params import load_params
+from headstart.ground.run_folder import RunFolder
+from headstart.library.models.backbones import create_classifier, create_pretrained, freeze
+from headstart.library.training.epochs import _mix, build_optimizer, make_mixup
+from headstart.library.training.scenarios import train
+
+REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+BASE = ["train.num_workers=0", "model.input_size=32", "train.batch_size=16", "train.scenario=finetune"]
+
+
+@pytest.fixture(scope="module")
+def data(tiny_split):
+    return tiny_split(8, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def pretrained() -> dict[str, torch.Tensor]:
+    return create_pretrained("tf_efficientnet_lite0", "package:efficientnet-lite0").state_dict()
+
+
+def run(data, name: str, *overrides: str):
+    base, split = data
+    return train(split, load_params(REPO_PARAMS, [*BASE, *overrides]), RunFolder(base / name), {})
+
+
+def test_gradual_unfreezing_releases_stages_at_milestones(data, pretrained) -> None:
+    result = run(data, "gradual", "train.freeze_stages=3", "train.unfreeze_milestones=[2]", "train.epochs=2")
+    weights = load_file(result.model_dir / "model.safetensors")
+    assert torch.equal(weights["conv_stem.weight"], pretrained["conv_stem.weight"])  # stage 0 stays frozen
+    released = "blocks.1.0.conv_pw.weight"  # stage 2, released at epoch 2
+    assert not torch.equal(weights[released], pretrained[released])
+    assert json.loads((result.model_dir / "config.json").read_text())["freeze_stages"] == 2
+
+
+def test_layer_decay_gives_discriminative_learning_rates() -> None:
+    params = load_params(REPO_PARAMS, ["train.layer_decay=0.5", "train.warmup_epochs=0"])
+    model = create_classifier("tf_efficientnet_lite0", "none", 3, params.model.head)
+    freeze(model, 2, "trained")
+    optimizer, _ = build_optimizer(model, params, updates_per_epoch=10)
+    scales = sorted({g["lr_scale"] for g in optimizer.param_groups})
+    assert len(scales) > 3 and scales[-1] == 1.0 and scales[0] < 0.01
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert id(model.conv_stem.weight) not in in_optimizer  # frozen: skipped, hence rebuilt at each milestone
+
+
+def test_warmup_then_cosine() -> None:
+    params = load_params(REPO_PARAMS, ["train.epochs=4", "train.warmup_epochs=1", "train.lr=0.01"])
+    model = create_classifier("tf_efficientnet_lite0", "none", 3, params.model.head)
+    optimizer, scheduler = build_optimizer(model, params, updates_per_epoch=10)
+    lrs = []
+    for update in range(0, 41, 5):
+        scheduler.step_update(num_updates=update)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    peak = lrs.index(max(lrs))
+    assert lrs[0] == pytest.approx(0.001) and max(lrs) > 0.008 and lrs[-1] < 0.001  # warm up from lr/10, decay
+    assert lrs[: peak + 1] == sorted(lrs[: peak + 1]) and lrs[peak:] == sorted(lrs[peak:], reverse=True)
+
+
+def test_ema_weights_are_what_ships(data) -> None:
+    result = run(data, "ema", "train.ema_decay=0.5", "train.epochs=2")
+    shipped = load_file(result.model_dir / "model.safetensors")
+    ema = load_file(data[0] / "ema" / "checkpoints" / "last-ema.safetensors")
+    raw = load_file(data[0] / "ema" / "checkpoints" / "last.safetensors")
+    assert torch.equal(shipped["classifier.weight"], ema["classifier.weight"])
+    assert not torch.equal(shipped["classifier.weight"], raw["classifier.weight"])
+
+
+def test_mixup_and_cutmix_make_soft_targets(data) -> None:
+    params = load_params(REPO_PARAMS, ["train.mixup_alpha=0.4", "train.cutmix_alpha=1.0", "train.label_smoothing=0.1"])
+    mixup = make_mixup(params, num_classes=10)
+    images, targets = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    mixed, soft = _mix(mixup, images.clone(), targets)
+    assert soft.shape == (4, 10) and torch.allclose(soft.sum(1), torch.ones(4))
+    assert (soft > 0.2).sum(1).max() >= 1 and not torch.equal(mixed, images)
+    _, odd = _mix(mixup, torch.randn(3, 3, 8, 8), torch.tensor([0, 1, 2]))
+    assert odd[0, 0] == pytest.approx(0.9 + 0.01)  # odd batch: smoothed one-hot only
+    assert make_mixup(load_params(REPO_PARAMS), 10) is None
+    result = run(data, "mixup", "train.mixup_alpha=0.4", "train.cutmix_alpha=1.0", "train.epochs=1")
+    assert torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch(data) -> None:
+    result = run(
+        data, "early", "train.lr=1e-9", "train.epochs=6", "train.early_stopping_patience=2", "train.warmup_epochs=0"
+    )
+    assert len(result.history) == 3  # epoch 1 sets the best; 2 and 3 do not beat it
+
+
+def test_resume_after_the_process_is_killed(data, tmp_path: Path) -> None:
+    base, _ = data
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "split.csv").write_text((base / "split.csv").read_text())
+    params = yaml.safe_load(REPO_PARAMS.read_text())
+    params["train"].update(epochs=12, num_workers=0, batch_size=16, scenario="finetune")
+    params["model"]["input_size"] = 32
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    command = ["headstart", "step", "train", "--params", str(tmp_path / "params.yaml"), "--out", str(out)]
+    state = out / "checkpoints" / "last-state.pt"
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if state.is_file() and torch.load(state, weights_only=True)["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = torch.load(state, weights_only=True)["epoch"]
+    assert 2 <= killed_at < 12 and not (out / "model").exists()
+
+    second = subprocess.run(command, capture_output=True, text=True)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"resuming after epoch {killed_at}" in second.stdout + second.stderr
+    curves = (out / "curves.csv").read_text().splitlines()
+    assert len(curves) == 13 and curves[1].startswith("1,")  # all 12 epochs, the first run's included
+
+
+def test_auto_scenario_picks_by_the_smallest_class() -> None:
+    import pandas as pd
+
+    from headstart.library.training.scenarios import resolve_scenario
+
+    def split(per_class: dict[str, int]) -> pd.DataFrame:
+        rows = [(c, "train") for c, n in per_class.items() for _ in range(n)] + [("a", "test")] * 50
+        return pd.DataFrame(rows, columns=["label", "split"])
+
+    params = load_params(REPO_PARAMS, ["train.scenario=auto", "train.auto_features_below=30"])
+    assert resolve_scenario(split({"a": 100, "b": 12}), params).train.scenario == "features"
+    assert resolve_scenario(split({"a": 100, "b": 30}), params).train.scenario == "finetune"
+    hybrid = load_params(REPO_PARAMS, ["train.scenario=auto", "train.auto_large=hybrid"])
+    assert resolve_scenario(split({"a": 40, "b": 40}), hybrid).train.scenario == "hybrid"
+    explicit = load_params(REPO_PARAMS, ["train.scenario=finetune"])
+    assert resolve_scenario(split({"a": 3, "b": 3}), explicit) is explicit
