@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,7 +12,11 @@ import yaml
 from typer.testing import CliRunner
 
 from headstart.cli.main import app
+from headstart.ground.run_folder import RunFolder
 from headstart.library.data.versioning import read_dvc_md5
+from headstart.library.registry.registry import Registry
+from headstart.library.storage.backends import LocalStorage
+from tasks.pipeline import PIPELINE
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -90,33 +95,85 @@ def test_flow_stops_on_invalid_data(workspace: Path, prefect_server, fashion_idx
     assert not (workspace / "runs/bad/model").exists()
 
 
-def test_dvc_repro_then_no_op(workspace: Path, fashion_idx_dir) -> None:
+def test_dvc_repro_in_an_init_workspace_then_no_op_then_only_train_after_a_code_change(
+    workspace: Path, fashion_idx_dir, tmp_path: Path
+) -> None:
     import_data(per_class=8, test_per_class=2)
-    for name in ("dvc.yaml", "tasks"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, workspace / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, workspace / name)
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["train"].update(epochs=1, num_workers=0)
     params["model"]["input_size"] = 32
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    first = subprocess.run(["dvc", "repro"], cwd=workspace, capture_output=True, text=True)
+    first = subprocess.run(["dvc", "repro"], cwd=workspace, capture_output=True, text=True)  # dvc.yaml from init
     assert first.returncode == 0, first.stdout + first.stderr
-    for stage in ("validate", "split", "train", "evaluate", "gate", "promote"):
-        assert f"Running stage '{stage}'" in first.stdout
-    metrics = json.loads((workspace / "runs/dvc/metrics.json").read_text())
+    dvc_stages = [step.name for step in PIPELINE if step.in_dvc]
+    assert [s for s in re.findall(r"Running stage '(\w+)'", first.stdout)] == dvc_stages
+    run = RunFolder(workspace / "runs/dvc")
+    metrics = json.loads(run.metrics.read_text())
     assert metrics["test_images"] == 20
-    registered = json.loads((workspace / "runs/dvc/registered.json").read_text())
-    decision = json.loads((workspace / "runs/dvc/decision.json").read_text())
-    assert registered["promoted"] == (decision["verdict"] == "PASS")
-    assert (workspace / "registry/fashion-mnist/versions" / registered["version"] / "MANIFEST.json").is_file()
+    version = json.loads(run.registered.read_text())["version"]
+    promotion = json.loads(run.promotion.read_text())
+    decision = json.loads(run.decision.read_text())
+    assert promotion == {"version": version, "promoted": decision["verdict"] == "PASS", "alias_seq": 1}
+    registry = Registry(LocalStorage(workspace / "registry"), "fashion-mnist")
+    assert [m["version"] for m in registry.versions()] == [version] and registry.champion() == version
+    assert json.loads(run.summary.read_text())["version"] == version
 
     second = subprocess.run(["dvc", "repro"], cwd=workspace, capture_output=True, text=True)
     assert second.returncode == 0 and "Running stage" not in second.stdout
     assert "Data and pipelines are up to date" in second.stdout
-
     shown = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=workspace, capture_output=True, text=True)
-    assert '"accuracy"' in shown.stdout
+    assert json.loads(shown.stdout)[""]["data"]["runs/dvc/metrics.json"]["data"]["accuracy"] == (metrics["accuracy"])
+
+    # The installed code, as another installation: the same sources at another path (dvc.yaml and dvc.lock
+    # pointed there). Then the training loop changes: train is stale, validate and split are not.
+    installed = tmp_path / "site-packages"
+    for package in ("headstart", "tasks", "flows"):
+        shutil.copytree(REPO / package, installed / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "dvc.lock"):
+        text = (workspace / name).read_text()
+        assert f"{REPO}/headstart/library/training/epochs.py" in text  # absolute: the code is not in the workspace
+        (workspace / name).write_text(text.replace(f"{REPO}/", f"{installed}/"))
+    assert stale_stages(workspace) == set()
+    with (installed / "headstart/library/training/epochs.py").open("a") as loop:
+        loop.write("\n# a change to the training loop\n")
+    stale = stale_stages(workspace)
+    assert "train" in stale and not stale & {"validate", "split"}, stale
+
+
+def stale_stages(workspace: Path) -> set[str]:
+    """Stages `dvc status` lists as changed."""
+    done = subprocess.run(["dvc", "status", "--json"], cwd=workspace, capture_output=True, text=True, check=True)
+    return set(json.loads(done.stdout or "{}"))
+
+
+def test_artifact_api_down_after_promotion_keeps_a_completed_run_that_agrees_with_the_registry(
+    workspace: Path, prefect_server: str, fashion_idx_dir, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.support.faulty_proxy import failing_route
+
+    import_data(per_class=8, test_per_class=3)
+    sets = ["train.scenario=features", f"train.feature_cache={tmp_path / 'fc'}", "registry.model_name=no-artifacts"]
+    args = ["run", *[a for s in sets for a in ("--set", s)], "--run-dir", "runs/na", "--summary-json", "s.json"]
+    with (
+        failing_route(prefect_server, "/artifacts/") as (proxy, api_url),
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+    ):
+        result = runner.invoke(app, args)
+    assert proxy.refused >= 1  # the publish step did reach the dead artifact API
+    assert result.exit_code == 0, result.output
+    summary = json.loads((workspace / "s.json").read_text())
+    registry = Registry(LocalStorage(workspace / "registry"), "no-artifacts")
+    assert summary["promoted"] is True and registry.champion() == summary["version"]
+    on_disk = json.loads(RunFolder(workspace / "runs/na").summary.read_text())
+    assert on_disk["promoted"] is True and on_disk["champion"] == registry.champion()
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(summary["run_id"]).state
+        of_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[summary["run_id"]]))
+        published = client.read_artifacts(artifact_filter=of_run)
+    assert state.is_completed(), state
+    assert published == []
