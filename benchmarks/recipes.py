@@ -20,6 +20,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from headstart.ground.params import load_params
 from headstart.ground.paths import cache_dir
+from headstart.ground.run_folder import RunFolder
 from headstart.library.data.fashion_mnist import export_split, locate_idx_dir
 from headstart.library.data.manifest import build_manifest
 from headstart.library.data.split import make_split
@@ -71,8 +72,8 @@ def one_run(idx_dir: Path, size: int, seed: int, recipe: str, work: Path) -> dic
     params = load_params(REPO / "params.yaml", overrides)
     split = make_split(build_manifest(pool).table, pool, params.split, build_manifest(fixed).table, fixed).table
     start = time.perf_counter()
-    result = train(split, params, work / f"run-{size}-{seed}-{recipe}", {"data_md5": f"{size}-{seed}"})
-    metrics, _ = evaluate(result.model_dir, split)
+    result = train(split, params, RunFolder(work / f"run-{size}-{seed}-{recipe}"), {"data_md5": f"{size}-{seed}"})
+    metrics = evaluate(result.model_dir, split).metrics
     return {
         "size": size,
         "seed": seed,

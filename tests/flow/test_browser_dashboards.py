@@ -17,6 +17,8 @@ from typer.testing import CliRunner
 
 from headstart.cli.main import app
 
+pytestmark = pytest.mark.slow  # trains models end to end (`pytest -m 'not slow'` skips them)
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps dialling Google on this closed network.
 FLAGS = [

@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 
 import boto3
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from headstart.cli.main import app
+
+pytestmark = pytest.mark.slow  # trains models end to end (`pytest -m 'not slow'` skips them)
 
 runner = CliRunner()
 

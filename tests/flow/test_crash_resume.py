@@ -21,6 +21,8 @@ from flows.services import Services, deploy, ensure_pools, start_worker
 from headstart.cli.main import app
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.slow  # trains models end to end (`pytest -m 'not slow'` skips them)
+
 EPOCHS = 8
 OVERRIDES = [
     f"train.epochs={EPOCHS}",

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -17,6 +18,8 @@ from headstart.library.data.versioning import read_dvc_md5
 from headstart.library.registry.registry import Registry
 from headstart.library.storage.backends import LocalStorage
 from tasks.pipeline import PIPELINE
+
+pytestmark = pytest.mark.slow  # trains models end to end (`pytest -m 'not slow'` skips them)
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()

@@ -16,12 +16,14 @@ from safetensors.torch import load_file
 
 from headstart.ground.params import load_params
 from headstart.ground.run_folder import RunFolder
+from headstart.library.evaluation.metrics import evaluate
 from headstart.library.models.backbones import create_classifier, create_pretrained, freeze
 from headstart.library.training.epochs import _mix, build_optimizer, make_mixup
 from headstart.library.training.scenarios import train
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
-BASE = ["train.num_workers=0", "model.input_size=32", "train.batch_size=16", "train.scenario=finetune"]
+# No augmentations: albumentations draws from its own generator, and these tests compare runs.
+BASE = ["train.num_workers=0", "model.input_size=32", "train.batch_size=16", "train.scenario=finetune", "augment={}"]
 
 
 @pytest.fixture(scope="module")
@@ -91,15 +93,32 @@ def test_mixup_and_cutmix_make_soft_targets(data) -> None:
     _, odd = _mix(mixup, torch.randn(3, 3, 8, 8), torch.tensor([0, 1, 2]))
     assert odd[0, 0] == pytest.approx(0.9 + 0.01)  # odd batch: smoothed one-hot only
     assert make_mixup(load_params(REPO_PARAMS), 10) is None
-    result = run(data, "mixup", "train.mixup_alpha=0.4", "train.cutmix_alpha=1.0", "train.epochs=1")
-    assert torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
+    # the epoch loop really mixes: the same seed and data without mixing trains to other weights and loss
+    mixed_run = run(data, "mixup", "train.mixup_alpha=0.4", "train.cutmix_alpha=1.0", "train.epochs=1")
+    plain_run = run(data, "plain", "train.epochs=1")
+    assert mixed_run.history[0]["train_loss"] != plain_run.history[0]["train_loss"]
+    mixed_head = load_file(mixed_run.model_dir / "model.safetensors")["classifier.weight"]
+    assert not torch.equal(mixed_head, load_file(plain_run.model_dir / "model.safetensors")["classifier.weight"])
+    again = run(data, "plain-again", "train.epochs=1")  # and that difference is not run-to-run noise
+    assert again.history[0]["train_loss"] == plain_run.history[0]["train_loss"]
 
 
 def test_early_stopping_stops_and_restores_the_best_epoch(data) -> None:
     result = run(
         data, "early", "train.lr=1e-9", "train.epochs=6", "train.early_stopping_patience=2", "train.warmup_epochs=0"
     )
-    assert len(result.history) == 3  # epoch 1 sets the best; 2 and 3 do not beat it
+    accuracies = [row["val_accuracy"] for row in result.history]
+    best_epoch = accuracies.index(max(accuracies)) + 1
+    assert len(result.history) == best_epoch + 2 < 6  # stopped two epochs without a gain after the best
+    # what ships is the best epoch's state, not the last epoch's (which the last checkpoint holds): BatchNorm
+    # statistics kept moving after epoch 1 even at this learning rate
+    shipped = load_file(result.model_dir / "model.safetensors")
+    last = load_file(RunFolder(data[0] / "early").checkpoints / "last.safetensors")
+    assert any(not torch.equal(shipped[k], last[k]) for k in shipped)
+    _, split = data
+    val_as_test = split[split["split"] == "val"].assign(split="test")
+    best = max(row["val_accuracy"] for row in result.history)
+    assert evaluate(result.model_dir, val_as_test).metrics["accuracy"] == pytest.approx(best)
 
 
 def test_resume_after_the_process_is_killed(data, tmp_path: Path) -> None:

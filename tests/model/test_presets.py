@@ -53,8 +53,19 @@ def test_preset_builds_freezes_steps_and_predicts(preset, tmp_path: Path) -> Non
     np.testing.assert_allclose(predictor.predict_proba(images), expected, atol=1e-5)
 
 
-def test_too_small_input_names_the_minimum() -> None:
-    assert PRESETS["inception_v3"].min_input_size == 75
-    with pytest.raises(ConfigError, match=r"set model.input_size >= 75"):
-        check_input_size("inception_v3", 64)
+@pytest.mark.parametrize("name", ["inception_v3", "vgg16"])  # the architectures with a hard lower limit
+def test_the_minimum_input_is_the_measured_one_and_too_small_names_it(name: str) -> None:
+    """A forward pass at the preset's minimum works and one pixel less fails: the constant is measured, not
+    copied; a smaller ``model.input_size`` is refused before any model is built, naming the minimum."""
+    import timm
+
+    smallest = PRESETS[name].min_input_size
+    model = timm.create_model(name, pretrained=False, num_classes=3).eval()
+    with torch.inference_mode():
+        assert model(torch.randn(1, 3, smallest, smallest)).shape == (1, 3)
+        with pytest.raises(RuntimeError):
+            model(torch.randn(1, 3, smallest - 1, smallest - 1))
+    with pytest.raises(ConfigError, match=rf"set model.input_size >= {smallest}"):
+        check_input_size(name, smallest - 1)
+    check_input_size(name, smallest)
     check_input_size("some_unlisted_timm_model", 8)  # presets only constrain what they know

@@ -1,0 +1,76 @@
+"""The structure's promises: one pipeline table behind the flow, `headstart step` and dvc.yaml; stage deps that
+cover what each step imports; layers that only point down; one quiet environment."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from headstart.cli.main import app
+from headstart.ground.environment import LOGGING_ENV, QUIET_ENV
+from tasks.dvc_stages import render_dvc_yaml
+from tasks.pipeline import PIPELINE, get_step
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def test_the_repository_dvc_yaml_is_the_rendered_table() -> None:
+    assert (REPO / "dvc.yaml").read_text() == render_dvc_yaml(REPO), "re-render: python -m tasks.dvc_stages"
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == [s.name for s in PIPELINE if s.in_dvc]
+    assert all(stage["cmd"].startswith(f"headstart step {name} ") for name, stage in stages.items())
+
+
+def test_the_order_is_the_run_lifecycle() -> None:
+    names = [s.name for s in PIPELINE]
+    assert names == ["validate", "split", "train", "evaluate", "gate", "register", "report", "promote", "publish"]
+    promote = names.index("promote")
+    assert all(s.best_effort == (i > promote) for i, s in enumerate(PIPELINE))  # nothing after it fails a run
+    written = {entry for s in PIPELINE for entry in s.writes + s.metrics + s.plots}
+    for step in PIPELINE:  # every input is some earlier step's output
+        earlier = {e for s in PIPELINE[: names.index(step.name)] for e in s.writes + s.metrics + s.plots}
+        assert set(step.reads) <= earlier | (written if step.best_effort else set()), step.name
+
+
+@pytest.mark.parametrize("step", PIPELINE, ids=lambda s: s.name)
+def test_stage_code_deps_cover_what_the_step_imports(step) -> None:
+    code = (
+        "import json, sys; import " + step.module + "; "
+        "print(json.dumps(sorted(m.__file__ for n, m in list(sys.modules.items()) "
+        "if n.split('.')[0] in ('headstart', 'tasks', 'flows') and getattr(m, '__file__', None))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    imported = {Path(f).resolve() for f in json.loads(done.stdout)}
+    assert imported <= set(step.code_files())
+    assert Path(sys.modules[step.module].__file__).resolve() in step.code_files()
+
+
+def test_the_training_loop_is_a_dependency_of_train_only_among_the_early_stages() -> None:
+    loop = REPO / "headstart/library/training/epochs.py"
+    assert loop in get_step("train").code_files()
+    assert loop not in get_step("validate").code_files() and loop not in get_step("split").code_files()
+
+
+def test_unknown_step_names_the_steps(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["step", "trian", "--out", str(tmp_path)])
+    said = " ".join(result.output.replace("│", " ").split())  # rich draws the error in a box
+    assert result.exit_code == 2 and "no step 'trian'; the steps are validate, split, train" in said
+    assert not any(tmp_path.iterdir())
+
+
+def test_layers_only_point_down() -> None:
+    done = subprocess.run([str(Path(sys.executable).parent / "lint-imports")], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "2 kept, 0 broken" in done.stdout
+
+
+def test_prefect_job_environment_is_the_quiet_environment() -> None:
+    job_env = yaml.safe_load((REPO / "prefect.yaml").read_text())["definitions"]["job_env"]["env"]
+    assert job_env == {**QUIET_ENV, **LOGGING_ENV}
