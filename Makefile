@@ -10,11 +10,7 @@ DEMO_PORT ?= 4200
 DEMO_DIR ?= .headstart/demo
 HS := $(CURDIR)/$(BIN)/headstart
 
-# Phoning home costs seconds (or errors) offline.
-export NO_ALBUMENTATIONS_UPDATE := 1
-export DO_NOT_TRACK := 1
-export DVC_NO_ANALYTICS := 1
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
+# No phoning home: the CLI and the test session set headstart/ground/environment.py's variables themselves.
 # Rich tables (decision, registry) at a readable width when make is not on a terminal.
 export COLUMNS ?= 120
 

@@ -1,1 +1,1 @@
-"""Prefect flows: they only wire the steps in ``tasks/``."""
+"""Prefect: the retrain flow (wires the pipeline table), the data watcher, and what starts Prefect."""

@@ -1,1 +1,1 @@
-"""Pipeline steps: plain functions with typed inputs and outputs, one step per module."""
+"""The steps: one module per pipeline step, each a row of the pipeline table (tasks/pipeline.py)."""

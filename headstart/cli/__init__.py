@@ -1,1 +1,1 @@
-"""headstart/cli."""
+"""The command line: typer commands that parse arguments, call one flow or step, and print."""

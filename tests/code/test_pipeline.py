@@ -71,6 +71,8 @@ def test_layers_only_point_down() -> None:
     assert "2 kept, 0 broken" in done.stdout
 
 
-def test_prefect_job_environment_is_the_quiet_environment() -> None:
+def test_prefect_job_and_worker_image_environments_are_the_quiet_environment() -> None:
     job_env = yaml.safe_load((REPO / "prefect.yaml").read_text())["definitions"]["job_env"]["env"]
     assert job_env == {**QUIET_ENV, **LOGGING_ENV}
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert all(f"{key}={value}" in dockerfile for key, value in QUIET_ENV.items())

@@ -1,1 +1,1 @@
-"""headstart/library/evaluation."""
+"""Evaluation: test metrics, both sides of the gate scored on one split, and the pure gate."""

@@ -1,1 +1,1 @@
-"""headstart/library/models."""
+"""Models: backbone presets, pretrained weights, heads and freezing, classical classifiers, the saved-model folder."""

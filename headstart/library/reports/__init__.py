@@ -1,1 +1,1 @@
-"""headstart/library/reports."""
+"""Reports: charts, the model card and the run's dashboards (pure renderers)."""

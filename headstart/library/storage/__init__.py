@@ -1,1 +1,1 @@
-"""headstart/library/storage."""
+"""Object storage (local directory or S3) and the event ledger kept on it."""

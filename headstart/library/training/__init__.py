@@ -1,1 +1,1 @@
-"""headstart/library/training."""
+"""Training: the three scenarios, the epoch loop, the linear probe, cached features and device placement."""
