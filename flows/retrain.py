@@ -83,9 +83,11 @@ def run_pipeline(params: Params, run_dir: str | None, allow_class_change: bool, 
     for step in PIPELINE:
         if not step.best_effort:
             ctx.results[step.name] = as_task(step)(ctx)
+            if step.check is not None:
+                step.check(ctx, ctx.results[step.name])  # outside the task: one clear message, no traceback
             continue
         try:
             ctx.results[step.name] = as_task(step)(ctx)
-        except Exception as exc:  # after promotion nothing may turn the run Failed: say so and carry on
-            get_run_logger().warning("%s failed after the champion moved (the run stands): %s", step.name, exc)
+        except Exception as exc:  # after the promote step nothing may turn the run Failed: say so and carry on
+            get_run_logger().warning("%s failed after the promote step (the run stands): %s", step.name, exc)
     return ctx.results.get("publish") or final_summary(ctx)

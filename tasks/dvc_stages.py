@@ -26,6 +26,16 @@ HEADER = """\
 """
 
 
+def stage_code_files(step: Step) -> list[Path]:
+    """Every project source the stage runs: its own step module's imports and, because ``headstart step`` reads
+    upstream results back with their producers' ``load``, those producers' imports too."""
+    producers = {entry: s for s in PIPELINE for entry in (*s.writes, *s.metrics, *s.plots)}
+    files = set(step.code_files())
+    for entry in step.reads:
+        files |= set(producers[entry].code_files())
+    return sorted(files)
+
+
 def _code_path(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
 
@@ -37,7 +47,7 @@ def _stage(step: Step, root: Path) -> dict:
     stage["deps"] = (
         [f"${{{key}}}" for key in step.data_params]
         + [entry(name) for name in step.reads]
-        + [_code_path(path, root) for path in step.code_files()]
+        + [_code_path(path, root) for path in stage_code_files(step)]
     )
     if step.params:
         stage["params"] = list(step.params)
@@ -81,3 +91,7 @@ def init_pipeline_workspace(root: Path, params_template: Path | None = None) -> 
     write_dvc_yaml(root)
     commit(root, "headstart pipeline (dvc.yaml)", ["dvc.yaml"])
     return root
+
+
+if __name__ == "__main__":  # python -m tasks.dvc_stages: re-render this repository's dvc.yaml after editing the table
+    print(write_dvc_yaml(Path.cwd()))

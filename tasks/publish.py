@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from headstart.library.reports.dashboard import Dashboard
+from headstart.library.reports.dashboard import Dashboard, registry_page
 from tasks.step import Step, StepContext
 
 
@@ -36,7 +36,8 @@ def run(ctx: StepContext) -> dict:
     partial = ctx.run.summary.with_suffix(".partial")
     partial.write_text(json.dumps(summary, indent=2))
     partial.replace(ctx.run.summary)  # atomic: readers see the old summary or the new, never half
-    summary["artifacts"] = publish_dashboards(ctx.result("report").dashboards)
+    pages = [*ctx.result("report").dashboards, registry_page(summary, ctx.params.registry.model_name)]
+    summary["artifacts"] = publish_dashboards(pages)
     return summary
 
 

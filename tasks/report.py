@@ -7,7 +7,7 @@ the champion it judged against.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ import pandas as pd
 from headstart.library.data.images import load_rgb_array
 from headstart.library.registry.registry import open_registry
 from headstart.library.reports.dashboard import Dashboard, load_dashboards, render_dashboards, save_dashboards
+from headstart.library.reports.model_card import render_model_card
 from tasks.step import Step, StepContext
 
 
@@ -68,7 +69,7 @@ def run(ctx: StepContext) -> RunReport:
     """Write summary.json and the dashboards into the run folder."""
     summary = build_summary(ctx)
     preview = preview_images(ctx.result("split").table) if ctx.params.augment else None
-    card = ctx.run.model_card.read_text()
+    card = render_model_card(asdict(ctx.result("train").config), ctx.result("evaluate").metrics, ctx.result("gate"))
     pages = render_dashboards(
         summary, ctx.result("evaluate").metrics, ctx.params.registry.model_name, card, preview, ctx.params.augment
     )
@@ -86,7 +87,7 @@ STEP = Step(
     name="report",
     run=run,
     load=load,
-    reads=("split", "model", "metrics", "decision", "model_card", "registered"),
+    reads=("split", "model", "curves", "metrics", "confusion", "decision", "registered"),
     writes=("dashboard", "summary"),
     params=("augment", "registry", "data", "model"),
 )

@@ -28,4 +28,4 @@ def load(ctx: StepContext) -> SplitResult:
     return SplitResult(load_split(ctx.run.split), None)
 
 
-STEP = Step(name="split", run=run, load=load, reads=("validate",), writes=("split",), params=("split",))
+STEP = Step(name="split", run=run, load=load, reads=("validate", "validate-test"), writes=("split",), params=("split",))

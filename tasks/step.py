@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from headstart.ground.errors import DataError
 from headstart.ground.params import Params
 from headstart.ground.run_folder import RunFolder
 
@@ -28,8 +29,10 @@ class Step:
         name: the step's name (Prefect task name, ``headstart step NAME``, DVC stage).
         run: context → result; writes its outputs into the run folder.
         load: context → the result :attr:`run` returned, read back from the run folder.
+        check: (context, result) → None, or raises to stop the run (invalid data). Called outside the Prefect
+            task, so a stop is one clear message, not a task traceback; also applied to a loaded result.
         reads: run-folder entries it needs (``RunFolder.entry`` names).
-        writes: run-folder entries it creates (DVC outs), of which ``metrics`` and ``plots`` are DVC metrics/plots.
+        writes: run-folder entries it creates (DVC outs); ``metrics`` and ``plots`` are DVC metrics and plots.
         params: params keys it reads (sections or dotted keys), for DVC; ``data_params`` name folders it reads.
         retries: Prefect task retries (registry I/O); 0 for compute steps.
         in_dvc: whether ``dvc.yaml`` has a stage for it (publishing to Prefect has none).
@@ -39,6 +42,7 @@ class Step:
     name: str
     run: Callable[[StepContext], Any]
     load: Callable[[StepContext], Any] | None = None
+    check: Callable[[StepContext, Any], None] | None = None
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
@@ -74,12 +78,19 @@ class StepContext:
     results: dict[str, Any] = field(default_factory=dict)
 
     def result(self, name: str) -> Any:
-        """Step ``name``'s result: from memory, else read back from the run folder."""
+        """Step ``name``'s result: from memory, else read back from the run folder (and checked again)."""
         if name not in self.results:
-            load = self.steps[name].load
-            if load is None:
+            step = self.steps[name]
+            if step.load is None:
                 raise KeyError(f"step {name!r} has not run and its result cannot be read back")
-            self.results[name] = load(self)
+            try:
+                loaded = step.load(self)
+            except FileNotFoundError as exc:
+                hint = f"headstart step {name} --out {self.run.root}"
+                raise DataError(f"{exc.filename}: not found; run the {name} step first ({hint})") from None
+            if step.check is not None:
+                step.check(self, loaded)
+            self.results[name] = loaded
         return self.results[name]
 
 

@@ -37,16 +37,20 @@ def failure_message(report: ValidationReport, report_path: Path) -> str:
 
 
 def run(ctx: StepContext) -> ValidatedData:
-    """Validate every dataset the run reads, write each report, then raise ValidationFailed on any failure."""
+    """Validate every dataset the run reads and write each report (:func:`check` stops the run on a failure)."""
     found: dict[str, tuple[pd.DataFrame, ValidationReport]] = {}
     for dataset, folder in _folders(ctx):
         manifest, report = validate_dataset(folder, ctx.params.validate_)
         save_report(report, manifest, ctx.run.validation_dir(dataset))
         found[dataset] = (manifest.table, report)
-    for dataset, (_, report) in found.items():
-        if not report.success:
-            raise ValidationFailed(failure_message(report, ctx.run.validation_report(dataset)))
     return _validated(found)
+
+
+def check(ctx: StepContext, validated: ValidatedData) -> None:
+    """Raise ValidationFailed, naming the first failures and the full report, when any dataset failed."""
+    for dataset, report in (("data", validated.data), ("test", validated.test)):
+        if report is not None and not report.success:
+            raise ValidationFailed(failure_message(report, ctx.run.validation_report(dataset)))
 
 
 def load(ctx: StepContext) -> ValidatedData:
@@ -67,6 +71,7 @@ STEP = Step(
     name="validate",
     run=run,
     load=load,
+    check=check,
     writes=("validate", "validate-test"),
     params=("data.dir", "data.test_dir", "validate"),
     data_params=("data.dir", "data.test_dir"),

@@ -20,12 +20,13 @@ console = Console()
 
 def _describe(name: str, result: Any) -> None:
     """One line (or the decision table) per step, for the terminal."""
-    if name == "gate":
-        print_decision(result.to_dict())
-    elif name == "validate":
+    if name == "validate":
         reports = [r for r in (result.data, result.test) if r is not None]
         for report in reports:
-            console.print(f"{report.root}: PASSED — {report.valid_images}/{report.images} images usable")
+            state = "PASSED" if report.success else "FAILED"
+            console.print(f"{report.root}: {state} — {report.valid_images}/{report.images} images usable")
+    elif name == "gate":
+        print_decision(result.to_dict())
     elif name == "split":
         console.print(f"split: {result.counts()}")
     elif name == "train":
@@ -41,7 +42,9 @@ def _describe(name: str, result: Any) -> None:
 
 
 def step(
-    name: Annotated[str, typer.Argument(help="Step name, from the pipeline table (see `headstart step --help`).")],
+    name: Annotated[
+        str, typer.Argument(help="A step of the pipeline table (tasks/pipeline.py); a wrong name lists them.")
+    ],
     params: Annotated[Path, typer.Option("--params", help="params.yaml to read.")] = Path("params.yaml"),
     out: Annotated[Path, typer.Option(help="The run folder: inputs read from it, outputs written to it.")] = Path(
         "runs/dvc"
@@ -60,8 +63,12 @@ def step(
         chosen = get_step(name)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="NAME") from None
+    if not chosen.in_dvc:
+        raise typer.BadParameter(f"{name} runs only inside the Prefect flow (headstart run)", param_hint="NAME")
     ctx = StepContext(load_params(params), RunFolder(out), steps_by_name(), allow_class_change=allow_class_change)
     ctx.run.root.mkdir(parents=True, exist_ok=True)
     with progress_bars():
         result = chosen.run(ctx)
     _describe(name, result)
+    if chosen.check is not None:
+        chosen.check(ctx, result)  # e.g. ValidationFailed: exit 1 with the failures named

@@ -1,1 +1,4 @@
-"""Ground floor: the params model, errors, the run folder, paths, progress and the process environment. Imports nothing of the project."""
+"""Ground floor: the params model, errors, the run folder, paths, progress and the process environment.
+
+Imports nothing of the project.
+"""

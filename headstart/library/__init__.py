@@ -1,1 +1,4 @@
-"""The library: data, models, training, evaluation, registry, storage and reports — pure cores and IO edges, no Prefect."""
+"""The library: data, models, training, evaluation, registry, storage and reports.
+
+Pure cores and IO edges; no Prefect.
+"""

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from headstart.cli.main import app
 from headstart.ground.environment import LOGGING_ENV, QUIET_ENV
-from tasks.dvc_stages import render_dvc_yaml
+from tasks.dvc_stages import render_dvc_yaml, stage_code_files
 from tasks.pipeline import PIPELINE, get_step
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,14 +48,16 @@ def test_stage_code_deps_cover_what_the_step_imports(step) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     imported = {Path(f).resolve() for f in json.loads(done.stdout)}
-    assert imported <= set(step.code_files())
-    assert Path(sys.modules[step.module].__file__).resolve() in step.code_files()
+    assert imported <= set(step.code_files()) <= set(stage_code_files(step))
+    for entry in step.reads:  # `headstart step` reads upstream results back with their producers' load
+        producer = next(s for s in PIPELINE if entry in (*s.writes, *s.metrics, *s.plots))
+        assert set(producer.code_files()) <= set(stage_code_files(step))
 
 
 def test_the_training_loop_is_a_dependency_of_train_only_among_the_early_stages() -> None:
     loop = REPO / "headstart/library/training/epochs.py"
-    assert loop in get_step("train").code_files()
-    assert loop not in get_step("validate").code_files() and loop not in get_step("split").code_files()
+    assert loop in stage_code_files(get_step("train"))
+    assert loop not in stage_code_files(get_step("validate")) and loop not in stage_code_files(get_step("split"))
 
 
 def test_unknown_step_names_the_steps(tmp_path: Path) -> None:

@@ -166,3 +166,19 @@ def test_auto_scenario_picks_by_the_smallest_class() -> None:
     assert resolve_scenario(split({"a": 40, "b": 40}), hybrid).train.scenario == "hybrid"
     explicit = load_params(REPO_PARAMS, ["train.scenario=finetune"])
     assert resolve_scenario(split({"a": 3, "b": 3}), explicit) is explicit
+
+
+def test_a_checkpoint_of_other_training_data_is_not_resumed(data, tmp_path: Path) -> None:
+    _, split = data
+    run_folder = RunFolder(tmp_path / "reused")
+    params = load_params(REPO_PARAMS, [*BASE, "train.epochs=1"])
+    first = train(split, params, run_folder, {})
+    first_weights = load_file(first.model_dir / "model.safetensors")
+    fewer = split.drop(split[split["split"] == "train"].index[:8])  # a new data version, same run folder
+    second = train(fewer, params, run_folder, {})
+    second_weights = load_file(second.model_dir / "model.safetensors")
+    # resuming would have found the epoch done and shipped the first run's weights unchanged
+    assert not torch.equal(first_weights["classifier.weight"], second_weights["classifier.weight"])
+    same_again = train(fewer, params, run_folder, {})  # the same data: the finished checkpoint is resumed
+    assert torch.equal(load_file(same_again.model_dir / "model.safetensors")["classifier.weight"],
+                       second_weights["classifier.weight"])  # fmt: skip

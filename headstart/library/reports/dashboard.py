@@ -56,8 +56,8 @@ def render_dashboards(
     preview: list[np.ndarray] | None = None,
     augment: dict | None = None,
 ) -> list[Dashboard]:
-    """Metrics table, gate decision, confusion matrix, curves, augmentation preview, model card and registry
-    location of one run."""
+    """Metrics table, gate decision, confusion matrix, curves, augmentation preview and model card of one run (the
+    registry page follows the promotion: :func:`registry_page`)."""
     key = lambda what: artifact_key(model_name, what)  # noqa: E731
     decision = Decision.from_dict(summary["decision"])
     classes = list(metrics["per_class"])
@@ -96,20 +96,30 @@ def render_dashboards(
             )
         )
     pages.append(Dashboard("model-card", key("model-card"), "markdown", model_card, f"version {summary['version']}"))
-    outcome = "promoted to champion" if decision.passed else f"not promoted; champion stays {decision.champion}"
-    where = (
-        f"# Registry\n\n- registry: `{summary['registry']}`\n- version: `{summary['version']}` "
-        f"(gate {decision.verdict}: {outcome})\n- run folder: `{summary['run_dir']}`\n"
-    )
-    pages.append(Dashboard("registry", key("registry"), "markdown", where, "where this run's objects are"))
     return pages
 
 
+def registry_page(summary: dict, model_name: str) -> Dashboard:
+    """Where this run's objects are and what became of the version: rendered from the final summary, after the
+    promote step (so it never announces a promotion that did not happen)."""
+    outcome = "promoted to champion" if summary["promoted"] else f"not promoted; champion stays {summary['champion']}"
+    where = (
+        f"# Registry\n\n- registry: `{summary['registry']}`\n- version: `{summary['version']}` "
+        f"(gate {summary['decision']['verdict']}: {outcome})\n- champion: `{summary['champion']}`\n"
+        f"- run folder: `{summary['run_dir']}`\n"
+    )
+    return Dashboard(
+        "registry", artifact_key(model_name, "registry"), "markdown", where, "where this run's objects are"
+    )
+
+
 def save_dashboards(pages: list[Dashboard], folder: Path) -> None:
-    """One JSON file per dashboard, named by key."""
+    """One JSON file per dashboard, numbered in order (a rerun replaces the folder's pages)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for page in pages:
-        (folder / f"{page.key}.json").write_text(json.dumps(asdict(page)))
+    for stale in folder.glob("*.json"):
+        stale.unlink()
+    for n, page in enumerate(pages):
+        (folder / f"{n:02d}-{page.what}.json").write_text(json.dumps(asdict(page)))
 
 
 def load_dashboards(folder: Path) -> list[Dashboard]:

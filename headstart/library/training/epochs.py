@@ -117,12 +117,12 @@ def _save_checkpoint(directory: Path, model, ema, optimizer, scheduler, state: d
     (directory / (STATE + ".partial")).replace(directory / STATE)  # the state file marks a complete checkpoint
 
 
-def _load_checkpoint(directory: Path, params_digest: str) -> dict | None:
+def _load_checkpoint(directory: Path, resume_key: str) -> dict | None:
     if not (directory / STATE).is_file():
         return None
     state = torch.load(directory / STATE, map_location="cpu", weights_only=True)
-    if state.get("params_sha256") != params_digest:
-        log.warning("checkpoint in %s is for other params; starting afresh", directory)
+    if state.get("resume_key") != resume_key:
+        log.warning("checkpoint in %s is for other params, data or code; starting afresh", directory)
         return None
     return state
 
@@ -135,12 +135,14 @@ def fit(
     checkpoint_dir: Path,
     schedule: UnfreezeSchedule,
     num_classes: int,
+    resume_key: str | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``params.train.epochs`` epochs (fewer when early stopping fires), resuming from a checkpoint."""
+    """Train ``params.train.epochs`` epochs (fewer when early stopping fires), resuming from a checkpoint only when
+    its ``resume_key`` (default: the params digest) matches: other data or code never resume."""
     from timm.loss import SoftTargetCrossEntropy
     from timm.utils import ModelEmaV3
 
-    p, digest = params.train, params.digest()
+    p, digest = params.train, resume_key or params.digest()
     accelerator = resolve_accelerator(p.device, p.precision, p.compile)
     log.info("%s", accelerator.describe())
     per_epoch = len(train_loader)
@@ -196,7 +198,7 @@ def fit(
                     "epoch": epoch + 1,
                     "best": best,
                     "bad_epochs": bad,
-                    "params_sha256": digest,
+                    "resume_key": digest,
                     "history": table,
                     "history_keys": keys,
                 },

@@ -10,6 +10,8 @@ All three save the same kind of model folder (see ``tasks/model_io.py``).
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
 import random
 from dataclasses import dataclass
@@ -144,7 +146,7 @@ def _train_finetune(model, split, classes, pre, params, run, lineage, digest) ->
     p = params.train
     attach_head(model, len(classes), params.model.head)
     freeze(model, p.freeze_stages, p.bn, p.freeze_patterns)
-    history, still_frozen = _fit_on_images(model, split, classes, pre, params, run)
+    history, still_frozen = _fit_on_images(model, split, classes, pre, params, run, lineage)
     config = _config(classes, pre, params, lineage, still_frozen)
     return TrainResult(save_model(model, config, run.model), config, history, _trainable(model))
 
@@ -157,7 +159,7 @@ def _train_hybrid(model, split, classes, pre, params, run, lineage, digest) -> T
     probe_loss = fit_head(model.get_classifier(), feats.features[is_train], _targets(rows, classes)[is_train], params)
     log.info("linear probe: head fitted on %d cached features, loss %.4f", int(is_train.sum()), probe_loss)
     freeze(model, p.freeze_stages, p.bn, p.freeze_patterns)
-    history, still_frozen = _fit_on_images(model, split, classes, pre, params, run)
+    history, still_frozen = _fit_on_images(model, split, classes, pre, params, run, lineage)
     config = _config(classes, pre, params, lineage, still_frozen)
     return TrainResult(save_model(model, config, run.model), config, history, _trainable(model), feats.from_cache)
 
@@ -166,7 +168,16 @@ def _trainable(model: nn.Module) -> int:
     return sum(t.numel() for t in model.parameters() if t.requires_grad)
 
 
-def _fit_on_images(model, split, classes, pre, params: Params, run: RunFolder) -> tuple[list[dict], int]:
+def resume_key(split: pd.DataFrame, params: Params, lineage: dict) -> str:
+    """What a checkpoint must match to be resumed: params, the training and validation images (content and
+    labels) and the training code (its fingerprint in lineage, when the step recorded one)."""
+    rows = split[split["split"].isin(["train", "val"])]
+    images = hashlib.sha256("\n".join(rows["sha256"] + ":" + rows["label"] + ":" + rows["split"]).encode())
+    blob = json.dumps([params.digest(), images.hexdigest(), lineage.get("code_sha256")])
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _fit_on_images(model, split, classes, pre, params: Params, run: RunFolder, lineage: dict) -> tuple[list[dict], int]:
     """Fine-tune on images; returns the history and how many stages are still frozen at the end."""
     p = params.train
     schedule = UnfreezeSchedule(stage_modules(model, p.freeze_stages), p.bn)
@@ -176,7 +187,8 @@ def _fit_on_images(model, split, classes, pre, params: Params, run: RunFolder) -
     val_loader = None
     if len(val_rows):
         val_loader = make_loader(ImageTable(val_rows, classes, build_transform(pre)), p.batch_size, False, 0)
-    history = fit(model, train_loader, val_loader, params, run.checkpoints, schedule, len(classes))
+    key = resume_key(split, params, lineage)
+    history = fit(model, train_loader, val_loader, params, run.checkpoints, schedule, len(classes), key)
     return history, schedule.still_frozen
 
 
