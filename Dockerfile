@@ -1,5 +1,5 @@
 # GPU worker image: a CUDA PyTorch base with Headstart installed, polling the `gpu` work pool.
-# The base's torch must be the version pyproject.toml pins (tests/test_dockerfile.py checks the tag), so that
+# The base's torch must be the version pyproject.toml pins (tests/code/test_dockerfile.py checks the tag), so that
 # installing the project keeps the base's CUDA build instead of pulling a second torch.
 ARG PYTORCH_IMAGE=pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime
 FROM ${PYTORCH_IMAGE}

@@ -35,7 +35,7 @@ demo: install
 	@echo "Where everything went:"
 	@echo "  workspace (git + DVC, git-ignored here): $(DEMO_DIR)/"
 	@echo "  datasets: $(DEMO_DIR)/data/fashion-mnist/, $(DEMO_DIR)/data/fashion-mnist-test/ (.dvc files committed there)"
-	@echo "  DVC remote: $$(cd $(DEMO_DIR) && $(CURDIR)/$(BIN)/dvc remote list)"
+	@echo "  DVC remote: set in $(DEMO_DIR)/.dvc/config.local (dvc remote list, there)"
 	@echo "  runs: $(DEMO_DIR)/runs/<time>-<flow run>/ (model/, metrics.json, decision.json, model_card.md, summary.json)"
 	@echo "  registry: $(DEMO_DIR)/registry/fashion-mnist/ (versions/, aliases/champion/, events/)"
 	@echo "  Prefect server database and logs: $(DEMO_DIR)/.prefect/, $(DEMO_DIR)/runs/serve/"

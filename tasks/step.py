@@ -32,7 +32,8 @@ class Step:
         check: (context, result) → None, or raises to stop the run (invalid data). Called outside the Prefect
             task, so a stop is one clear message, not a task traceback; also applied to a loaded result.
         reads: run-folder entries it needs (``RunFolder.entry`` names).
-        writes: run-folder entries it creates (DVC outs); ``metrics`` and ``plots`` are DVC metrics and plots.
+        writes: run-folder entries it creates (DVC outs).
+        metrics, plots: run-folder entries it creates that DVC shows as metrics and plots.
         params: params keys it reads (sections or dotted keys), for DVC; ``data_params`` name folders it reads.
         retries: Prefect task retries (registry I/O); 0 for compute steps.
         in_dvc: whether ``dvc.yaml`` has a stage for it (publishing to Prefect has none).

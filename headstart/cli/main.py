@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
@@ -18,7 +17,7 @@ from headstart.cli import registry as cli_registry
 from headstart.cli.output import print_decision, print_report
 from headstart.cli.registry import registry_app
 from headstart.cli.steps import step
-from headstart.ground.environment import apply_quiet_environment
+from headstart.ground.environment import apply_quiet_environment, log_project_at_info
 from headstart.ground.errors import HeadstartError, RunFailed, ValidationFailed
 
 app = typer.Typer(help="Keep image classifiers fresh by transfer learning.", no_args_is_help=True)
@@ -43,8 +42,7 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a para
 def _setup() -> None:
     apply_quiet_environment()  # before albumentations, Prefect and DVC are imported
     # Step progress (epochs, freezing) reaches the terminal and, through Prefect's extra loggers, the UI.
-    logging.getLogger("tasks").setLevel(logging.INFO)
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    log_project_at_info()
 
 
 @app.command()
@@ -113,7 +111,7 @@ def import_folder(
 def validate(
     directory: Annotated[Path, typer.Argument(help="Dataset folder (class-per-folder).")],
     params: ParamsOpt = Path("params.yaml"),
-    out: Annotated[Path | None, typer.Option(help="Where manifest.csv and validation.json go.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where the manifest (CSV) and the report (JSON) go.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of a table.")] = False,
 ) -> None:
     """Build the manifest, decode every image, run the GX suite; exit 1 on any failure."""
@@ -143,7 +141,8 @@ def run(
         bool, typer.Option(help="Let a challenger with a different class set replace the champion.")
     ] = False,
 ) -> None:
-    """Run the retrain flow (validate → split → train → evaluate → gate → register → promote)."""
+    """Run the retrain flow: the pipeline table's steps (validate → split → train → evaluate → gate → register →
+    report → promote → publish)."""
     from flows.retrain import retrain
     from headstart.cli.progress import progress_bars
 

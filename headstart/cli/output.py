@@ -7,6 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from headstart.ground.run_folder import MANIFEST_CSV, VALIDATION_REPORT
+
 console = Console()
 
 
@@ -23,7 +25,7 @@ def print_report(report, out: Path) -> None:
         console.print(table)
     if report.ignored:
         console.print(f"skipped hidden: {', '.join(report.ignored)}")
-    console.print(f"manifest and report: {out}/manifest.csv, {out}/validation.json")
+    console.print(f"manifest and report: {out / MANIFEST_CSV}, {out / VALIDATION_REPORT}")
 
 
 def print_decision(decision: dict) -> None:

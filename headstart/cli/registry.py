@@ -135,9 +135,9 @@ def push(
     from headstart.ground.run_folder import RunFolder
     from headstart.library.registry.registration import register_run
 
-    run = RunFolder(run_dir)
-    version = register_run(_registry(params), run)
-    verdict = json.loads(run.decision.read_text())["verdict"]
+    registry = _registry(params)
+    version = register_run(registry, RunFolder(run_dir))
+    verdict = registry.manifest(version)["decision"]
     hint = f"; promote it with `headstart registry promote {version}`" if verdict == "PASS" else ""
     console.print(f"registered {version} (decision {verdict}){hint}")
 

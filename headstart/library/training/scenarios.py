@@ -4,7 +4,7 @@
 - ``finetune``: a new head, early stages frozen, AdamW + warmup/cosine from timm's factories;
 - ``hybrid`` (LP-FT): the head first fitted on the cached features, then a partial-unfreeze fine-tune from it.
 
-All three save the same kind of model folder (see ``tasks/model_io.py``).
+All three save the same kind of model folder (see ``headstart/library/models/saved_model.py``).
 """
 
 from __future__ import annotations
