@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from headstart.library.evaluation.champion import challenger_report, score_champion
 from headstart.library.evaluation.gate import Decision, decide
@@ -22,12 +22,14 @@ def run(ctx: StepContext) -> Decision:
     """Judge the challenger against the current champion (or the floors alone on the first run)."""
     trained, evaluation = ctx.result("train"), ctx.result("evaluate")
     challenger = challenger_report(trained.config, evaluation)
-    batch_size = ctx.params.evaluate.batch_size
-    champion = score_champion(
-        open_registry(ctx.params.registry), ctx.result("split").table, ctx.run.champion, batch_size
-    )
-    report, version = champion if champion else (None, None)
-    decision = decide(challenger, report, ctx.params.gate, version, ctx.allow_class_change)
+    registry = open_registry(ctx.params.registry)
+    history = registry.history()  # the entry judged against: promotion may only come right after it
+    seq, version = (history[-1].seq, history[-1].version) if history else (0, None)
+    report = None
+    if version is not None:
+        split, batch_size = ctx.result("split").table, ctx.params.evaluate.batch_size
+        report = score_champion(registry, version, split, ctx.run.champion, batch_size)
+    decision = replace(decide(challenger, report, ctx.params.gate, version, ctx.allow_class_change), champion_seq=seq)
     ctx.run.decision.write_text(json.dumps(decision.to_dict(), indent=2))
     ctx.run.model_card.write_text(render_model_card(asdict(trained.config), evaluation.metrics, decision))
     log.info("gate decision %s against %s", decision.verdict, version or "no champion")

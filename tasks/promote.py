@@ -1,23 +1,45 @@
-"""The promote step: the champion alias moves only now, and only on PASS (a create-only alias entry)."""
+"""The promote step: the champion alias moves only now, only on PASS, and only as the entry right after the one
+the gate judged against (create-only). If the champion moved in between, the conflict is recorded and the
+challenger is judged once more against the new champion; a second move ends the run without promoting."""
 
 from __future__ import annotations
 
 import json
+import logging
 
-from headstart.library.registry.registry import AliasRecord, open_registry
+from headstart.library.registry.registry import AliasRecord, PromotionConflict, open_registry
+from tasks import gate
 from tasks.step import Step, StepContext
+
+log = logging.getLogger(__name__)
 
 
 def run(ctx: StepContext) -> AliasRecord | None:
-    """Make the registered version champion when the gate passed; record the outcome either way."""
-    decision, version = ctx.result("gate"), ctx.result("register")
-    record = None
+    """Promote the registered version when the gate passed; record the outcome either way."""
+    registry, version = open_registry(ctx.params.registry), ctx.result("register")
+    decision, rejudged, record = ctx.result("gate"), False, None
     if decision.passed:
-        reason = f"gate PASS against {decision.champion or 'no champion'}"
-        record = open_registry(ctx.params.registry).set_champion(version, "promote", reason)
-    outcome = {"version": version, "promoted": record is not None, "alias_seq": record.seq if record else None}
+        try:
+            record = registry.promote_after(version, decision.champion_seq, _reason(decision))
+        except PromotionConflict as moved:
+            log.warning("%s; judging %s again against the champion now", moved, version)
+            decision, rejudged = gate.run(ctx), True  # re-scores the new champion on the same split
+            ctx.results["gate"] = decision
+            if decision.passed:  # a second move raises PromotionConflict: nothing is promoted unjudged
+                record = registry.promote_after(version, decision.champion_seq, _reason(decision))
+    outcome = {
+        "version": version,
+        "promoted": record is not None,
+        "alias_seq": record.seq if record else None,
+        "judged_against_seq": decision.champion_seq,
+        "rejudged": rejudged,
+    }
     ctx.run.promotion.write_text(json.dumps(outcome))
     return record
+
+
+def _reason(decision) -> str:
+    return f"gate PASS against {decision.champion or 'no champion'} (alias #{decision.champion_seq})"
 
 
 def load(ctx: StepContext) -> AliasRecord | None:

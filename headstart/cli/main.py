@@ -18,7 +18,7 @@ from headstart.cli.output import print_decision, print_report
 from headstart.cli.registry import registry_app
 from headstart.cli.steps import step
 from headstart.ground.environment import apply_quiet_environment, log_project_at_info
-from headstart.ground.errors import HeadstartError, RunFailed, ValidationFailed
+from headstart.ground.errors import ExportMismatch, HeadstartError, RunFailed, ValidationFailed
 
 app = typer.Typer(help="Keep image classifiers fresh by transfer learning.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets under DVC.", no_args_is_help=True)
@@ -330,7 +330,7 @@ def main() -> None:
     """Console entry point: HeadstartErrors become one clear message, never a traceback."""
     try:
         app()
-    except (ValidationFailed, RunFailed) as exc:
+    except (ValidationFailed, RunFailed, ExportMismatch) as exc:
         err_console.print(f"[red]{exc}[/]")
         sys.exit(1)
     except HeadstartError as exc:

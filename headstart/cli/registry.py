@@ -13,6 +13,9 @@ from rich.table import Table
 registry_app = typer.Typer(help="The model registry: versions and the champion alias.", no_args_is_help=True)
 console = Console()
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml naming registry.uri and model_name.")]
+VerifyOpt = Annotated[
+    bool, typer.Option("--verify", help="Re-hash every cached file (sizes and the manifest digest are always checked).")
+]
 
 
 def _registry(params: Path):
@@ -24,7 +27,7 @@ def _registry(params: Path):
 
 @registry_app.command("ls")
 def ls(params: ParamsOpt = Path("params.yaml"), as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Complete versions, oldest first: id, created, data md5, metrics, decision, champion."""
+    """Complete versions, oldest first: id, created, data md5, metrics, decision, champion, manifest sha256."""
     registry = _registry(params)
     champion = registry.champion()
     rows = [
@@ -35,13 +38,14 @@ def ls(params: ParamsOpt = Path("params.yaml"), as_json: Annotated[bool, typer.O
             "metrics": m.get("metrics", {}),
             "decision": m.get("decision"),
             "champion": m["version"] == champion,
+            "manifest_sha256": m["manifest_sha256"],
         }
         for m in registry.versions()
     ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table("version", "created", "data md5", "accuracy", "macro-F1", "decision", "champion")
+    table = Table("version", "created", "data md5", "accuracy", "macro-F1", "decision", "champion", "manifest")
     for r in rows:
         metrics = r["metrics"]
         table.add_row(
@@ -52,6 +56,7 @@ def ls(params: ParamsOpt = Path("params.yaml"), as_json: Annotated[bool, typer.O
             f"{metrics.get('macro_f1', 0):.4f}",
             r["decision"],
             "*" if r["champion"] else "",
+            r["manifest_sha256"][:12],
         )
     console.print(f"{registry.storage.uri}/{registry.model}")
     console.print(table)
@@ -147,11 +152,12 @@ def predict(
     model: Annotated[str, typer.Option("--model", help="'champion' or a version id.")] = "champion",
     params: ParamsOpt = Path("params.yaml"),
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
+    verify: VerifyOpt = False,
 ) -> None:
     """Class and probability per image, from a registered model (any scenario), pulled and verified first."""
     from headstart.library.predict import predict_images, pull_predictor
 
-    version, predictor = pull_predictor(_registry(params), model)
+    version, predictor = pull_predictor(_registry(params), model, verify=verify)
     for p in predict_images(predictor, images):
         if as_json:
             typer.echo(
@@ -168,16 +174,19 @@ def export(
     dest: Annotated[Path, typer.Argument(help="The .onnx file to write.")],
     fmt: Annotated[str, typer.Option("--format", help="Only onnx for now.")] = "onnx",
     params: ParamsOpt = Path("params.yaml"),
+    tolerance: Annotated[float, typer.Option(help="Largest absolute difference from torch accepted.")] = 1e-3,
+    verify: VerifyOpt = False,
 ) -> None:
-    """Export the torch part of a registered model to ONNX (dynamic batch), checked against torch."""
+    """Export the torch part of a registered model to ONNX (dynamic batch); DEST appears only once onnxruntime
+    matched torch (exit 1 and nothing written otherwise)."""
     from headstart.ground.errors import ConfigError
     from headstart.library.models.export import export_onnx
     from headstart.library.predict import pull_predictor
 
     if fmt != "onnx":
         raise ConfigError(f"--format {fmt}: only onnx is supported")
-    resolved, predictor = pull_predictor(_registry(params), version)
-    report = export_onnx(predictor, dest)
+    resolved, predictor = pull_predictor(_registry(params), version, verify=verify)
+    report = export_onnx(predictor, dest, tolerance=tolerance)
     extra = "; classifier.skops stays beside it (features scenario)" if predictor.classifier is not None else ""
     console.print(
         f"{resolved} → {report.path}: onnxruntime matches torch to {report.max_abs_diff:.1e} on a batch "

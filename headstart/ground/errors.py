@@ -27,3 +27,7 @@ class ToolError(HeadstartError):
 
 class RunFailed(HeadstartError):
     """A pipeline run ended Failed; the message is the run's own."""
+
+
+class ExportMismatch(HeadstartError):
+    """An exported model does not reproduce the original's outputs; nothing was written."""

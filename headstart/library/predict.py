@@ -24,18 +24,18 @@ class Prediction:
     probability: float
 
 
-def pull_predictor(registry: Registry, ref: str, cache: Path | None = None) -> tuple[str, Predictor]:
+def pull_predictor(
+    registry: Registry, ref: str, cache: Path | None = None, verify: bool = False
+) -> tuple[str, Predictor]:
     """Resolve ``champion`` or a version id, pull it into ``cache/<version>`` (default: the user cache's
     ``models/<model>/``) and load it.
 
-    A pull lands atomically only after every file matched the manifest, so a folder that exists was verified.
+    A pull lands atomically only after every file matched the manifest. A cached pull is re-verified on every use:
+    file sizes and the manifest's digest; every file's sha256 too with ``verify``.
     """
     cache = cache or cache_dir() / "models" / registry.model
     version = registry.resolve(ref)
-    model_dir = cache / version
-    if not model_dir.is_dir():
-        registry.pull(version, model_dir)
-    return version, load_predictor(model_dir)
+    return version, load_predictor(registry.pull(version, cache / version, full_check=verify))
 
 
 def predict_images(predictor: Predictor, images: list[Path], batch_size: int = 32) -> list[Prediction]:

@@ -106,3 +106,71 @@ def failing_route(api_url: str, prefix: str) -> Iterator[tuple[FaultyProxy, str]
         yield proxy, f"http://127.0.0.1:{proxy.port}/api"
     finally:
         proxy.close()
+
+
+@dataclass
+class LostResponseProxy:
+    """A raw TCP relay in front of an S3 server that, once armed, lets the next request containing ``marker``
+    reach the server and then drops the server's answer and the connection: the write lands, the client never
+    hears so, and botocore retries it."""
+
+    upstream: tuple[str, int]
+    marker: bytes = b""
+    armed: bool = False
+    swallowed: int = 0
+    listener: socket.socket = field(default_factory=socket.socket)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def serve(self) -> None:
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self, marker: bytes) -> None:
+        """Lose the answer to the next request whose bytes contain ``marker``."""
+        self.marker, self.armed = marker, True
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            lose = threading.Event()
+            threading.Thread(target=self._upstream, args=(client, server, lose), daemon=True).start()
+            threading.Thread(target=self._downstream, args=(server, client, lose), daemon=True).start()
+
+    def _upstream(self, client: socket.socket, server: socket.socket, lose: threading.Event) -> None:
+        try:
+            while chunk := client.recv(65536):
+                if self.armed and self.marker in chunk:
+                    self.armed = False
+                    lose.set()
+                server.sendall(chunk)
+        except OSError:
+            pass
+
+    def _downstream(self, server: socket.socket, client: socket.socket, lose: threading.Event) -> None:
+        seen = b""
+        try:
+            while chunk := server.recv(65536):
+                if not lose.is_set():
+                    client.sendall(chunk)
+                    continue
+                seen += chunk  # the answer to the marked request: dropped
+                if any(f"HTTP/1.1 {code}".encode() in seen for code in range(2, 6)):
+                    self.swallowed += 1
+                    break  # the server has answered (not just "100 Continue"): hang up on the client
+        except OSError:
+            pass
+        finally:
+            for sock in (client, server):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def close(self) -> None:
+        self.listener.close()

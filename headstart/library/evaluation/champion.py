@@ -19,20 +19,17 @@ def challenger_report(config: ModelConfig, evaluation: Evaluation) -> ScoreRepor
 
 
 def score_champion(
-    registry: Registry, split: pd.DataFrame, pull_to: Path, batch_size: int
-) -> tuple[ScoreReport, str] | None:
-    """Pull the champion (verified) into ``pull_to`` and score it on the challenger's test split; None when there
-    is no champion.
+    registry: Registry, version: str, split: pd.DataFrame, pull_to: Path, batch_size: int
+) -> ScoreReport:
+    """Pull the champion ``version`` (verified) into ``pull_to/<version>`` and score it on the challenger's test
+    split.
 
     A champion with another class set cannot be scored on this split: it is reported with its classes only.
     """
-    version = registry.champion()
-    if version is None:
-        return None
-    model_dir = registry.pull(version, pull_to)
+    model_dir = registry.pull(version, pull_to / version)
     config = read_config(model_dir)
     champion_split = config.lineage.get("split", {})
     if set(split.loc[split["split"] == "test", "label"]) - set(config.classes):
-        return ScoreReport({}, config.classes, champion_split), version
+        return ScoreReport({}, config.classes, champion_split)
     scored = evaluate(model_dir, split, batch_size)
-    return ScoreReport(scored.metrics, config.classes, champion_split, scored.correct), version
+    return ScoreReport(scored.metrics, config.classes, champion_split, scored.correct)

@@ -41,6 +41,7 @@ class Decision:
     verdict: Literal["PASS", "FAIL"]
     rules: list[RuleResult]
     champion: str | None = None
+    champion_seq: int = 0  # the alias entry naming the champion judged against (0: none); promotion comes next
 
     @property
     def passed(self) -> bool:
@@ -54,7 +55,8 @@ class Decision:
     @classmethod
     def from_dict(cls, data: dict) -> Decision:
         """Inverse of :meth:`to_dict`."""
-        return cls(data["verdict"], [RuleResult(**r) for r in data["rules"]], data.get("champion"))
+        rules = [RuleResult(**r) for r in data["rules"]]
+        return cls(data["verdict"], rules, data.get("champion"), data.get("champion_seq", 0))
 
     def to_markdown(self) -> str:
         """The rule table, as printed and stored."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import re
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -46,6 +46,8 @@ class AliasRecord:
     action: str  # promote | rollback | manual-promote
     at: str
     reason: str
+    manifest_sha256: str | None = None  # the promoted version's manifest, as it was when promoted
+    judged_against_seq: int | None = None  # promote: the alias entry the gate judged against (this is the next)
 
 
 def _now() -> str:
@@ -54,6 +56,17 @@ def _now() -> str:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+FLAT_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def check_file_names(model: str, version: str, names: list[str]) -> None:
+    """Refuse a manifest naming anything but plain file names (``../x``, ``/abs/x``, ``a/b``): a pull writes each
+    name into its own folder and nowhere else."""
+    bad = [n for n in names if not FLAT_NAME.match(n) or n in (".", "..")]
+    if bad:
+        raise RegistryError(f"{model}/{version}: the manifest names {bad}, not plain file names; version refused")
 
 
 def new_version_id() -> str:
@@ -89,17 +102,56 @@ class Registry:
         return version
 
     def versions(self) -> list[dict]:
-        """Manifests of complete versions, oldest first (a version without its manifest is never listed)."""
+        """Manifests of complete versions, oldest first (a version without its manifest is never listed), each
+        with its own sha256 added as ``manifest_sha256``."""
         keys = self.storage.list(self._key("versions") + "/")
         ids = sorted({k.split("/")[2] for k in keys if k.endswith(f"/{MANIFEST}")})
-        return [self.manifest(v) for v in ids]
+        listed = []
+        for version in ids:
+            data = self._manifest_bytes(version)
+            listed.append({**json.loads(data), "manifest_sha256": _sha256(data)})
+        return listed
 
     def manifest(self, version: str) -> dict:
         """The manifest of a complete version."""
+        return json.loads(self._manifest_bytes(version))
+
+    def _manifest_bytes(self, version: str) -> bytes:
+        if not FLAT_NAME.match(version):
+            raise RegistryError(f"{self.model}: {version!r} is not a version id; see `headstart registry ls`")
         try:
-            return json.loads(self.storage.get(self._key("versions", version, MANIFEST)))
+            return self.storage.get(self._key("versions", version, MANIFEST))
         except ObjectNotFound:
             raise RegistryError(f"{self.model}: no complete version {version!r}; see `headstart registry ls`") from None
+
+    def manifest_digest(self, version: str) -> str:
+        """sha256 of the version's manifest as stored now."""
+        return _sha256(self._manifest_bytes(version))
+
+    def verified_manifest(self, version: str) -> tuple[dict, str]:
+        """The manifest and its sha256, refused when it names anything but plain file names or when it differs
+        from the manifest recorded by an alias entry that promoted this version (replaced after promotion)."""
+        data = self._manifest_bytes(version)
+        digest, manifest = _sha256(data), json.loads(data)
+        check_file_names(self.model, version, list(manifest["files"]))
+        recorded = {r.manifest_sha256 for r in self.history() if r.version == version and r.manifest_sha256}
+        if recorded and recorded != {digest}:
+            raise RegistryError(
+                f"{self.model}/{version}: MANIFEST.json differs from the one recorded when it was promoted "
+                f"(sha256 {digest[:12]} vs {sorted(recorded)[0][:12]}); version refused"
+            )
+        return manifest, digest
+
+    def fetch(self, version: str) -> tuple[dict, str, dict[str, bytes]]:
+        """A version's verified manifest, its digest and every file, each checked against its sha256."""
+        manifest, digest = self.verified_manifest(version)
+        files = {}
+        for name, expected in manifest["files"].items():
+            data = self.storage.get(self._key("versions", version, name))
+            if _sha256(data) != expected:
+                raise RegistryError(f"{self.model}/{version}/{name}: sha256 does not match the manifest; refused")
+            files[name] = data
+        return manifest, digest, files
 
     def decision(self, version: str) -> dict:
         """The gate decision stored with a version."""
@@ -115,29 +167,11 @@ class Registry:
             raise RegistryError(f"{self.model}: there is no champion yet")
         return current
 
-    def pull(self, ref: str, dest: Path) -> Path:
-        """Download a version into ``dest``, verifying every file against the manifest first.
+    def pull(self, ref: str, dest: Path, full_check: bool = True) -> Path:
+        """Download a version into ``dest`` (see :func:`headstart.library.registry.pulling.pull_version`)."""
+        from headstart.library.registry.pulling import pull_version
 
-        Nothing is left at ``dest`` when any file is missing or does not match its sha256.
-        """
-        version = self.resolve(ref)
-        expected = self.manifest(version)["files"]
-        staging = dest.with_name(dest.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
-            for name, digest in expected.items():
-                data = self.storage.get(self._key("versions", version, name))
-                if _sha256(data) != digest:
-                    raise RegistryError(f"{self.model}/{version}/{name}: sha256 does not match the manifest; refused")
-                (staging / name).parent.mkdir(parents=True, exist_ok=True)
-                (staging / name).write_bytes(data)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        shutil.rmtree(dest, ignore_errors=True)
-        staging.rename(dest)
-        return dest
+        return pull_version(self, self.resolve(ref), dest, full_check)
 
     # champion alias ---------------------------------------------------------------------------------------
     def history(self) -> list[AliasRecord]:
@@ -156,9 +190,29 @@ class Registry:
 
     def next_alias(self, version: str, action: str, reason: str) -> AliasRecord:
         """The alias record that would come next (``latest + 1``); nothing is written."""
-        self.manifest(version)  # only complete versions can become champion
+        digest = self.manifest_digest(version)  # only complete versions can become champion
         records = self.history()
-        return AliasRecord(records[-1].seq + 1 if records else 1, version, action, _now(), reason)
+        return AliasRecord(records[-1].seq + 1 if records else 1, version, action, _now(), reason, digest)
+
+    def current_seq(self) -> int:
+        """The number of the latest alias entry (0: there has been no champion)."""
+        records = self.history()
+        return records[-1].seq if records else 0
+
+    def promote_after(self, version: str, judged_seq: int, reason: str) -> AliasRecord:
+        """Make ``version`` champion as exactly the entry after ``judged_seq``, the one the gate judged it
+        against: if the alias moved since (a manual promote, a rollback, another server), PromotionConflict.
+
+        Idempotent: when that entry already names ``version`` judged against ``judged_seq`` (a retried promote
+        whose first attempt landed), it is returned as it is.
+        """
+        landed = [r for r in self.history() if r.seq == judged_seq + 1]
+        if landed and landed[0].version == version and landed[0].judged_against_seq == judged_seq:
+            return landed[0]
+        record = AliasRecord(
+            judged_seq + 1, version, "promote", _now(), reason, self.manifest_digest(version), judged_seq
+        )
+        return self.commit_alias(record)
 
     def commit_alias(self, record: AliasRecord) -> AliasRecord:
         """Create the alias object with If-None-Match; if its number was taken meanwhile, record the conflict
@@ -178,8 +232,8 @@ class Registry:
                 create_only=True,
             )
             raise PromotionConflict(
-                f"{self.model}: champion alias #{record.seq} was taken by a concurrent promotion; {version} was not "
-                "promoted (conflict recorded)"
+                f"{self.model}: champion alias #{record.seq} was taken by another promotion or rollback; {version} "
+                "was not promoted (conflict recorded)"
             ) from None
         return record
 

@@ -2,7 +2,10 @@
 
 Both backends support create-only writes (``put(..., create_only=True)``), which is all the registry needs for
 compare-and-set: on S3 it is ``If-None-Match: *`` (SeaweedFS never let two such writers win; ``If-Match`` did),
-locally an ``os.link`` that fails when the name exists.
+locally an ``os.link`` that fails when the name exists. A create-only write that finds an object with exactly its
+own bytes succeeds: that is a retry of a write that landed (botocore retries a PUT whose response was lost), not
+a conflict. Local writes are durable (file and folder fsynced before and after the publishing rename) and
+readable per the umask.
 """
 
 from __future__ import annotations
@@ -26,6 +29,26 @@ class ObjectNotFound(StorageError):
 
 class ObjectExists(StorageError):
     """A create-only write lost: an object already exists under that key (S3: 412)."""
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (``os.umask`` would race other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or link inside ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Storage(Protocol):
@@ -61,18 +84,31 @@ class LocalStorage:
 
     def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
         path = self._path(key)
+        try:
+            self._put(path, data, create_only)
+        except PermissionError as exc:
+            raise StorageError(f"{exc.filename or path}: permission denied writing {self.uri}/{key}") from None
+
+    def _put(self, path: Path, data: bytes, create_only: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())  # the bytes are on disk before the name points at them
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600: other users (a worker image) could not read
             if create_only:
                 try:
                     os.link(tmp, path)  # atomic create-or-fail
                 except FileExistsError:
-                    raise ObjectExists(f"{self.uri}/{key} already exists") from None
+                    if path.read_bytes() != data:
+                        raise ObjectExists(
+                            f"{self.uri}/{path.relative_to(self.root).as_posix()} already exists"
+                        ) from None
             else:
                 os.replace(tmp, path)
+            fsync_dir(path.parent)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -82,6 +118,8 @@ class LocalStorage:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise ObjectNotFound(f"{self.uri}/{key} not found") from None
+        except PermissionError as exc:
+            raise StorageError(f"{exc.filename}: permission denied reading {self.uri}/{key}") from None
 
     def list(self, prefix: str) -> list[str]:
         base = self._path(prefix) if prefix else self.root
@@ -115,16 +153,20 @@ class S3Storage:
             code = exc.response.get("Error", {}).get("Code", "")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("NoSuchKey", "404", "NotFound"):
-                raise ObjectNotFound(f"{self.uri}/{kwargs.get('Key', '')} not found") from None
+                raise ObjectNotFound(f"s3://{self.bucket}/{kwargs.get('Key', '')} not found") from None
             if code == "PreconditionFailed" or status == 412:
-                raise ObjectExists(f"{self.uri}/{kwargs.get('Key', '')} already exists (412)") from None
+                raise ObjectExists(f"s3://{self.bucket}/{kwargs.get('Key', '')} already exists (412)") from None
             raise StorageError(f"{what} {self.uri}: {code or status}: {exc}") from None
         except BotoCoreError as exc:  # connection refused, timeouts: after botocore's retries with backoff
             raise StorageError(f"{what} {self.uri} failed after retries: {exc}") from None
 
     def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
         extra = {"IfNoneMatch": "*"} if create_only else {}
-        self._call("put", self.client.put_object, Key=self._key(key), Body=data, **extra)
+        try:
+            self._call("put", self.client.put_object, Key=self._key(key), Body=data, **extra)
+        except ObjectExists:
+            if self.get(key) != data:  # equal bytes: our own earlier attempt landed and only its answer was lost
+                raise
 
     def get(self, key: str) -> bytes:
         return self._call("get", self.client.get_object, Key=self._key(key))["Body"].read()

@@ -1,0 +1,176 @@
+"""What the registry promises under hostile storage and faults: nothing written outside a pull's folder, a
+manifest replaced after promotion refused, no promotion past a champion it was not judged against, a retried
+write that landed is not a conflict, a pull never destroys, local writes durable and readable, export atomic."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from headstart.library.registry.pulling import PULL_MARKER
+from headstart.library.registry.registry import PromotionConflict, Registry, RegistryError
+from headstart.library.storage.backends import LocalStorage, ObjectExists, S3Storage
+
+FILES = {"model.safetensors": b"weights-bytes", "config.json": b'{"classes": ["a"]}', "decision.json": b"{}"}
+
+
+@pytest.fixture(params=["local", "s3"])
+def registry(request, tmp_path: Path) -> Registry:
+    if request.param == "local":
+        return Registry(LocalStorage(tmp_path / "registry"), "demo")
+    return Registry(S3Storage(request.getfixturevalue("bucket"), "registry"), "demo")
+
+
+def rewrite_manifest(registry: Registry, version: str, change) -> None:
+    """Replace a version's manifest behind the registry's back (as anyone with bucket access could)."""
+    key = f"demo/versions/{version}/MANIFEST.json"
+    manifest = json.loads(registry.storage.get(key))
+    change(manifest)
+    registry.storage.put(key, json.dumps(manifest).encode())
+
+
+@pytest.mark.parametrize("hostile", ["../../escape.txt", "/tmp/escape-abs.txt", "sub/escape.txt", ".."])
+def test_a_manifest_naming_paths_is_refused_and_nothing_is_written_outside(
+    registry: Registry, tmp_path: Path, hostile: str
+) -> None:
+    version = registry.register(FILES, {})
+    registry.storage.put(f"demo/versions/{version}/evil", b"owned")
+
+    def add_hostile(manifest: dict) -> None:
+        manifest["files"][hostile] = manifest["files"]["config.json"]
+
+    rewrite_manifest(registry, version, add_hostile)
+    cache = tmp_path / "cache" / "deep" / "models"
+    before = set(tmp_path.rglob("*"))
+    with pytest.raises(RegistryError, match=rf"demo/{version}: the manifest names .*not plain file names"):
+        registry.pull(version, cache / version)
+    assert set(tmp_path.rglob("*")) - before <= {tmp_path / "cache", tmp_path / "cache/deep", cache}
+    assert not Path("/tmp/escape-abs.txt").exists()
+
+
+def test_a_manifest_replaced_after_promotion_is_refused(registry: Registry, tmp_path: Path) -> None:
+    version = registry.register(FILES, {"decision": "PASS"})
+    record = registry.set_champion(version, "promote", "first")
+    assert record.manifest_sha256 == registry.manifest_digest(version)
+    [listed] = registry.versions()
+    assert listed["manifest_sha256"] == record.manifest_sha256  # what `registry ls` shows
+    rewrite_manifest(registry, version, lambda m: m.update(decision="PASS", note="edited later"))
+    with pytest.raises(RegistryError, match="differs from the one recorded when it was promoted"):
+        registry.pull("champion", tmp_path / "pulled")
+    assert not (tmp_path / "pulled").exists()
+
+
+def test_pull_never_destroys_and_reverifies_a_cached_pull(registry: Registry, tmp_path: Path) -> None:
+    v1, v2 = registry.register(FILES, {}), registry.register({**FILES, "model.safetensors": b"other"}, {})
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("mine")
+    with pytest.raises(RegistryError, match="is not an earlier pull"):
+        registry.pull(v1, precious)
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"] and (precious / "notes.txt").read_text() == "mine"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pulled = registry.pull(v1, empty)  # an empty folder is fine
+    again = registry.pull(v1, pulled)  # an earlier pull of the same version: re-verified, kept
+    assert again == pulled and (pulled / "model.safetensors").read_bytes() == b"weights-bytes"
+    with pytest.raises(RegistryError, match="is not an earlier pull"):
+        registry.pull(v2, pulled)  # another version never replaces it
+    (pulled / "model.safetensors").write_bytes(b"weights-bytez")  # same size: caught by the full check only
+    registry.pull(v1, pulled, full_check=False)
+    with pytest.raises(RegistryError, match=r"\['model.safetensors'\] no longer match"):
+        registry.pull(v1, pulled)
+    (pulled / "model.safetensors").write_bytes(b"short")
+    with pytest.raises(RegistryError, match="size changed"):
+        registry.pull(v1, pulled, full_check=False)
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def _pull_in_another_process(root: str, version: str, dest: str) -> list[str]:
+    pulled = Registry(LocalStorage(Path(root)), "demo").pull(version, Path(dest))
+    return sorted(p.name for p in pulled.iterdir())
+
+
+def test_concurrent_pulls_from_separate_processes_end_with_one_complete_folder(tmp_path: Path) -> None:
+    registry = Registry(LocalStorage(tmp_path / "registry"), "demo")
+    version = registry.register(FILES, {})
+    dest = tmp_path / "cache" / version
+    with ProcessPoolExecutor(4) as pool:
+        results = list(
+            pool.map(_pull_in_another_process, [str(tmp_path / "registry")] * 8, [version] * 8, [str(dest)] * 8)
+        )
+    assert all(r == sorted([*FILES, PULL_MARKER]) for r in results)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [version]  # no staging folder left
+
+
+def test_promotion_commits_exactly_the_entry_after_the_one_judged_against(registry: Registry) -> None:
+    v1, v2, v3 = (registry.register(FILES, {}) for _ in range(3))
+    registry.promote_after(v1, 0, "first")
+    judged = registry.current_seq()  # the gate judges v2 against alias #1 ...
+    registry.set_champion(v3, "manual-promote", "by hand, meanwhile")  # ... then someone promotes v3 (#2)
+    with pytest.raises(PromotionConflict, match="#2 was taken"):
+        registry.promote_after(v2, judged, "gate PASS against #1")
+    assert [(r.seq, r.version) for r in registry.history()] == [(1, v1), (2, v3)]  # v3 stays: v2 never judged it
+    [conflict] = registry.conflicts()
+    assert conflict["attempt"]["version"] == v2 and conflict["attempt"]["judged_against_seq"] == 1
+    # a retried promote whose first attempt landed returns that entry instead of conflicting with itself
+    landed = registry.promote_after(v2, 2, "gate PASS against #2")
+    assert registry.promote_after(v2, 2, "gate PASS against #2") == landed and registry.current_seq() == 3
+
+
+def test_create_only_with_our_own_bytes_is_success_and_with_other_bytes_a_conflict(registry: Registry) -> None:
+    registry.storage.put("demo/x.json", b"ours", create_only=True)
+    registry.storage.put("demo/x.json", b"ours", create_only=True)  # a retry of a write that landed
+    with pytest.raises(ObjectExists):
+        registry.storage.put("demo/x.json", b"theirs", create_only=True)
+    assert registry.storage.get("demo/x.json") == b"ours"
+
+
+def test_a_retried_promotion_whose_answer_was_lost_is_not_a_conflict(seaweedfs, bucket: str) -> None:
+    """The alias PUT reaches SeaweedFS and lands; its answer is lost on the way back; botocore retries, gets 412
+    on an object holding exactly its bytes: success, one entry, no conflict, no second version."""
+    from tests.support.faulty_proxy import LostResponseProxy
+
+    host, port = seaweedfs.endpoint.removeprefix("http://").split(":")
+    proxy = LostResponseProxy((host, int(port)))
+    proxy.serve()
+    try:
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=proxy.endpoint,
+            config=Config(
+                retries={"max_attempts": 4, "mode": "standard"}, read_timeout=5, s3={"addressing_style": "path"}
+            ),
+        )
+        registry = Registry(S3Storage(bucket, "registry", client=client), "demo")
+        proxy.arm(b"/demo/versions/")
+        version = registry.register(FILES, {})  # the first file's answer is lost
+        assert proxy.swallowed == 1
+        proxy.arm(b"aliases/champion/00000001.json")
+        record = registry.promote_after(version, 0, "first")
+        assert proxy.swallowed == 2
+    finally:
+        proxy.close()
+    assert [m["version"] for m in registry.versions()] == [version]
+    assert registry.history() == [record] and registry.conflicts() == []
+
+
+def test_local_writes_are_readable_per_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        storage = LocalStorage(tmp_path / "registry")
+        storage.put("demo/a.json", b"{}", create_only=True)
+        storage.put("demo/b.json", b"{}")
+    finally:
+        os.umask(old)
+    for name in ("a.json", "b.json"):
+        assert stat.S_IMODE((tmp_path / "registry/demo" / name).stat().st_mode) == 0o644
+    assert not [p for p in (tmp_path / "registry/demo").iterdir() if p.name.startswith(".tmp-")]
