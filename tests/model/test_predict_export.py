@@ -106,3 +106,17 @@ def test_export_onnx_matches_torch_with_a_dynamic_batch(registered, monkeypatch,
         app, ["export", versions["finetune"], str(dest), "--format", "tflite", "--params", str(root / "params.yaml")]
     )
     assert refused.exit_code != 0 and "only onnx" in str(refused.exception)
+
+
+def test_an_export_that_does_not_match_torch_leaves_nothing(registered, monkeypatch, tmp_path: Path) -> None:
+    root, versions, _ = registered
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    dest = tmp_path / "out" / "model.onnx"
+    dest.parent.mkdir()
+    dest.write_bytes(b"the previous export")
+    args = ["export", versions["finetune"], str(dest), "--tolerance", "0", "--params", str(root / "params.yaml")]
+    result = runner.invoke(app, args)  # no float32 export matches torch to 0: the check fails
+    from headstart.ground.errors import ExportMismatch  # `headstart` prints it and exits 1
+
+    assert isinstance(result.exception, ExportMismatch) and "nothing written" in str(result.exception)
+    assert dest.read_bytes() == b"the previous export" and [p.name for p in dest.parent.iterdir()] == [dest.name]

@@ -59,5 +59,7 @@ def export_onnx(predictor: Predictor, dest: Path, opset: int = 18, tolerance: fl
             raise ExportMismatch(
                 f"{dest}: ONNX output differs from torch by {diff:.2e} (tolerance {tolerance:g}); nothing written"
             )
-        os.replace(staged, dest)  # only a checked file becomes visible
+        # only a checked export becomes visible: its external weights file (``<name>.data``) first, the model last
+        for part in sorted(Path(staging).iterdir(), key=lambda p: p == staged):
+            os.replace(part, dest.parent / part.name)
     return ExportReport(dest, diff, len(check))
