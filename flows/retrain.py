@@ -14,6 +14,7 @@ from flows.concurrency import retrain_slot
 from headstart.ground.environment import log_project_at_info
 from headstart.ground.errors import HeadstartError
 from headstart.ground.params import Params, load_params
+from headstart.ground.paths import inside
 from headstart.ground.run_folder import RunFolder, run_folder_for
 from headstart.library.registry.registry import PromotionConflict
 from tasks.pipeline import PIPELINE, steps_by_name
@@ -55,7 +56,11 @@ def retrain(
     """
     log_project_at_info()
     try:
+        workspace = Path.cwd()  # deployments run in the workspace: names they are given must stay inside it
+        if run_dir:
+            inside(workspace, run_dir, "run_dir")
         if dataset:
+            inside(workspace / "data", dataset, "dataset")
             overrides = [*(overrides or []), f"data.dir=data/{dataset}"]
         params = load_params(params_path, overrides)
         get_run_logger().info(

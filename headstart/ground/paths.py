@@ -17,3 +17,14 @@ def cache_dir() -> Path:
 def default_dvc_remote() -> Path:
     """The local-directory DVC remote used when a repository has none configured."""
     return cache_dir() / "dvc-remote"
+
+
+def inside(root: Path, path: Path | str, what: str) -> Path:
+    """``path`` (relative to ``root``, or absolute) when it resolves inside ``root``; else a ConfigError naming
+    ``what`` — parameters that arrive from outside (a deployment run, an event) never reach other folders."""
+    from headstart.ground.errors import ConfigError
+
+    resolved = (root / path).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise ConfigError(f"{what} {str(path)!r} resolves to {resolved}, outside the workspace {root.resolve()}")
+    return resolved

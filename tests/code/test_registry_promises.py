@@ -174,3 +174,34 @@ def test_local_writes_are_readable_per_the_umask(tmp_path: Path) -> None:
     for name in ("a.json", "b.json"):
         assert stat.S_IMODE((tmp_path / "registry/demo" / name).stat().st_mode) == 0o644
     assert not [p for p in (tmp_path / "registry/demo").iterdir() if p.name.startswith(".tmp-")]
+
+
+def _promote_in_another_process(backend: str, where: str, version: str) -> str:
+    storage = LocalStorage(Path(where)) if backend == "local" else S3Storage(where, "registry")
+    try:
+        Registry(storage, "demo").promote_after(version, 0, "race")
+    except PromotionConflict:
+        return "lost"
+    return "won"
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_promotions_racing_from_four_processes_have_one_winner(backend: str, request, tmp_path: Path) -> None:
+    where = str(tmp_path / "registry") if backend == "local" else request.getfixturevalue("bucket")
+    storage = LocalStorage(Path(where)) if backend == "local" else S3Storage(where, "registry")
+    registry = Registry(storage, "demo")
+    versions = [registry.register({**FILES, "model.safetensors": bytes([n])}, {}) for n in range(4)]
+    with ProcessPoolExecutor(4) as pool:
+        outcomes = list(pool.map(_promote_in_another_process, [backend] * 4, [where] * 4, versions))
+    assert sorted(outcomes) == ["lost", "lost", "lost", "won"]
+    [entry] = registry.history()
+    assert entry.version == versions[outcomes.index("won")] and len(registry.conflicts()) == 3
+
+
+def test_stray_objects_under_aliases_are_reported_not_fatal(registry: Registry) -> None:
+    version = registry.register(FILES, {})
+    registry.promote_after(version, 0, "first")
+    registry.storage.put("demo/aliases/champion/notes.txt", b"left here by hand")
+    registry.storage.put("demo/aliases/champion/00000009.json", b'{"seq": 2, "version": "x"}')  # misnumbered
+    assert registry.champion() == version and [r.seq for r in registry.history()] == [1]
+    assert registry.stray_aliases() == ["demo/aliases/champion/00000009.json", "demo/aliases/champion/notes.txt"]

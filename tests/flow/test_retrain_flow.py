@@ -180,3 +180,19 @@ def test_artifact_api_down_after_promotion_keeps_a_completed_run_that_agrees_wit
         published = client.read_artifacts(artifact_filter=of_run)
     assert state.is_completed(), state
     assert published == []
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value"),
+    [("dataset", "../../outside"), ("run_dir", "/tmp/headstart-elsewhere"), ("run_dir", "../up")],
+)
+def test_path_parameters_outside_the_workspace_fail_the_run_before_anything(
+    workspace: Path, prefect_server, parameter: str, value: str
+) -> None:
+    from flows.retrain import retrain
+
+    state = retrain(**{parameter: value}, return_state=True)  # as a deployment run or an event would pass them
+    assert state.is_failed() and f"{parameter} {value!r} resolves to" in state.message
+    assert "outside the workspace" in state.message
+    assert not (workspace / "runs").exists() and not Path("/tmp/headstart-elsewhere").exists()
+    assert not (workspace.parent / "up").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import uuid
 from dataclasses import asdict, dataclass
@@ -25,6 +26,7 @@ from headstart.ground.params import RegistryParams
 from headstart.ground.run_folder import DECISION
 from headstart.library.storage.backends import ObjectExists, ObjectNotFound, Storage, open_storage
 
+log = logging.getLogger(__name__)
 MANIFEST = "MANIFEST.json"
 CHAMPION = "champion"
 
@@ -175,9 +177,28 @@ class Registry:
 
     # champion alias ---------------------------------------------------------------------------------------
     def history(self) -> list[AliasRecord]:
-        """Every move of the champion alias, oldest first."""
-        keys = self.storage.list(self._key("aliases", CHAMPION) + "/")
-        return [AliasRecord(**json.loads(self.storage.get(k))) for k in sorted(keys)]
+        """Every move of the champion alias, oldest first. Objects under ``aliases/`` that are not alias entries
+        (a stray upload, a half-edited file) are skipped with a warning: see :meth:`stray_aliases`."""
+        return self._read_aliases()[0]
+
+    def stray_aliases(self) -> list[str]:
+        """Keys under the alias folder that are not well-formed alias entries (reported, never used)."""
+        return self._read_aliases()[1]
+
+    def _read_aliases(self) -> tuple[list[AliasRecord], list[str]]:
+        records, stray = [], []
+        for key in sorted(self.storage.list(self._key("aliases", CHAMPION) + "/")):
+            name = key.rsplit("/", 1)[-1]
+            try:
+                record = AliasRecord(**json.loads(self.storage.get(key)))
+                if name != f"{record.seq:08d}.json" or not FLAT_NAME.match(record.version):
+                    raise ValueError(f"entry #{record.seq} stored as {name}")
+            except (ValueError, TypeError, KeyError) as exc:  # JSON errors are ValueErrors
+                log.warning("%s: not an alias entry (%s); skipped", key, exc)
+                stray.append(key)
+                continue
+            records.append(record)
+        return records, stray
 
     def champion(self) -> str | None:
         """The version named by the highest alias object."""
