@@ -77,6 +77,7 @@ def show(
     if ref == "champion":
         shown["history"] = [r.__dict__ for r in registry.history()]
         shown["conflicts"] = registry.conflicts()
+        shown["stray"] = registry.stray_aliases()
     if as_json:
         typer.echo(json.dumps(shown, indent=2))
         return
@@ -89,6 +90,8 @@ def show(
         console.print(table)
         for event in shown["conflicts"]:
             console.print(f"conflict: {event['attempt']} — {event['outcome']}")
+        for key in shown["stray"]:
+            console.print(f"[yellow]not an alias entry, ignored:[/] {key}")
 
 
 @registry_app.command("promote")

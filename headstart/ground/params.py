@@ -178,6 +178,7 @@ class GateParams(_Section):
 class RegistryParams(_Section):
     uri: str = "file://registry"  # file://PATH (relative to the workspace) or s3://bucket/prefix
     model_name: str = Field("fashion-mnist", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    signing_key_env: str | None = None  # an environment variable holding the HMAC key; null: unsigned
 
 
 class Params(_Section):

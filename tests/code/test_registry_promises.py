@@ -205,3 +205,35 @@ def test_stray_objects_under_aliases_are_reported_not_fatal(registry: Registry) 
     registry.storage.put("demo/aliases/champion/00000009.json", b'{"seq": 2, "version": "x"}')  # misnumbered
     assert registry.champion() == version and [r.seq for r in registry.history()] == [1]
     assert registry.stray_aliases() == ["demo/aliases/champion/00000009.json", "demo/aliases/champion/notes.txt"]
+
+
+def test_a_signing_registry_refuses_unsigned_and_wrongly_signed_entries(
+    registry: Registry, tmp_path: Path, monkeypatch
+) -> None:
+    from headstart.ground.errors import ConfigError
+    from headstart.ground.params import RegistryParams
+    from headstart.library.registry.registry import open_registry
+
+    signed = Registry(registry.storage, "demo", signing_key=b"the key")
+    version = signed.register(FILES, {})
+    signed.promote_after(version, 0, "first")
+    assert signed.champion() == version and signed.pull(version, tmp_path / "ok").is_dir()
+
+    forger = Registry(registry.storage, "demo")  # bucket access, no key: writes unsigned objects
+    forged = forger.register(FILES, {})
+    forger.promote_after(forged, 1, "forged")
+    assert forger.champion() == forged  # without the key nothing is checked ...
+    assert signed.champion() == version  # ... with it, the unsigned entry is refused (reported as stray)
+    assert signed.stray_aliases() == ["demo/aliases/champion/00000002.json"]
+    with pytest.raises(RegistryError, match="unsigned or wrongly signed"):
+        signed.pull(forged, tmp_path / "forged")
+    with pytest.raises(RegistryError, match="unsigned or wrongly signed"):
+        Registry(registry.storage, "demo", signing_key=b"another key").pull(version, tmp_path / "wrong")
+    assert not (tmp_path / "forged").exists() and not (tmp_path / "wrong").exists()
+
+    params = RegistryParams(uri=f"file://{tmp_path / 'r2'}", model_name="demo", signing_key_env="HS_TEST_KEY")
+    monkeypatch.delenv("HS_TEST_KEY", raising=False)
+    with pytest.raises(ConfigError, match="HS_TEST_KEY, which is not set"):
+        open_registry(params)
+    monkeypatch.setenv("HS_TEST_KEY", "from the environment")
+    assert open_registry(params).signing_key == b"from the environment"

@@ -15,15 +15,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from headstart.ground.errors import HeadstartError
+from headstart.ground.errors import ConfigError, HeadstartError
 from headstart.ground.params import RegistryParams
 from headstart.ground.run_folder import DECISION
+from headstart.library.registry.signing import SIGNATURE, sign, signed_by
 from headstart.library.storage.backends import ObjectExists, ObjectNotFound, Storage, open_storage
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class AliasRecord:
     reason: str
     manifest_sha256: str | None = None  # the promoted version's manifest, as it was when promoted
     judged_against_seq: int | None = None  # promote: the alias entry the gate judged against (this is the next)
+    signature: str | None = None  # HMAC-SHA256 when the registry signs (registry.signing_key_env)
 
 
 def _now() -> str:
@@ -79,8 +82,10 @@ def new_version_id() -> str:
 class Registry:
     """One model's versions and champion alias on a storage backend."""
 
-    def __init__(self, storage: Storage, model_name: str) -> None:
-        self.storage, self.model = storage, model_name
+    def __init__(self, storage: Storage, model_name: str, signing_key: bytes | None = None) -> None:
+        """With ``signing_key``, manifests and alias entries written are signed, and unsigned or wrongly signed
+        ones read are refused."""
+        self.storage, self.model, self.signing_key = storage, model_name, signing_key
 
     def _key(self, *parts: str) -> str:
         return "/".join((self.model, *parts))
@@ -98,6 +103,8 @@ class Registry:
             "files": {name: _sha256(data) for name, data in sorted(files.items())},
             **summary,
         }
+        if self.signing_key is not None:
+            manifest[SIGNATURE] = sign(manifest, self.signing_key)
         self.storage.put(
             self._key("versions", version, MANIFEST), json.dumps(manifest, indent=2).encode(), create_only=True
         )
@@ -135,6 +142,8 @@ class Registry:
         from the manifest recorded by an alias entry that promoted this version (replaced after promotion)."""
         data = self._manifest_bytes(version)
         digest, manifest = _sha256(data), json.loads(data)
+        if self.signing_key is not None and not signed_by(manifest, self.signing_key):
+            raise RegistryError(f"{self.model}/{version}: MANIFEST.json is unsigned or wrongly signed; version refused")
         check_file_names(self.model, version, list(manifest["files"]))
         recorded = {r.manifest_sha256 for r in self.history() if r.version == version and r.manifest_sha256}
         if recorded and recorded != {digest}:
@@ -190,9 +199,12 @@ class Registry:
         for key in sorted(self.storage.list(self._key("aliases", CHAMPION) + "/")):
             name = key.rsplit("/", 1)[-1]
             try:
-                record = AliasRecord(**json.loads(self.storage.get(key)))
+                entry = json.loads(self.storage.get(key))
+                record = AliasRecord(**entry)
                 if name != f"{record.seq:08d}.json" or not FLAT_NAME.match(record.version):
                     raise ValueError(f"entry #{record.seq} stored as {name}")
+                if self.signing_key is not None and not signed_by(entry, self.signing_key):
+                    raise ValueError("unsigned or wrongly signed")
             except (ValueError, TypeError, KeyError) as exc:  # JSON errors are ValueErrors
                 log.warning("%s: not an alias entry (%s); skipped", key, exc)
                 stray.append(key)
@@ -239,6 +251,8 @@ class Registry:
         """Create the alias object with If-None-Match; if its number was taken meanwhile, record the conflict
         and raise PromotionConflict (never retried into the next number: that would hide the race)."""
         version = record.version
+        if self.signing_key is not None:
+            record = replace(record, signature=sign(asdict(record), self.signing_key))
         try:
             self.storage.put(
                 self._key("aliases", CHAMPION, f"{record.seq:08d}.json"),
@@ -278,4 +292,13 @@ class Registry:
 
 def open_registry(params: RegistryParams) -> Registry:
     """The registry named in params (``registry.uri``, ``registry.model_name``)."""
-    return Registry(open_storage(params.uri), params.model_name)
+    key = None
+    if params.signing_key_env:
+        secret = os.environ.get(params.signing_key_env)
+        if not secret:
+            raise ConfigError(
+                f"registry.signing_key_env names {params.signing_key_env}, which is not set: export the signing key "
+                "there (it is never read from a file or logged)"
+            )
+        key = secret.encode()
+    return Registry(open_storage(params.uri), params.model_name, key)
