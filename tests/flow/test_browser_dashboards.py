@@ -66,6 +66,20 @@ def shows_text(png: bytes, box: dict) -> bool:
     return region.size > 0 and region.min() < 90 and region.max() > 200
 
 
+def screenshot_showing(page, path: Path, locators: list, timeout: float = 15.0) -> bytes:
+    """A screenshot once every locator's box shows text (the UI may paint a loading skeleton over content that is
+    already in the DOM); the last one taken if that never happens, for the assertions to judge."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        png = page.screenshot(path=path)
+        boxes = [locator.bounding_box() for locator in locators]
+        if all(box and shows_text(png, box) for box in boxes) or time.monotonic() > deadline:
+            return png
+        page.wait_for_timeout(300)
+
+
 def test_browser_shows_gate_decision_and_metrics(
     workspace: Path, prefect_server: str, fashion_idx_dir, chromium: str, tmp_path: Path
 ) -> None:
@@ -97,7 +111,7 @@ def check_dashboards(page, ui: str, summary: dict, tmp_path: Path) -> None:
     expect(rendered.get_by_role("cell", name="floor accuracy")).to_be_visible()
     metrics_line = rendered.get_by_text(f"Test accuracy {accuracy:.4f}")
     expect(metrics_line).to_be_visible()
-    decision_png = page.screenshot(path=tmp_path / "decision.png")
+    decision_png = screenshot_showing(page, tmp_path / "decision.png", [headline, metrics_line])
     for shown in (headline, metrics_line):
         box = shown.bounding_box()
         assert box and box["y"] + box["height"] <= VIEWPORT["height"], "not in the first screen"

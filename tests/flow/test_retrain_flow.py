@@ -117,7 +117,13 @@ def test_dvc_repro_in_an_init_workspace_then_no_op_then_only_train_after_a_code_
     version = json.loads(run.registered.read_text())["version"]
     promotion = json.loads(run.promotion.read_text())
     decision = json.loads(run.decision.read_text())
-    assert promotion == {"version": version, "promoted": decision["verdict"] == "PASS", "alias_seq": 1}
+    assert promotion == {
+        "version": version,
+        "promoted": decision["verdict"] == "PASS",
+        "alias_seq": 1,
+        "judged_against_seq": 0,
+        "rejudged": False,
+    }
     registry = Registry(LocalStorage(workspace / "registry"), "fashion-mnist")
     assert [m["version"] for m in registry.versions()] == [version] and registry.champion() == version
     assert json.loads(run.summary.read_text())["version"] == version
