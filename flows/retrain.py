@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -57,12 +58,16 @@ def retrain(
     log_project_at_info()
     try:
         workspace = Path.cwd()  # deployments run in the workspace: names they are given must stay inside it
+        inside(workspace, params_path, "params_path")
         if run_dir:
             inside(workspace, run_dir, "run_dir")
         if dataset:
             inside(workspace / "data", dataset, "dataset")
-            overrides = [*(overrides or []), f"data.dir=data/{dataset}"]
+            overrides = [*(overrides or []), f"data.dir={json.dumps(f'data/{dataset}')}"]  # JSON: YAML reads it as is
         params = load_params(params_path, overrides)
+        for what, folder in (("data.dir", params.data.dir), ("data.test_dir", params.data.test_dir)):
+            if folder is not None:
+                inside(workspace, folder, what)
         get_run_logger().info(
             "taking the retrain slot of %s (waits while another run holds it, or until a crashed run's lease lapses)",
             params.registry.model_name,

@@ -19,7 +19,19 @@ log = logging.getLogger(__name__)
 
 
 def run(ctx: StepContext) -> Decision:
-    """Judge the challenger against the current champion (or the floors alone on the first run)."""
+    """Judge the challenger against the current champion (or the floors alone on the first run); write the
+    decision and the model card."""
+    decision = judge(ctx)
+    ctx.run.decision.write_text(json.dumps(decision.to_dict(), indent=2))
+    trained, evaluation = ctx.result("train"), ctx.result("evaluate")
+    ctx.run.model_card.write_text(render_model_card(asdict(trained.config), evaluation.metrics, decision))
+    log.info("gate decision %s against %s", decision.verdict, decision.champion or "no champion")
+    return decision
+
+
+def judge(ctx: StepContext) -> Decision:
+    """The decision against the champion as the registry names it now (nothing written but the champion's
+    verified pull under ``champion/<version>/``)."""
     trained, evaluation = ctx.result("train"), ctx.result("evaluate")
     challenger = challenger_report(trained.config, evaluation)
     registry = open_registry(ctx.params.registry)
@@ -29,11 +41,7 @@ def run(ctx: StepContext) -> Decision:
     if version is not None:
         split, batch_size = ctx.result("split").table, ctx.params.evaluate.batch_size
         report = score_champion(registry, version, split, ctx.run.champion, batch_size)
-    decision = replace(decide(challenger, report, ctx.params.gate, version, ctx.allow_class_change), champion_seq=seq)
-    ctx.run.decision.write_text(json.dumps(decision.to_dict(), indent=2))
-    ctx.run.model_card.write_text(render_model_card(asdict(trained.config), evaluation.metrics, decision))
-    log.info("gate decision %s against %s", decision.verdict, version or "no champion")
-    return decision
+    return replace(decide(challenger, report, ctx.params.gate, version, ctx.allow_class_change), champion_seq=seq)
 
 
 def load(ctx: StepContext) -> Decision:

@@ -12,19 +12,25 @@ from tasks import gate
 from tasks.step import Step, StepContext
 
 log = logging.getLogger(__name__)
+REJUDGED = "promote:rejudged"  # the re-judged decision, kept in the run context across Prefect retries
 
 
 def run(ctx: StepContext) -> AliasRecord | None:
     """Promote the registered version when the gate passed; record the outcome either way."""
     registry, version = open_registry(ctx.params.registry), ctx.result("register")
     decision, rejudged, record = ctx.result("gate"), False, None
+    if ctx.results.get(REJUDGED) is not None:  # a Prefect retry after the re-judgement: never judge a third time
+        decision, rejudged = ctx.results[REJUDGED], True
     if decision.passed:
         try:
             record = registry.promote_after(version, decision.champion_seq, _reason(decision))
         except PromotionConflict as moved:
+            if rejudged:
+                raise  # the champion moved twice: the run ends without promoting
             log.warning("%s; judging %s again against the champion now", moved, version)
-            decision, rejudged = gate.run(ctx), True  # re-scores the new champion on the same split
-            ctx.results["gate"] = decision
+            # re-scores the new champion on the same split; kept in promotion.json (decision.json is the gate's)
+            decision, rejudged = gate.judge(ctx), True
+            ctx.results[REJUDGED] = decision
             if decision.passed:  # a second move raises PromotionConflict: nothing is promoted unjudged
                 record = registry.promote_after(version, decision.champion_seq, _reason(decision))
     outcome = {
@@ -33,6 +39,7 @@ def run(ctx: StepContext) -> AliasRecord | None:
         "alias_seq": record.seq if record else None,
         "judged_against_seq": decision.champion_seq,
         "rejudged": rejudged,
+        **({"rejudged_decision": decision.to_dict()} if rejudged else {}),
     }
     ctx.run.promotion.write_text(json.dumps(outcome))
     return record

@@ -26,7 +26,8 @@ def final_summary(ctx: StepContext) -> dict:
     summary = dict(ctx.result("report").summary)
     record = ctx.result("promote")
     summary["promoted"] = record is not None
-    summary["decision"] = ctx.result("gate").to_dict()  # judged again if the champion moved before promotion
+    rejudged = ctx.results.get("promote:rejudged")  # judged again when the champion moved before promotion
+    summary["decision"] = (rejudged or ctx.result("gate")).to_dict()
     summary["champion"] = record.version if record is not None else summary["champion"]
     return summary
 

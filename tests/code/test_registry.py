@@ -30,10 +30,10 @@ def test_versions_are_closed_by_a_manifest(registry: Registry) -> None:
     assert [m["version"] for m in manifests] == sorted([v1, v2])
     assert manifests[0]["files"]["model.safetensors"] == hashlib.sha256(b"weights-bytes").hexdigest()
     # a version whose manifest never got written (a crash mid-upload) is never listed or usable
-    registry.storage.put("demo/versions/29990101T000000Z-deadbeef/model.safetensors", b"half")
+    registry.storage.put("demo/versions/29990101T000000000000Z-deadbeef/model.safetensors", b"half")
     assert [m["version"] for m in registry.versions()] == sorted([v1, v2])
     with pytest.raises(RegistryError, match="no complete version"):
-        registry.pull("29990101T000000Z-deadbeef", Path("unused"))
+        registry.pull("29990101T000000000000Z-deadbeef", Path("unused"))
 
 
 def test_pull_verifies_every_file_and_refuses_tampering(registry: Registry, tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ def test_champion_history_and_rollback(registry: Registry) -> None:
     assert [(r.seq, r.version) for r in registry.history()] == [(1, v1), (2, v2), (3, v1)]
     assert registry.rollback(to=v2).version == v2 and registry.champion() == v2
     with pytest.raises(RegistryError, match="no complete version"):
-        registry.set_champion("no-such-version", "promote", "")
+        registry.set_champion("29990101T000000000000Z-deadbeef", "promote", "")
 
 
 def test_a_stale_promotion_loses_and_is_recorded(registry: Registry) -> None:

@@ -45,6 +45,7 @@ def test_a_manifest_naming_paths_is_refused_and_nothing_is_written_outside(
         manifest["files"][hostile] = manifest["files"]["config.json"]
 
     rewrite_manifest(registry, version, add_hostile)
+    assert registry.versions()  # still listed: only using it is refused
     cache = tmp_path / "cache" / "deep" / "models"
     before = set(tmp_path.rglob("*"))
     with pytest.raises(RegistryError, match=rf"demo/{version}: the manifest names .*not plain file names"):
@@ -198,13 +199,18 @@ def test_promotions_racing_from_four_processes_have_one_winner(backend: str, req
     assert entry.version == versions[outcomes.index("won")] and len(registry.conflicts()) == 3
 
 
-def test_stray_objects_under_aliases_are_reported_not_fatal(registry: Registry) -> None:
+def test_stray_objects_under_aliases_are_reported_and_damaged_entries_refused(registry: Registry) -> None:
     version = registry.register(FILES, {})
     registry.promote_after(version, 0, "first")
     registry.storage.put("demo/aliases/champion/notes.txt", b"left here by hand")
-    registry.storage.put("demo/aliases/champion/00000009.json", b'{"seq": 2, "version": "x"}')  # misnumbered
+    entry = registry.storage.get("demo/aliases/champion/00000001.json")
+    registry.storage.put("demo/aliases/champion/old/00000001.json", entry)  # a copy in a sub-folder
     assert registry.champion() == version and [r.seq for r in registry.history()] == [1]
-    assert registry.stray_aliases() == ["demo/aliases/champion/00000009.json", "demo/aliases/champion/notes.txt"]
+    assert registry.stray_aliases() == ["demo/aliases/champion/notes.txt", "demo/aliases/champion/old/00000001.json"]
+    # an object named as an entry but not one is damage: refused loudly, never skipped into another champion
+    registry.storage.put("demo/aliases/champion/00000002.json", entry)  # says #1
+    with pytest.raises(RegistryError, match=r"00000002.json: not a valid alias entry \(it says entry #1"):
+        registry.champion()
 
 
 def test_a_signing_registry_refuses_unsigned_and_wrongly_signed_entries(
@@ -221,12 +227,14 @@ def test_a_signing_registry_refuses_unsigned_and_wrongly_signed_entries(
 
     forger = Registry(registry.storage, "demo")  # bucket access, no key: writes unsigned objects
     forged = forger.register(FILES, {})
-    forger.promote_after(forged, 1, "forged")
-    assert forger.champion() == forged  # without the key nothing is checked ...
-    assert signed.champion() == version  # ... with it, the unsigned entry is refused (reported as stray)
-    assert signed.stray_aliases() == ["demo/aliases/champion/00000002.json"]
     with pytest.raises(RegistryError, match="unsigned or wrongly signed"):
         signed.pull(forged, tmp_path / "forged")
+    forger.promote_after(forged, 1, "forged")
+    assert forger.champion() == forged  # without the key nothing is checked; with it, the forged entry is damage:
+    with pytest.raises(RegistryError, match=r"00000002.json: not a valid alias entry \(unsigned or wrongly signed"):
+        signed.champion()  # nothing is promoted or pulled on that history until it is repaired
+    with pytest.raises(RegistryError, match="damaged"):
+        signed.pull("champion", tmp_path / "forged")
     with pytest.raises(RegistryError, match="unsigned or wrongly signed"):
         Registry(registry.storage, "demo", signing_key=b"another key").pull(version, tmp_path / "wrong")
     assert not (tmp_path / "forged").exists() and not (tmp_path / "wrong").exists()
@@ -237,3 +245,12 @@ def test_a_signing_registry_refuses_unsigned_and_wrongly_signed_entries(
         open_registry(params)
     monkeypatch.setenv("HS_TEST_KEY", "from the environment")
     assert open_registry(params).signing_key == b"from the environment"
+
+
+def test_a_manifest_copied_from_another_model_or_version_is_refused(registry: Registry, tmp_path: Path) -> None:
+    theirs = Registry(registry.storage, "other").register(FILES, {})
+    ours = registry.register(FILES, {})
+    for name in [*FILES, "MANIFEST.json"]:  # their version's objects copied over ours
+        registry.storage.put(f"demo/versions/{ours}/{name}", registry.storage.get(f"other/versions/{theirs}/{name}"))
+    with pytest.raises(RegistryError, match=f"describes other/{theirs}; refused"):
+        registry.pull(ours, tmp_path / "pulled")

@@ -68,6 +68,7 @@ def test_a_champion_moved_before_promotion_is_judged_against_first(tiny_split, t
     assert twin.results["gate"].passed and twin.results["gate"].champion_seq == 4
     registry.set_champion(strong.results["register"], "manual-promote", "by hand, meanwhile")
     record, outcome = promote(twin)
+    rejudged = outcome.pop("rejudged_decision")
     assert record is None and outcome == {
         "version": twin.results["register"],
         "promoted": False,
@@ -75,8 +76,8 @@ def test_a_champion_moved_before_promotion_is_judged_against_first(tiny_split, t
         "judged_against_seq": 5,
         "rejudged": True,
     }
-    on_disk = json.loads(twin.run.decision.read_text())
-    assert on_disk["verdict"] == "FAIL" and on_disk["champion"] == strong.results["register"]
+    assert rejudged["verdict"] == "FAIL" and rejudged["champion"] == strong.results["register"]
+    assert json.loads(twin.run.decision.read_text())["champion_seq"] == 4  # the gate's own record stays as it was
 
     history = registry.history()
     assert [r.seq for r in history] == [1, 2, 3, 4, 5] and registry.champion() == strong.results["register"]

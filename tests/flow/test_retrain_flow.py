@@ -189,16 +189,22 @@ def test_artifact_api_down_after_promotion_keeps_a_completed_run_that_agrees_wit
 
 
 @pytest.mark.parametrize(
-    ("parameter", "value"),
-    [("dataset", "../../outside"), ("run_dir", "/tmp/headstart-elsewhere"), ("run_dir", "../up")],
+    ("parameters", "named"),
+    [
+        ({"dataset": "../../outside"}, "dataset '../../outside'"),
+        ({"run_dir": "/tmp/headstart-elsewhere"}, "run_dir '/tmp/headstart-elsewhere'"),
+        ({"run_dir": "../up"}, "run_dir '../up'"),
+        ({"overrides": ["data.dir=/etc"]}, "data.dir '/etc'"),
+        ({"params_path": "/etc/passwd"}, "params_path '/etc/passwd'"),
+    ],
 )
 def test_path_parameters_outside_the_workspace_fail_the_run_before_anything(
-    workspace: Path, prefect_server, parameter: str, value: str
+    workspace: Path, prefect_server, parameters: dict, named: str
 ) -> None:
     from flows.retrain import retrain
 
-    state = retrain(**{parameter: value}, return_state=True)  # as a deployment run or an event would pass them
-    assert state.is_failed() and f"{parameter} {value!r} resolves to" in state.message
+    state = retrain(**parameters, return_state=True)  # as a deployment run or an event would pass them
+    assert state.is_failed() and f"{named} resolves to" in state.message
     assert "outside the workspace" in state.message
     assert not (workspace / "runs").exists() and not Path("/tmp/headstart-elsewhere").exists()
     assert not (workspace.parent / "up").exists()

@@ -28,10 +28,12 @@ PULL_MARKER = ".headstart-pull.json"  # hidden: the model folder's own files are
 
 
 def _marker(dest: Path) -> dict | None:
+    """The marker an earlier pull left, or None (missing, unreadable or not one)."""
     try:
-        return json.loads((dest / PULL_MARKER).read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        marker = json.loads((dest / PULL_MARKER).read_text())
+    except (OSError, ValueError):
         return None
+    return marker if isinstance(marker, dict) and isinstance(marker.get("sizes"), dict) else None
 
 
 def _reverify(registry: Registry, version: str, dest: Path, full_check: bool) -> None:
@@ -44,8 +46,10 @@ def _reverify(registry: Registry, version: str, dest: Path, full_check: bool) ->
     problem = None
     if marker.get("manifest_sha256") != digest:
         problem = "its manifest changed since it was pulled"
-    elif present != sorted(manifest["files"]):
+    elif present != sorted(manifest["files"]) or sorted(marker["sizes"]) != present:
         problem = f"it holds {present}, the manifest names {sorted(manifest['files'])}"
+    elif not all((dest / n).is_file() and not (dest / n).is_symlink() for n in present):
+        problem = "it holds something other than plain files"
     elif any((dest / n).stat().st_size != size for n, size in marker["sizes"].items()):
         problem = "a file's size changed since it was pulled"
     elif full_check:

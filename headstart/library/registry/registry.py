@@ -63,13 +63,17 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-FLAT_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+FLAT_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")  # no leading dot: no ., .., or hidden marker files
+VERSION_ID = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{8}$")  # what new_version_id makes
+ALIAS_ENTRY = re.compile(r"^\d{8}\.json$")
 
 
 def check_file_names(model: str, version: str, names: list[str]) -> None:
     """Refuse a manifest naming anything but plain file names (``../x``, ``/abs/x``, ``a/b``): a pull writes each
     name into its own folder and nowhere else."""
-    bad = [n for n in names if not FLAT_NAME.match(n) or n in (".", "..")]
+    bad = [n for n in names if not isinstance(n, str) or not FLAT_NAME.match(n)]
+    lowered = [n.lower() for n in names if isinstance(n, str)]
+    bad += sorted({n for n in names if isinstance(n, str) and lowered.count(n.lower()) > 1})  # case-folding clash
     if bad:
         raise RegistryError(f"{model}/{version}: the manifest names {bad}, not plain file names; version refused")
 
@@ -94,6 +98,7 @@ class Registry:
     def register(self, files: dict[str, bytes], summary: dict) -> str:
         """Upload a new immutable version; the manifest (sha256 of every file, plus ``summary``) goes last."""
         version = new_version_id()
+        check_file_names(self.model, version, list(files))  # a name no pull would accept is never registered
         for name, data in sorted(files.items()):
             self.storage.put(self._key("versions", version, name), data, create_only=True)
         manifest = {
@@ -114,7 +119,8 @@ class Registry:
         """Manifests of complete versions, oldest first (a version without its manifest is never listed), each
         with its own sha256 added as ``manifest_sha256``."""
         keys = self.storage.list(self._key("versions") + "/")
-        ids = sorted({k.split("/")[2] for k in keys if k.endswith(f"/{MANIFEST}")})
+        ids = sorted({k.split("/")[-2] for k in keys if k.endswith(f"/{MANIFEST}") and k.count("/") == 3})
+        ids = [v for v in ids if VERSION_ID.match(v)]  # anything else under versions/ is not a version
         listed = []
         for version in ids:
             data = self._manifest_bytes(version)
@@ -126,7 +132,7 @@ class Registry:
         return json.loads(self._manifest_bytes(version))
 
     def _manifest_bytes(self, version: str) -> bytes:
-        if not FLAT_NAME.match(version):
+        if not isinstance(version, str) or not VERSION_ID.match(version):
             raise RegistryError(f"{self.model}: {version!r} is not a version id; see `headstart registry ls`")
         try:
             return self.storage.get(self._key("versions", version, MANIFEST))
@@ -141,10 +147,22 @@ class Registry:
         """The manifest and its sha256, refused when it names anything but plain file names or when it differs
         from the manifest recorded by an alias entry that promoted this version (replaced after promotion)."""
         data = self._manifest_bytes(version)
-        digest, manifest = _sha256(data), json.loads(data)
+        digest = _sha256(data)
+        try:
+            manifest = json.loads(data)
+            files = manifest["files"]
+            if not isinstance(files, dict) or not all(isinstance(h, str) for h in files.values()):
+                raise TypeError("files is not a mapping of names to sha256")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise RegistryError(f"{self.model}/{version}: MANIFEST.json is not a manifest ({exc}); refused") from None
+        if manifest.get("model") != self.model or manifest.get("version") != version:
+            raise RegistryError(
+                f"{self.model}/{version}: MANIFEST.json describes {manifest.get('model')}/{manifest.get('version')}; "
+                "refused (copied from elsewhere?)"
+            )
         if self.signing_key is not None and not signed_by(manifest, self.signing_key):
             raise RegistryError(f"{self.model}/{version}: MANIFEST.json is unsigned or wrongly signed; version refused")
-        check_file_names(self.model, version, list(manifest["files"]))
+        check_file_names(self.model, version, list(files))
         recorded = {r.manifest_sha256 for r in self.history() if r.version == version and r.manifest_sha256}
         if recorded and recorded != {digest}:
             raise RegistryError(
@@ -195,22 +213,32 @@ class Registry:
         return self._read_aliases()[1]
 
     def _read_aliases(self) -> tuple[list[AliasRecord], list[str]]:
+        """Entries by number, and keys under the alias folder that are not entries (notes, sub-folders: skipped,
+        reported). An entry-named object that is not a valid entry (unreadable, misnumbered, unsigned when the
+        registry signs) is damage, not noise: a RegistryError, so that nothing is promoted or pulled on a history
+        that cannot be trusted."""
+        prefix = self._key("aliases", CHAMPION) + "/"
         records, stray = [], []
-        for key in sorted(self.storage.list(self._key("aliases", CHAMPION) + "/")):
-            name = key.rsplit("/", 1)[-1]
+        for key in self.storage.list(prefix):
+            name = key[len(prefix) :]
+            if not ALIAS_ENTRY.match(name):
+                log.warning("%s: not an alias entry; skipped", key)
+                stray.append(key)
+                continue
             try:
                 entry = json.loads(self.storage.get(key))
                 record = AliasRecord(**entry)
-                if name != f"{record.seq:08d}.json" or not FLAT_NAME.match(record.version):
-                    raise ValueError(f"entry #{record.seq} stored as {name}")
-                if self.signing_key is not None and not signed_by(entry, self.signing_key):
+                if name != f"{record.seq:08d}.json" or not VERSION_ID.match(record.version):
+                    raise ValueError(f"it says entry #{record.seq} for version {record.version!r}")
+                if self.signing_key is not None and not signed_by({"model": self.model, **entry}, self.signing_key):
                     raise ValueError("unsigned or wrongly signed")
-            except (ValueError, TypeError, KeyError) as exc:  # JSON errors are ValueErrors
-                log.warning("%s: not an alias entry (%s); skipped", key, exc)
-                stray.append(key)
-                continue
+            except (ValueError, TypeError) as exc:  # JSON errors are ValueErrors
+                raise RegistryError(
+                    f"{key}: not a valid alias entry ({exc}); the champion history is damaged and cannot be trusted "
+                    "until that object is repaired or removed"
+                ) from None
             records.append(record)
-        return records, stray
+        return sorted(records, key=lambda r: r.seq), stray
 
     def champion(self) -> str | None:
         """The version named by the highest alias object."""
@@ -223,7 +251,7 @@ class Registry:
 
     def next_alias(self, version: str, action: str, reason: str) -> AliasRecord:
         """The alias record that would come next (``latest + 1``); nothing is written."""
-        digest = self.manifest_digest(version)  # only complete versions can become champion
+        digest = self.verified_manifest(version)[1]  # only complete, untampered versions can become champion
         records = self.history()
         return AliasRecord(records[-1].seq + 1 if records else 1, version, action, _now(), reason, digest)
 
@@ -240,11 +268,14 @@ class Registry:
         whose first attempt landed), it is returned as it is.
         """
         landed = [r for r in self.history() if r.seq == judged_seq + 1]
-        if landed and landed[0].version == version and landed[0].judged_against_seq == judged_seq:
+        if landed and (landed[0].version, landed[0].action, landed[0].judged_against_seq) == (
+            version,
+            "promote",
+            judged_seq,
+        ):
             return landed[0]
-        record = AliasRecord(
-            judged_seq + 1, version, "promote", _now(), reason, self.manifest_digest(version), judged_seq
-        )
+        digest = self.verified_manifest(version)[1]
+        record = AliasRecord(judged_seq + 1, version, "promote", _now(), reason, digest, judged_seq)
         return self.commit_alias(record)
 
     def commit_alias(self, record: AliasRecord) -> AliasRecord:
@@ -252,7 +283,7 @@ class Registry:
         and raise PromotionConflict (never retried into the next number: that would hide the race)."""
         version = record.version
         if self.signing_key is not None:
-            record = replace(record, signature=sign(asdict(record), self.signing_key))
+            record = replace(record, signature=sign({"model": self.model, **asdict(record)}, self.signing_key))
         try:
             self.storage.put(
                 self._key("aliases", CHAMPION, f"{record.seq:08d}.json"),

@@ -8,6 +8,7 @@ not part of the registry.
 from __future__ import annotations
 
 import json
+import uuid
 
 from headstart.library.storage.backends import ObjectExists, Storage
 
@@ -23,8 +24,11 @@ class EventLedger:
 
     def record_once(self, event_id: str, body: dict) -> bool:
         """Record that an event was emitted; False when it already was (create-only, so racing watchers agree)."""
+        # a nonce per writer: two watchers recording the same event write different bytes, so exactly one wins
+        # (create-only treats a write of identical bytes as its own retry)
+        record = {**body, "recorded_by": uuid.uuid4().hex}
         try:
-            self.storage.put(self._key(event_id), json.dumps(body).encode(), create_only=True)
+            self.storage.put(self._key(event_id), json.dumps(record).encode(), create_only=True)
         except ObjectExists:
             return False
         return True
