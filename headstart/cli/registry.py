@@ -150,6 +150,32 @@ def push(
     console.print(f"registered {version} (decision {verdict}){hint}")
 
 
+@registry_app.command("gc")
+def gc(
+    params: ParamsOpt = Path("params.yaml"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Remove uploads that never got a manifest and, per registry.keep_last / keep_failed_days, old versions —
+    never the champion, never a version in the alias history, never an event."""
+    from headstart.ground.params import load_params_or_defaults
+    from headstart.library.registry.gc import collect
+    from headstart.library.registry.registry import open_registry
+
+    policy = load_params_or_defaults(params).registry
+    plan = collect(open_registry(policy), policy, dry_run=dry_run)
+    if as_json:
+        typer.echo(json.dumps({"dry_run": dry_run, **plan.__dict__}, indent=2))
+        return
+    verb = "would remove" if dry_run else "removed"
+    for version, why in {**plan.versions, **plan.incomplete}.items():
+        console.print(f"{verb} {version}: {why}")
+    for version, why in plan.kept.items():
+        console.print(f"kept {version}: {why}", style="dim")
+    if not (plan.versions or plan.incomplete):
+        console.print("nothing to remove")
+
+
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Images to classify.")],
     model: Annotated[str, typer.Option("--model", help="'champion' or a version id.")] = "champion",

@@ -179,6 +179,10 @@ class RegistryParams(_Section):
     uri: str = "file://registry"  # file://PATH (relative to the workspace) or s3://bucket/prefix
     model_name: str = Field("fashion-mnist", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     signing_key_env: str | None = None  # an environment variable holding the HMAC key; null: unsigned
+    # `headstart registry gc`: never the champion or any version in the alias history, never an event
+    keep_last: int | None = Field(None, ge=1)  # keep the newest N versions; null: keep all
+    keep_failed_days: int | None = Field(None, ge=0)  # remove FAIL versions older than this; null: keep them
+    incomplete_grace_hours: float = Field(24.0, ge=0)  # an upload without its manifest older than this is debris
 
 
 class Params(_Section):

@@ -254,3 +254,57 @@ def test_a_manifest_copied_from_another_model_or_version_is_refused(registry: Re
         registry.storage.put(f"demo/versions/{ours}/{name}", registry.storage.get(f"other/versions/{theirs}/{name}"))
     with pytest.raises(RegistryError, match=f"describes other/{theirs}; refused"):
         registry.pull(ours, tmp_path / "pulled")
+
+
+def test_gc_removes_debris_and_old_versions_but_never_the_champion_or_history(
+    registry: Registry, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from headstart.ground.params import RegistryParams
+    from headstart.library.registry.gc import collect
+
+    old_champion, champion = registry.register(FILES, {"decision": "PASS"}), registry.register(FILES, {})
+    failed = [registry.register(FILES, {"decision": "FAIL"}) for _ in range(2)]
+    newest = registry.register(FILES, {"decision": "PASS"})
+    registry.promote_after(old_champion, 0, "first")
+    registry.promote_after(champion, 1, "second")
+    registry.storage.put("demo/versions/20200101T000000000000Z-0badc0de/model.safetensors", b"crashed upload")
+    registry.storage.put("demo/events/emitted/e.json", b"{}")
+    later = datetime.now(UTC) + timedelta(days=40)
+    policy = RegistryParams(keep_failed_days=30, incomplete_grace_hours=24)
+
+    planned = collect(registry, policy, dry_run=True, now=later)
+    assert sorted(planned.versions) == sorted(failed) and list(planned.incomplete) == [
+        "20200101T000000000000Z-0badc0de"
+    ]
+    assert len(registry.versions()) == 5  # a dry run removes nothing
+
+    collect(registry, policy, dry_run=False, now=later)
+    assert [m["version"] for m in registry.versions()] == [old_champion, champion, newest]
+    assert registry.storage.list("demo/versions/20200101T000000000000Z-0badc0de/") == []
+    assert all(registry.storage.list(f"demo/versions/{v}/") == [] for v in failed)
+    assert registry.champion() == champion and registry.storage.exists("demo/events/emitted/e.json")
+    assert registry.pull(old_champion, tmp_path / "old-champion").is_dir()  # history keeps it whole
+
+    kept_last = collect(registry, RegistryParams(keep_last=1), dry_run=False, now=later)
+    assert kept_last.versions == {}  # the two older ones are in the alias history: kept whatever the policy
+    assert set(kept_last.kept) == {old_champion, champion}
+
+
+def test_gc_command_dry_run_lists_and_keeps(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from headstart.cli.main import app
+    from headstart.ground.params import Params
+
+    registry = Registry(LocalStorage(tmp_path / "registry"), "demo")
+    registry.storage.put("demo/versions/20200101T000000000000Z-0badc0de/model.safetensors", b"crashed upload")
+    raw = Params().as_dict()
+    raw["registry"].update(uri=f"file://{tmp_path / 'registry'}", model_name="demo")
+    (tmp_path / "params.yaml").write_text(json.dumps(raw))
+    args = ["registry", "gc", "--dry-run", "--json", "--params", str(tmp_path / "params.yaml")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["incomplete"] == {"20200101T000000000000Z-0badc0de": "no manifest after 24 h"}
+    assert registry.storage.exists("demo/versions/20200101T000000000000Z-0badc0de/model.safetensors")

@@ -68,6 +68,9 @@ class Storage(Protocol):
     def exists(self, key: str) -> bool:
         """Whether an object exists under ``key``."""
 
+    def delete(self, key: str) -> None:
+        """Remove an object (housekeeping only; nothing else ever deletes); a missing one is no error."""
+
 
 class LocalStorage:
     """A directory; writes go to a temporary file first, so readers never see half an object."""
@@ -131,6 +134,12 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        if path.parent.exists():
+            fsync_dir(path.parent)
+
 
 class S3Storage:
     """A bucket and key prefix through boto3: endpoint and credentials come from the standard AWS environment
@@ -188,6 +197,9 @@ class S3Storage:
         except ObjectNotFound:
             return False
         return True
+
+    def delete(self, key: str) -> None:
+        self._call("delete", self.client.delete_object, Key=self._key(key))
 
 
 def make_s3_client(attempts: int = 4, read_timeout: float = 5):
