@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from headstart.library.reports.dashboard import Dashboard, registry_page
+from tasks.promote import REJUDGED
 from tasks.step import Step, StepContext
 
 
@@ -26,7 +27,7 @@ def final_summary(ctx: StepContext) -> dict:
     summary = dict(ctx.result("report").summary)
     record = ctx.result("promote")
     summary["promoted"] = record is not None
-    rejudged = ctx.results.get("promote:rejudged")  # judged again when the champion moved before promotion
+    rejudged = ctx.results.get(REJUDGED)  # judged again when the champion moved before promotion
     summary["decision"] = (rejudged or ctx.result("gate")).to_dict()
     summary["champion"] = record.version if record is not None else summary["champion"]
     return summary

@@ -8,6 +8,7 @@ resume, an upstream result is read back from the run folder by that step's ``loa
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ class StepContext:
         return self.results[name]
 
 
+@functools.cache
 def _package_dir(top: str) -> Path:
     spec = importlib.util.find_spec(top)  # the top-level packages' __init__ files import nothing
     if spec is None or not spec.submodule_search_locations:

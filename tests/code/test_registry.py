@@ -11,16 +11,8 @@ import pytest
 
 from headstart.library.registry.pulling import PULL_MARKER
 from headstart.library.registry.registry import PromotionConflict, Registry, RegistryError
-from headstart.library.storage.backends import LocalStorage, S3Storage, StorageError, make_s3_client
-
-FILES = {"model.safetensors": b"weights-bytes", "config.json": b'{"classes": ["a"]}', "decision.json": b"{}"}
-
-
-@pytest.fixture(params=["local", "s3"])
-def registry(request, tmp_path: Path) -> Registry:
-    if request.param == "local":
-        return Registry(LocalStorage(tmp_path / "registry"), "demo")
-    return Registry(S3Storage(request.getfixturevalue("bucket"), "registry"), "demo")
+from headstart.library.storage.backends import S3Storage, StorageError, make_s3_client
+from tests.support.versions import FILES
 
 
 def test_versions_are_closed_by_a_manifest(registry: Registry) -> None:

@@ -15,15 +15,7 @@ import pytest
 from headstart.library.registry.pulling import PULL_MARKER
 from headstart.library.registry.registry import PromotionConflict, Registry, RegistryError
 from headstart.library.storage.backends import LocalStorage, ObjectExists, S3Storage
-
-FILES = {"model.safetensors": b"weights-bytes", "config.json": b'{"classes": ["a"]}', "decision.json": b"{}"}
-
-
-@pytest.fixture(params=["local", "s3"])
-def registry(request, tmp_path: Path) -> Registry:
-    if request.param == "local":
-        return Registry(LocalStorage(tmp_path / "registry"), "demo")
-    return Registry(S3Storage(request.getfixturevalue("bucket"), "registry"), "demo")
+from tests.support.versions import FILES
 
 
 def rewrite_manifest(registry: Registry, version: str, change) -> None:
@@ -57,7 +49,7 @@ def test_a_manifest_naming_paths_is_refused_and_nothing_is_written_outside(
 def test_a_manifest_replaced_after_promotion_is_refused(registry: Registry, tmp_path: Path) -> None:
     version = registry.register(FILES, {"decision": "PASS"})
     record = registry.set_champion(version, "promote", "first")
-    assert record.manifest_sha256 == registry.manifest_digest(version)
+    assert record.manifest_sha256 == registry.verified_manifest(version)[1]
     [listed] = registry.versions()
     assert listed["manifest_sha256"] == record.manifest_sha256  # what `registry ls` shows
     rewrite_manifest(registry, version, lambda m: m.update(decision="PASS", note="edited later"))
@@ -308,3 +300,13 @@ def test_gc_command_dry_run_lists_and_keeps(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["incomplete"] == {"20200101T000000000000Z-0badc0de": "no manifest after 24 h"}
     assert registry.storage.exists("demo/versions/20200101T000000000000Z-0badc0de/model.safetensors")
+
+
+def test_two_watchers_recording_the_same_event_agree_on_one_first(registry: Registry) -> None:
+    """The same body from two watchers must not look like one writer's retry: exactly one records it."""
+    from headstart.library.storage.event_ledger import EventLedger
+
+    body = {"event": "headstart.dataset.changed", "dataset": "d", "new_md5": "m.dir"}
+    first, second = EventLedger(registry.storage, "demo"), EventLedger(registry.storage, "demo")
+    assert [first.record_once("e1", body), second.record_once("e1", body)] == [True, False]
+    assert first.recorded("e1") and second.recorded("e1")

@@ -36,6 +36,11 @@ def _marker(dest: Path) -> dict | None:
     return marker if isinstance(marker, dict) and isinstance(marker.get("sizes"), dict) else None
 
 
+def _is_pull_of(dest: Path, registry: Registry, version: str) -> bool:
+    marker = _marker(dest)
+    return marker is not None and (marker.get("model"), marker.get("version")) == (registry.model, version)
+
+
 def _reverify(registry: Registry, version: str, dest: Path, full_check: bool) -> None:
     """An earlier pull of ``version`` at ``dest`` still matches the registry's manifest, file by file."""
     from headstart.library.registry.registry import RegistryError
@@ -66,8 +71,7 @@ def pull_version(registry: Registry, version: str, dest: Path, full_check: bool 
     from headstart.library.registry.registry import RegistryError
 
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        marker = _marker(dest)
-        if not marker or marker.get("version") != version or marker.get("model") != registry.model:
+        if not _is_pull_of(dest, registry, version):
             raise RegistryError(
                 f"{dest}: exists and is not an earlier pull of {registry.model}/{version}; nothing was written "
                 "there — choose an empty or new folder"
@@ -87,7 +91,7 @@ def pull_version(registry: Registry, version: str, dest: Path, full_check: bool 
         try:
             os.rename(staging, dest)  # atomic; replaces only an empty folder
         except OSError:
-            if _marker(dest) and _marker(dest).get("version") == version:  # a concurrent pull of it landed first
+            if _is_pull_of(dest, registry, version):  # a concurrent pull of it landed first
                 _reverify(registry, version, dest, full_check)
                 return dest
             raise RegistryError(f"{dest}: appeared while pulling {registry.model}/{version}; left untouched") from None

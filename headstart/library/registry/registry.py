@@ -139,10 +139,6 @@ class Registry:
         except ObjectNotFound:
             raise RegistryError(f"{self.model}: no complete version {version!r}; see `headstart registry ls`") from None
 
-    def manifest_digest(self, version: str) -> str:
-        """sha256 of the version's manifest as stored now."""
-        return _sha256(self._manifest_bytes(version))
-
     def verified_manifest(self, version: str) -> tuple[dict, str]:
         """The manifest and its sha256, refused when it names anything but plain file names or when it differs
         from the manifest recorded by an alias entry that promoted this version (replaced after promotion)."""
