@@ -18,7 +18,7 @@ from headstart.ground.params import Params, load_params
 from headstart.ground.paths import inside
 from headstart.ground.run_folder import RunFolder, run_folder_for
 from headstart.library.registry.registry import PromotionConflict
-from tasks.pipeline import PIPELINE, steps_by_name
+from tasks.pipeline import PIPELINE, read_back, steps_by_name
 from tasks.publish import final_summary
 from tasks.step import Step, StepContext
 
@@ -90,7 +90,17 @@ def run_pipeline(params: Params, run_dir: str | None, allow_class_change: bool, 
     ctx = StepContext(
         params, run, steps_by_name(), flow_run_id=run_id, allow_class_change=allow_class_change, trigger=trigger
     )
+    done = read_back(ctx)
+    if done:
+        get_run_logger().info(
+            "%s began registering in an earlier attempt: reading %s back, not running them again",
+            run.root,
+            ", ".join(step.name for step in done),
+        )
     for step in PIPELINE:
+        if step in done:
+            ctx.result(step.name)  # read back (and checked) from the run folder
+            continue
         if not step.best_effort:
             ctx.results[step.name] = as_task(step)(ctx)
             if step.check is not None:

@@ -4,6 +4,7 @@ prefect.yaml and the workers — and stopping all of it again."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -18,6 +19,32 @@ from headstart.ground.errors import ToolError
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POOLS = ("local", "gpu")
+AUTH_FILE = Path(".prefect") / "api-auth"  # in the workspace, 0600
+AUTH_ENV = "PREFECT_API_AUTH_STRING"  # what Prefect clients (workers, the prefect CLI, headstart) send
+
+
+def api_auth_string(workspace: Path) -> str:
+    """The auth string the Prefect API that serve starts requires: ``$PREFECT_API_AUTH_STRING`` when set, else
+    generated once into ``<workspace>/.prefect/api-auth`` (mode 0600) and read from there afterwards."""
+    if os.environ.get(AUTH_ENV):
+        return os.environ[AUTH_ENV]
+    path = workspace / AUTH_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            raise ToolError(f"{path}: the API auth string is readable by others; chmod 600 it") from None
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(f"headstart:{secrets.token_urlsafe(32)}\n")
+    return path.read_text().strip()
+
+
+def workspace_auth_string(workspace: Path) -> str | None:
+    """The auth string a workspace's serve generated, if any (None when there is no such file)."""
+    path = workspace / AUTH_FILE
+    return path.read_text().strip() if path.is_file() else None
 
 
 @dataclass
@@ -25,7 +52,12 @@ class Services:
     """What serve started (only those are stopped) and where the API is."""
 
     api_url: str
+    auth: str | None = None  # the API auth string (None: the API asks for none)
     processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def client_env(self) -> dict[str, str]:
+        """The variables a Prefect client of these services needs."""
+        return {"PREFECT_API_URL": self.api_url, **({AUTH_ENV: self.auth} if self.auth else {})}
 
     @property
     def ui_url(self) -> str:
@@ -61,9 +93,10 @@ def wait_healthy(api_url: str, timeout: float = 90.0) -> None:
 
 
 def start_server(
-    port: int, home: Path, log: Path, extra_env: dict[str, str] | None = None
+    port: int, home: Path, log: Path, extra_env: dict[str, str] | None = None, auth: str | None = None
 ) -> tuple[subprocess.Popen, str]:
-    """``prefect server start`` on 127.0.0.1 with its own PREFECT_HOME (its database lives there)."""
+    """``prefect server start`` on 127.0.0.1 with its own PREFECT_HOME (its database lives there); with ``auth``,
+    every API call but the health check must carry it (the UI asks for it)."""
     home.mkdir(parents=True, exist_ok=True)
     api_url = f"http://127.0.0.1:{port}/api"
     env = {
@@ -71,6 +104,7 @@ def start_server(
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": api_url,  # the UI in the browser otherwise calls the default port, 4200
+        **({"PREFECT_SERVER_API_AUTH_STRING": auth} if auth else {}),
         **(extra_env or {}),
     }
     env.pop("PREFECT_API_URL", None)
@@ -104,14 +138,16 @@ def ensure_pools(pools: tuple[str, ...] = POOLS) -> None:
                     client.create_work_pool(WorkPoolCreate(name=name, type="process"))
 
 
-def _workspace_env(api_url: str, workspace: Path) -> dict[str, str]:
-    """What prefect deploy and the workers need: the API, and the workspace runs execute in."""
-    return {**os.environ, "PREFECT_API_URL": api_url, "HEADSTART_WORKSPACE": str(workspace.resolve())}
+def _workspace_env(api_url: str, workspace: Path, auth: str | None) -> dict[str, str]:
+    """What prefect deploy and the workers need: the API (and its auth string), and the workspace runs execute
+    in."""
+    env = {**os.environ, "PREFECT_API_URL": api_url, "HEADSTART_WORKSPACE": str(workspace.resolve())}
+    return {**env, AUTH_ENV: auth} if auth else env
 
 
-def deploy(api_url: str, workspace: Path, names: tuple[str, ...] = ()) -> None:
+def deploy(api_url: str, workspace: Path, names: tuple[str, ...] = (), auth: str | None = None) -> None:
     """Apply prefect.yaml (all its deployments, or those ``names``); runs will execute in ``workspace``."""
-    env = _workspace_env(api_url, workspace)
+    env = _workspace_env(api_url, workspace, auth)
     which = [arg for name in names for arg in ("--name", name)] or ["--all"]
     done = subprocess.run(
         [str(BIN / "prefect"), "--no-prompt", "deploy", *which, "--prefect-file", str(PROJECT_ROOT / "prefect.yaml")],
@@ -124,9 +160,9 @@ def deploy(api_url: str, workspace: Path, names: tuple[str, ...] = ()) -> None:
         raise ToolError(f"prefect deploy failed:\n{(done.stdout + done.stderr)[-3000:]}")
 
 
-def start_worker(api_url: str, pool: str, workspace: Path, log: Path) -> subprocess.Popen:
+def start_worker(api_url: str, pool: str, workspace: Path, log: Path, auth: str | None = None) -> subprocess.Popen:
     """``prefect worker start --pool POOL`` in its own process group."""
-    env = _workspace_env(api_url, workspace)
+    env = _workspace_env(api_url, workspace, auth)
     with log.open("ab") as out:
         return subprocess.Popen(
             [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
@@ -146,25 +182,32 @@ def cuda_available() -> bool:
 
 
 def start_services(workspace: Path, port: int, model_name: str) -> Services:
-    """Everything serve starts, in order; on any failure what was started is stopped again."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    """Everything serve starts, in order; on any failure what was started is stopped again.
+
+    A server it starts requires an API auth string (see :func:`api_auth_string`); with ``PREFECT_API_URL`` set,
+    that server is used with whatever ``PREFECT_API_AUTH_STRING`` says.
+    """
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from flows.concurrency import ensure_limit, limit_name
 
     logs = workspace / "runs" / "serve"
     logs.mkdir(parents=True, exist_ok=True)
-    services = Services(os.environ.get("PREFECT_API_URL", ""))
+    services = Services(os.environ.get("PREFECT_API_URL", ""), os.environ.get(AUTH_ENV) or None)
     try:
         if not services.api_url:
-            process, services.api_url = start_server(port, workspace / ".prefect", logs / "server.log")
+            services.auth = api_auth_string(workspace)
+            process, services.api_url = start_server(
+                port, workspace / ".prefect", logs / "server.log", auth=services.auth
+            )
             services.processes.append(process)
-        with temporary_settings(updates={PREFECT_API_URL: services.api_url}):
+        with temporary_settings(updates={PREFECT_API_URL: services.api_url, PREFECT_API_AUTH_STRING: services.auth}):
             ensure_pools()
             ensure_limit(limit_name(model_name))
-        deploy(services.api_url, workspace)
-        services.processes.append(start_worker(services.api_url, "local", workspace, logs / "worker-local.log"))
-        if cuda_available():
-            services.processes.append(start_worker(services.api_url, "gpu", workspace, logs / "worker-gpu.log"))
+        deploy(services.api_url, workspace, auth=services.auth)
+        for pool in ("local", "gpu") if cuda_available() else ("local",):
+            worker = start_worker(services.api_url, pool, workspace, logs / f"worker-{pool}.log", services.auth)
+            services.processes.append(worker)
     except BaseException:
         services.stop()
         raise

@@ -8,7 +8,7 @@ nothing after ``promote`` can fail the run.
 from __future__ import annotations
 
 from tasks import evaluate, gate, promote, publish, register, report, split, train, validate
-from tasks.step import Step
+from tasks.step import Step, StepContext
 
 PIPELINE: tuple[Step, ...] = (
     validate.STEP,
@@ -34,3 +34,12 @@ def get_step(name: str) -> Step:
     if name not in steps:
         raise KeyError(f"no step {name!r}; the steps are {', '.join(steps)}")
     return steps[name]
+
+
+def read_back(ctx: StepContext) -> tuple[Step, ...]:
+    """The steps a rerun of this run reads back from its folder instead of running: every step before register,
+    once an earlier attempt (same params and data) began registering. Its model and records were complete then,
+    and training again would register a second, different model for one run."""
+    if register.begun(ctx) is None:
+        return ()
+    return PIPELINE[: PIPELINE.index(register.STEP)]

@@ -1,19 +1,45 @@
-"""The register step: every challenger becomes an immutable registry version, PASS or FAIL."""
+"""The register step: every challenger becomes an immutable registry version, PASS or FAIL.
+
+The version id is chosen and written to the run folder before the upload starts, so a retry of the run
+completes that one version instead of registering a second one; and a run that began registering is never
+trained again (see :func:`begun`).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
-from headstart.library.registry.registration import register_run
+from headstart.library.data.versioning import data_md5_of
+from headstart.library.registry.registration import planned_version, register_run
 from headstart.library.registry.registry import open_registry
 from tasks.step import Step, StepContext
 
 
 def run(ctx: StepContext) -> str:
-    """Upload the run's model and records as a new version; returns its id."""
-    version = register_run(open_registry(ctx.params.registry), ctx.run)
+    """Upload the run's model and records as a version (the one an earlier attempt began, if any); returns its
+    id."""
+    version = register_run(open_registry(ctx.params.registry), ctx.run, resume_key(ctx))
     ctx.run.registered.write_text(json.dumps({"version": version}))
     return version
+
+
+def begun(ctx: StepContext) -> str | None:
+    """The version id an earlier attempt of this run (same params, same data) chose before uploading, if any.
+
+    The run folder's model and records were complete when that attempt began to register them, so a retry reads
+    them back instead of training again: the version it finishes is the one the gate judged.
+    """
+    return planned_version(ctx.run, resume_key(ctx))
+
+
+def resume_key(ctx: StepContext) -> str:
+    """Params and data versions; data not tracked by DVC cannot be told apart cheaply, so then only a retry of
+    the same flow run matches."""
+    data = [data_md5_of(Path(d)) if d else None for d in (ctx.params.data.dir, ctx.params.data.test_dir)]
+    same_run = ctx.flow_run_id if data[0] is None else None
+    return hashlib.sha256(json.dumps([ctx.params.digest(), data, same_run]).encode()).hexdigest()
 
 
 def load(ctx: StepContext) -> str:

@@ -41,8 +41,18 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a para
 @app.callback()
 def _setup() -> None:
     apply_quiet_environment()  # before albumentations, Prefect and DVC are imported
+    _use_workspace_api_auth()
     # Step progress (epochs, freezing) reaches the terminal and, through Prefect's extra loggers, the UI.
     log_project_at_info()
+
+
+def _use_workspace_api_auth() -> None:
+    """Inside a workspace whose ``headstart serve`` generated an API auth string, send it (unless one is set):
+    read before Prefect is imported, which reads its settings once."""
+    from flows.services import AUTH_ENV, workspace_auth_string
+
+    if not os.environ.get(AUTH_ENV) and (auth := workspace_auth_string(Path.cwd())):
+        os.environ[AUTH_ENV] = auth
 
 
 @app.command()
@@ -240,12 +250,18 @@ def serve(
     import signal
     import threading
 
-    from flows.services import start_services
+    from flows.services import AUTH_FILE, start_services
     from headstart.ground.params import load_params_or_defaults
 
     settings = load_params_or_defaults(params)
     services = start_services(Path.cwd(), port, settings.registry.model_name)
     console.print(f"Prefect UI: {services.ui_url}   API: {services.api_url}")
+    if services.auth:
+        console.print(
+            f"the API asks for the auth string in {AUTH_FILE} (0600): the UI prompts for it; headstart commands run "
+            f"here send it; for the prefect CLI: export PREFECT_API_URL={services.api_url} "
+            f"PREFECT_API_AUTH_STRING=$(cat {AUTH_FILE})"
+        )
     console.print(f"deployments retrain/nightly, retrain/on-data-change, retrain/gpu run in {Path.cwd()}")
     console.print("logs: runs/serve/; stop with Ctrl-C")
     stop = threading.Event()
@@ -273,7 +289,7 @@ def demo(
 ) -> None:
     """The life cycle: serve; data v1 → watcher event → triggered retrain → champion; data v2 → the same →
     the gate's decision against the champion."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from flows.demo import lifecycle
     from flows.services import start_services
@@ -282,10 +298,10 @@ def demo(
     root = init_pipeline_workspace(directory).resolve()
     os.chdir(root)
     services = start_services(root, port, "fashion-mnist")
-    os.environ["PREFECT_API_URL"] = services.api_url
+    os.environ.update(services.client_env())  # the watcher's and the CLI's subprocesses
     console.print(f"[bold]Prefect server and worker up[/]: UI {services.ui_url}")
     try:
-        with temporary_settings(updates={PREFECT_API_URL: services.api_url}):
+        with temporary_settings(updates={PREFECT_API_URL: services.api_url, PREFECT_API_AUTH_STRING: services.auth}):
             versions = [(per_class, test_per_class), (v2_per_class, 0)]
             summaries = lifecycle(root, versions, lambda line: console.print(f"  {line}"), timeout)
         for label, summary in zip(("data v1", "data v2"), summaries, strict=True):

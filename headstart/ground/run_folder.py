@@ -25,6 +25,7 @@ DECISION = "decision.json"
 MODEL_CARD = "model_card.md"
 LINEAGE = "lineage.json"
 REGISTERED = "registered.json"
+REGISTERING = "registering.json"
 PROMOTION = "promotion.json"
 SUMMARY = "summary.json"
 DASHBOARD = "dashboard"
@@ -101,6 +102,12 @@ class RunFolder:
     def model_card(self) -> Path:
         """The model card (Markdown)."""
         return self.root / MODEL_CARD
+
+    @property
+    def registering(self) -> Path:
+        """Written before the upload starts: the version id chosen and the run's resume key. A retry of the run
+        completes that version instead of registering another (resume state, not an output)."""
+        return self.root / REGISTERING
 
     @property
     def registered(self) -> Path:

@@ -127,10 +127,10 @@ def test_create_only_with_our_own_bytes_is_success_and_with_other_bytes_a_confli
 def test_a_retried_promotion_whose_answer_was_lost_is_not_a_conflict(seaweedfs, bucket: str) -> None:
     """The alias PUT reaches SeaweedFS and lands; its answer is lost on the way back; botocore retries, gets 412
     on an object holding exactly its bytes: success, one entry, no conflict, no second version."""
-    from tests.support.faulty_proxy import LostResponseProxy
+    from tests.support.faulty_proxy import S3FaultProxy
 
     host, port = seaweedfs.endpoint.removeprefix("http://").split(":")
-    proxy = LostResponseProxy((host, int(port)))
+    proxy = S3FaultProxy((host, int(port)))
     proxy.serve()
     try:
         import boto3

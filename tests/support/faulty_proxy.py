@@ -1,9 +1,11 @@
-"""A real fault for one API route: a TCP proxy in front of the Prefect server that answers ``500`` to every
-request whose path starts with a given prefix (and relays everything else, websockets included, untouched)."""
+"""Real faults on the wire. FaultyProxy: a TCP proxy in front of the Prefect server that answers ``500`` to every
+request whose path starts with a given prefix (and relays everything else, websockets included, untouched).
+S3FaultProxy: a relay in front of S3 that loses, withholds, holds or cuts one chosen request."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -109,16 +111,27 @@ def failing_route(api_url: str, prefix: str) -> Iterator[tuple[FaultyProxy, str]
 
 
 @dataclass
-class LostResponseProxy:
-    """A raw TCP relay in front of an S3 server that, once armed, lets the next request containing ``marker``
-    reach the server and then drops the server's answer and the connection: the write lands, the client never
-    hears so, and botocore retries it."""
+class S3FaultProxy:
+    """A raw TCP relay in front of an S3 server that, once armed, does one thing to the next request whose bytes
+    match a pattern, then sets ``tripped``:
+
+    - ``lose``: the request reaches the server; its answer and the connection are dropped (botocore retries it);
+    - ``land``: the request reaches the server and its answer is withheld, the client left waiting (a write that
+      landed in a process about to be killed);
+    - ``hold``: the request never reaches the server, the client left waiting;
+    - ``down``: the request never reaches the server, and from then on every connection is cut (S3 is down)
+      until :meth:`up`.
+    """
 
     upstream: tuple[str, int]
-    marker: bytes = b""
-    armed: bool = False
+    pattern: bytes = b""
+    action: str = ""
     swallowed: int = 0
+    is_down: bool = False
+    withheld_action: str = ""
+    tripped: threading.Event = field(default_factory=threading.Event)
     listener: socket.socket = field(default_factory=socket.socket)
+    open_sockets: list[socket.socket] = field(default_factory=list)
 
     @property
     def endpoint(self) -> str:
@@ -129,9 +142,15 @@ class LostResponseProxy:
         self.listener.listen(64)
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def arm(self, marker: bytes) -> None:
-        """Lose the answer to the next request whose bytes contain ``marker``."""
-        self.marker, self.armed = marker, True
+    def arm(self, pattern: bytes, action: str = "lose") -> None:
+        """Do ``action`` to the next request whose bytes match the regular expression ``pattern``."""
+        assert action in ("lose", "land", "hold", "down")
+        self.tripped.clear()
+        self.pattern, self.action = pattern, action
+
+    def up(self) -> None:
+        """S3 answers again."""
+        self.is_down = False
 
     def _accept(self) -> None:
         while True:
@@ -139,38 +158,57 @@ class LostResponseProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.is_down:
+                client.close()
+                continue
             server = socket.create_connection(self.upstream)
-            lose = threading.Event()
-            threading.Thread(target=self._upstream, args=(client, server, lose), daemon=True).start()
-            threading.Thread(target=self._downstream, args=(server, client, lose), daemon=True).start()
+            self.open_sockets += [client, server]
+            withhold = threading.Event()
+            threading.Thread(target=self._upstream, args=(client, server, withhold), daemon=True).start()
+            threading.Thread(target=self._downstream, args=(server, client, withhold), daemon=True).start()
 
-    def _upstream(self, client: socket.socket, server: socket.socket, lose: threading.Event) -> None:
+    def _upstream(self, client: socket.socket, server: socket.socket, withhold: threading.Event) -> None:
         try:
             while chunk := client.recv(65536):
-                if self.armed and self.marker in chunk:
-                    self.armed = False
-                    lose.set()
+                if self.action and re.search(self.pattern, chunk):
+                    action, self.action = self.action, ""
+                    if action in ("hold", "down"):
+                        if action == "down":
+                            self._go_down()
+                        self.tripped.set()
+                        return  # never forwarded
+                    withhold.set()
+                    self.withheld_action = action
                 server.sendall(chunk)
         except OSError:
             pass
 
-    def _downstream(self, server: socket.socket, client: socket.socket, lose: threading.Event) -> None:
+    def _go_down(self) -> None:
+        self.is_down = True
+        for sock in self.open_sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _downstream(self, server: socket.socket, client: socket.socket, withhold: threading.Event) -> None:
         seen = b""
         try:
             while chunk := server.recv(65536):
-                if not lose.is_set():
+                if not withhold.is_set():
                     client.sendall(chunk)
                     continue
-                seen += chunk  # the answer to the marked request: dropped
+                seen += chunk  # the answer to the marked request: withheld
                 if any(f"HTTP/1.1 {code}".encode() in seen for code in range(2, 6)):
                     self.swallowed += 1
-                    break  # the server has answered (not just "100 Continue"): hang up on the client
+                    self.tripped.set()
+                    if self.withheld_action == "land":
+                        return  # the client waits for an answer that never comes
+                    break  # lose: hang up on the client
         except OSError:
             pass
-        finally:
-            for sock in (client, server):
-                with contextlib.suppress(OSError):
-                    sock.close()
+        for sock in (client, server):
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def close(self) -> None:
+        """No new connections (the open ones carry on until their clients hang up)."""
         self.listener.close()

@@ -8,7 +8,8 @@ import logging
 from headstart.ground.errors import DataError
 from headstart.ground.run_folder import DECISION, LINEAGE, METRICS, RunFolder
 from headstart.library.models.saved_model import CONFIG_FILE
-from headstart.library.registry.registry import Registry
+from headstart.library.registry.registry import Registry, new_version_id
+from headstart.library.storage.backends import ObjectExists
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,25 @@ def version_files(run: RunFolder) -> dict[str, bytes]:
     return files
 
 
-def register_run(registry: Registry, run: RunFolder) -> str:
-    """Register a finished run as a new version (every challenger is registered, PASS or FAIL)."""
+def planned_version(run: RunFolder, resume_key: str | None = None) -> str | None:
+    """The version id an earlier attempt chose for this run folder before uploading (with ``resume_key``: only
+    when that attempt recorded the same key)."""
+    try:
+        intent = json.loads(run.registering.read_text())
+    except (OSError, ValueError):
+        return None
+    if resume_key is not None and intent.get("resume_key") != resume_key:
+        return None
+    return intent.get("version")
+
+
+def register_run(registry: Registry, run: RunFolder, resume_key: str | None = None) -> str:
+    """Register a finished run (every challenger is registered, PASS or FAIL); returns the version id.
+
+    The id is chosen and written to the run folder (with ``resume_key``) before the upload starts, so a retry
+    completes that one version (files already uploaded count as written) instead of leaving it half-made beside
+    a second one. When the folder's files changed since that attempt, a new version is registered.
+    """
     files = version_files(run)
     metrics = json.loads(files[METRICS])
     decision = json.loads(files[DECISION])
@@ -37,6 +55,17 @@ def register_run(registry: Registry, run: RunFolder) -> str:
         "decision": decision["verdict"],
         "flow_run_id": lineage.get("flow_run_id"),
     }
-    version = registry.register(files, summary)
+    version = planned_version(run, resume_key)
+    if version is not None:
+        try:
+            return _registered(registry, registry.register(files, summary, version), decision)
+        except ObjectExists:  # that attempt uploaded other bytes: its files were remade since
+            log.warning("%s/%s holds other files than %s now: a new version", registry.model, version, run.root)
+    version = new_version_id()
+    run.registering.write_text(json.dumps({"version": version, "resume_key": resume_key}))
+    return _registered(registry, registry.register(files, summary, version), decision)
+
+
+def _registered(registry: Registry, version: str, decision: dict) -> str:
     log.info("registered %s/%s (%s)", registry.model, version, decision["verdict"])
     return version

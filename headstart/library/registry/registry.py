@@ -95,24 +95,36 @@ class Registry:
         return "/".join((self.model, *parts))
 
     # versions ---------------------------------------------------------------------------------------------
-    def register(self, files: dict[str, bytes], summary: dict) -> str:
-        """Upload a new immutable version; the manifest (sha256 of every file, plus ``summary``) goes last."""
-        version = new_version_id()
+    def register(self, files: dict[str, bytes], summary: dict, version: str | None = None) -> str:
+        """Upload a new immutable version; the manifest (sha256 of every file, plus ``summary``) goes last.
+
+        ``version`` (an id from :func:`new_version_id` chosen before a first attempt) makes a retry complete that
+        version: files already there with our bytes count as written, and a manifest already there listing the
+        same files means the version is done. Other bytes under that id raise ObjectExists.
+        """
+        version = version or new_version_id()
+        if not VERSION_ID.match(version):
+            raise RegistryError(f"{self.model}: {version!r} is not a version id")
         check_file_names(self.model, version, list(files))  # a name no pull would accept is never registered
         for name, data in sorted(files.items()):
             self.storage.put(self._key("versions", version, name), data, create_only=True)
+        digests = {name: _sha256(data) for name, data in sorted(files.items())}
         manifest = {
             "version": version,
             "model": self.model,
             "created": _now(),
-            "files": {name: _sha256(data) for name, data in sorted(files.items())},
+            "files": digests,
             **summary,
         }
         if self.signing_key is not None:
             manifest[SIGNATURE] = sign(manifest, self.signing_key)
-        self.storage.put(
-            self._key("versions", version, MANIFEST), json.dumps(manifest, indent=2).encode(), create_only=True
-        )
+        try:
+            self.storage.put(
+                self._key("versions", version, MANIFEST), json.dumps(manifest, indent=2).encode(), create_only=True
+            )
+        except ObjectExists:  # an earlier attempt finished this version: done if it holds exactly these files
+            if self.verified_manifest(version)[0]["files"] != digests:
+                raise
         return version
 
     def versions(self) -> list[dict]:
