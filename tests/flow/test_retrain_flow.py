@@ -75,8 +75,8 @@ def test_flow_fine_tunes_far_above_chance(workspace: Path, prefect_server, fashi
 def test_flow_runs_the_features_scenario(workspace: Path, prefect_server, fashion_idx_dir, tmp_path: Path) -> None:
     import_data(per_class=10, test_per_class=5)
     sets = ["train.scenario=features", "train.classifier=logreg", f"train.feature_cache={tmp_path / 'fc'}"]
-    args = ["run", *[a for s in sets for a in ("--set", s)], "--run-dir", "runs/features", "--summary-json", "s.json"]
-    for expected_hit in (False, True):
+    for run_dir, expected_hit in (("runs/features", False), ("runs/features-again", True)):
+        args = ["run", *[a for s in sets for a in ("--set", s)], "--run-dir", run_dir, "--summary-json", "s.json"]
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         summary = json.loads((workspace / "s.json").read_text())
