@@ -80,10 +80,11 @@ def import_fashion_mnist(
     """Fashion-MNIST from Debian's dataset-fashion-mnist package, as PNGs under DVC."""
     from headstart.ground.paths import cache_dir
     from headstart.library.data.fashion_mnist import export_split, locate_idx_dir
+    from headstart.library.data.folder_import import check_dataset_name
     from headstart.library.data.versioning import track_and_push
 
     idx_dir = locate_idx_dir(cache_dir() / "debs")
-    jobs = [("train", per_class, data_root / name)]
+    jobs = [("train", per_class, data_root / check_dataset_name(name))]
     if test_per_class:
         jobs.append(("test", test_per_class, data_root / f"{name}-test"))
     for split, count, dest in jobs:
@@ -106,15 +107,21 @@ def import_folder(
     src: Annotated[Path, typer.Argument(help="A class-per-folder image tree.")],
     name: Annotated[str, typer.Option(help="Dataset name: data/<name>/.")],
     data_root: Annotated[Path, typer.Option(help="Folder holding datasets.")] = Path("data"),
+    replace: Annotated[
+        bool, typer.Option(help="Replace an existing data/<name>/ (swapped in whole once the copy is complete).")
+    ] = False,
 ) -> None:
-    """Copy any class-per-folder image tree into data/<name>/ (hidden files skipped) and track it."""
-    from headstart.library.data.folder_import import copy_image_tree
+    """Copy the regular files of a class-per-folder image tree into data/<name>/ and track it (hidden files
+    skipped; links leaving the tree, FIFOs and devices skipped and named)."""
+    from headstart.library.data.folder_import import check_dataset_name, copy_image_tree
     from headstart.library.data.versioning import track_and_push
 
-    dest = copy_image_tree(src, data_root / name)
-    tracked = track_and_push(dest)
-    console.print(f"[green]{dest}[/]: DVC md5 {tracked.md5}, pushed to {tracked.remote}")
-    _hint_commit([dest])
+    report = copy_image_tree(src, data_root / check_dataset_name(name), replace=replace)
+    for path, why in report.skipped:
+        console.print(f"[yellow]skipped[/] {src / path}: {why}")
+    tracked = track_and_push(report.dest)
+    console.print(f"[green]{report.dest}[/]: {report.copied} files, DVC md5 {tracked.md5}, pushed to {tracked.remote}")
+    _hint_commit([report.dest])
 
 
 @app.command()

@@ -28,3 +28,25 @@ def inside(root: Path, path: Path | str, what: str) -> Path:
     if not resolved.is_relative_to(root.resolve()):
         raise ConfigError(f"{what} {str(path)!r} resolves to {resolved}, outside the workspace {root.resolve()}")
     return resolved
+
+
+def swap_folders(new: Path, old: Path) -> None:
+    """Put ``new`` at ``old``'s name and ``old`` at ``new``'s, in one atomic step where the kernel offers it
+    (Linux ``renameat2(RENAME_EXCHANGE)``): a crash leaves either the old or the new folder at ``old``'s name,
+    never neither. Elsewhere two renames, with a moment in between when ``old``'s name is empty."""
+    import ctypes
+    import errno
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(old), rename_exchange) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS):  # anything but "not supported here" is a real failure
+            raise OSError(code, os.strerror(code), str(old))
+    parked = new.with_name(new.name + ".old")
+    old.rename(parked)
+    new.rename(old)
+    parked.rename(new)

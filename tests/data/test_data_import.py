@@ -103,3 +103,118 @@ def test_workspace_is_clean_and_init_is_idempotent(workspace: Path) -> None:
     (workspace / "params.yaml").write_text("train:\n  epochs: 1\n")
     init_workspace(workspace)
     assert (workspace / "params.yaml").read_text() == "train:\n  epochs: 1\n"  # never overwritten
+
+
+def pet_tree(root: Path, per_class: int, salt: int = 0) -> Path:
+    from tests.support.corpus import png_bytes
+
+    for cls in ("cats", "dogs"):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            (root / cls / f"{i}.png").write_bytes(png_bytes((hash((cls, i)) + salt) % 997))
+    return root
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_hostile_dataset_names_are_refused_and_nothing_is_touched(workspace: Path, tmp_path: Path) -> None:
+    src = pet_tree(tmp_path / "photos", 2)
+    before = sorted(p.name for p in workspace.iterdir())
+    for name in ("..", ".", "../x", "a/b", "/tmp/x", ".hidden", "-rf", ""):
+        result = runner.invoke(app, ["data", "import", "folder", str(src), "--name", name])
+        assert result.exit_code != 0, name
+        assert "dataset name" in str(result.exception), (name, result.exception)
+        assert sorted(p.name for p in workspace.iterdir()) == before  # git, params, data: all still there
+    refused = runner.invoke(app, ["data", "import", "fashion-mnist", "--name", "..", "--per-class", "1"])
+    assert refused.exit_code != 0 and "dataset name" in str(refused.exception)
+
+
+def test_an_existing_dataset_is_replaced_only_when_asked_and_only_whole(workspace: Path, tmp_path: Path) -> None:
+    pets = workspace / "data" / "pets"
+    assert (
+        runner.invoke(app, ["data", "import", "folder", str(pet_tree(tmp_path / "v1", 2)), "--name", "pets"]).exit_code
+        == 0
+    )
+    v1 = tree_bytes(pets)
+    v2_src = pet_tree(tmp_path / "v2", 3, salt=1)
+    refused = runner.invoke(app, ["data", "import", "folder", str(v2_src), "--name", "pets"])
+    assert refused.exit_code != 0 and "--replace" in str(refused.exception)
+    assert tree_bytes(pets) == v1
+    replaced = runner.invoke(app, ["data", "import", "folder", str(v2_src), "--name", "pets", "--replace"])
+    assert replaced.exit_code == 0, replaced.output
+    assert tree_bytes(pets) == tree_bytes(v2_src)
+    assert sorted(p.name for p in (workspace / "data").iterdir() if "pets" in p.name) == ["pets", "pets.dvc"]
+    inside = runner.invoke(app, ["data", "import", "folder", str(pets / "cats"), "--name", "pets", "--replace"])
+    assert inside.exit_code != 0 and "which the import would replace" in str(inside.exception)
+    assert tree_bytes(pets) == tree_bytes(v2_src)
+
+
+def test_an_import_killed_midway_leaves_the_old_dataset_intact(workspace: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+
+    from tests.support.waiting import wait_for
+
+    pets = workspace / "data" / "pets"
+    assert (
+        runner.invoke(app, ["data", "import", "folder", str(pet_tree(tmp_path / "v1", 2)), "--name", "pets"]).exit_code
+        == 0
+    )
+    v1 = tree_bytes(pets)
+    big = tmp_path / "big"
+    for cls in ("cats", "dogs"):  # enough files that the copy is still running when the kill lands
+        (big / cls).mkdir(parents=True)
+        for i in range(3000):
+            (big / cls / f"{i}.png").write_bytes(b"x" * 2048)
+    headstart = str(Path(sys.executable).parent / "headstart")
+    process = subprocess.Popen(
+        [headstart, "data", "import", "folder", str(big), "--name", "pets", "--replace"], cwd=workspace
+    )
+    staging = lambda: [p for p in (workspace / "data").glob(".pets.incoming-*") if any(p.rglob("*.png"))]  # noqa: E731
+    wait_for(lambda: staging() or process.poll() is not None, 120, 0.01, "the import to start copying")
+    assert process.poll() is None, "the import finished before the kill"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert tree_bytes(pets) == v1  # the old dataset, byte for byte
+
+    again = runner.invoke(
+        app, ["data", "import", "folder", str(pet_tree(tmp_path / "v3", 1, 2)), "--name", "pets", "--replace"]
+    )
+    assert again.exit_code == 0, again.output
+    assert not list((workspace / "data").glob(".pets.incoming-*"))  # the killed import's leftovers are gone
+
+
+def test_import_never_follows_links_out_of_the_source_nor_opens_fifos(workspace: Path, tmp_path: Path) -> None:
+    import os
+
+    src = pet_tree(tmp_path / "photos", 2)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "id_rsa.png").write_bytes(b"PRIVATE KEY")
+    (src / "cats" / "stolen").symlink_to(secrets)  # a linked folder
+    (src / "cats" / "key.png").symlink_to(secrets / "id_rsa.png")  # a linked file outside
+    (src / "dogs" / "alias.png").symlink_to(src / "dogs" / "0.png")  # a link inside the source: copied
+    os.mkfifo(src / "dogs" / "pipe.png")  # opening it would block forever
+
+    result = subprocess.run(
+        ["headstart", "data", "import", "folder", str(src), "--name", "pets"],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    pets = workspace / "data" / "pets"
+    assert sorted(tree_bytes(pets)) == ["cats/0.png", "cats/1.png", "dogs/0.png", "dogs/1.png", "dogs/alias.png"]
+    assert not any(b"PRIVATE KEY" in data for data in tree_bytes(pets).values())
+    assert not [p for p in (workspace.parent / "remote").rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()]
+    for named in (
+        "cats/stolen: link to a folder",
+        "cats/key.png: link leaving the source",
+        "dogs/pipe.png: not a regular file",
+    ):
+        assert named in result.stdout, result.stdout

@@ -1,25 +1,107 @@
-"""Importing any class-per-folder image tree into ``data/<name>/``."""
+"""Importing any class-per-folder image tree into ``data/<name>/``: only regular files from inside the source,
+written beside the dataset and swapped in whole, so nothing is lost if the import fails or is killed."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import stat
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from headstart.ground.errors import DataError
+from headstart.ground.errors import ConfigError, DataError
+from headstart.ground.paths import swap_folders
+
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # like registry.model_name: no '..', '/', hidden
+STAGING_MARK = ".incoming-"
 
 
-def copy_image_tree(src: Path, dest: Path) -> Path:
-    """Copy ``src`` to ``dest`` (replacing it), skipping hidden files; symlinks are copied as their targets.
+@dataclass
+class ImportReport:
+    """What an import copied, and each path it skipped with the reason."""
 
-    The copy goes to a staging folder first, so a failed import leaves the previous version intact.
+    dest: Path
+    copied: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def check_dataset_name(name: str) -> str:
+    """``name`` when it is a plain folder name (letters, digits, ``._-``, not starting with a dot or dash)."""
+    if not DATASET_NAME.match(name):
+        raise ConfigError(
+            f"dataset name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit "
+            "(it becomes the folder data/<name>/)"
+        )
+    return name
+
+
+def copy_image_tree(src: Path, dest: Path, replace: bool = False) -> ImportReport:
+    """Copy the regular files of ``src`` into ``dest``, skipping hidden files; an existing ``dest`` is replaced only
+    with ``replace``, and only once the new tree is complete (swapped in whole; the old one removed after).
+
+    Links are never followed out of ``src``: a link whose target lies outside (or is a folder) is skipped and
+    named in the report, as are FIFOs, sockets and devices (never opened).
     """
     if not src.is_dir():
         raise DataError(f"{src}: not a folder; expected one sub-folder of images per class")
-    if dest.resolve().is_relative_to(src.resolve()):
+    real_src, real_dest = src.resolve(), dest.resolve()
+    if real_dest.is_relative_to(real_src):
         raise DataError(f"{dest}: is inside the source {src}; choose another --name or --data-root")
-    staging = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(src, staging, ignore=shutil.ignore_patterns(".*"), ignore_dangling_symlinks=True)
-    shutil.rmtree(dest, ignore_errors=True)
-    staging.rename(dest)
-    return dest
+    if real_src.is_relative_to(real_dest):
+        raise DataError(f"{src}: is inside {dest}, which the import would replace; copy it elsewhere first")
+    if dest.exists() and not replace:
+        raise DataError(f"{dest}: the dataset exists; pass --replace to import over it (kept until the new copy is whole)")
+    for leftover in dest.parent.glob(f".{dest.name}{STAGING_MARK}*"):  # from an import that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = dest.parent / f".{dest.name}{STAGING_MARK}{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        report = _copy_regular_files(src, real_src, staging, ImportReport(dest))
+        if dest.exists():
+            swap_folders(staging, dest)  # staging now holds the old tree
+        else:
+            staging.rename(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def _copy_regular_files(src: Path, real_src: Path, out: Path, report: ImportReport) -> ImportReport:
+    for dirpath, dirnames, filenames in os.walk(src):  # never descends into linked folders
+        here = Path(dirpath)
+        rel_dir = here.relative_to(src)
+        for name in list(dirnames):
+            if name.startswith("."):
+                dirnames.remove(name)
+            elif (here / name).is_symlink():
+                dirnames.remove(name)
+                report.skipped.append(((rel_dir / name).as_posix(), "link to a folder: not followed"))
+        (out / rel_dir).mkdir(parents=True, exist_ok=True)
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path, rel = here / name, (rel_dir / name).as_posix()
+            why = _why_not_copied(path, real_src)
+            if why:
+                report.skipped.append((rel, why))
+                continue
+            shutil.copyfile(path, out / rel_dir / name)
+            report.copied += 1
+    return report
+
+
+def _why_not_copied(path: Path, real_src: Path) -> str | None:
+    """None for a regular file inside the source (or a link to one); else why it is skipped."""
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.is_relative_to(real_src):
+            return f"link leaving the source (to {target}): not followed"
+    try:
+        mode = path.stat().st_mode  # stat never opens: a FIFO cannot hang us here
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (FIFO, socket or device): not opened"
+    return None
