@@ -208,3 +208,29 @@ def test_path_parameters_outside_the_workspace_fail_the_run_before_anything(
     assert "outside the workspace" in state.message
     assert not (workspace / "runs").exists() and not Path("/tmp/headstart-elsewhere").exists()
     assert not (workspace.parent / "up").exists()
+
+
+def test_classes_named_like_missing_values_survive_to_the_model(
+    workspace: Path, prefect_server, tmp_path: Path
+) -> None:
+    """pandas reads NA, None, null, nan (and more) as missing by default: a class so named vanished after
+    validation passed. Every name below must reach the split, the model and its metrics."""
+    from tests.support.corpus import png_bytes
+
+    names = ["NA", "None", "null", "nan", "true", "1e3", "0001"]
+    for k, name in enumerate(names):
+        (tmp_path / "odd" / name).mkdir(parents=True)
+        for i in range(12):
+            (tmp_path / "odd" / name / f"{i}.png").write_bytes(png_bytes(k * 100 + i, size=32))
+    imported = runner.invoke(app, ["data", "import", "folder", str(tmp_path / "odd"), "--name", "odd"])
+    assert imported.exit_code == 0, imported.output
+    sets = ["train.scenario=features", f"train.feature_cache={tmp_path / 'fc'}", "gate.floors.accuracy=0.0"]
+    args = ["run", "--data", "data/odd", "--set", "data.test_dir=null", *[a for s in sets for a in ("--set", s)]]
+    result = runner.invoke(app, [*args, "--run-dir", "runs/odd"])
+    assert result.exit_code == 0, result.output
+    run = RunFolder(workspace / "runs" / "odd")
+    from headstart.library.data.split import load_split
+
+    assert set(load_split(run.split)["label"]) == set(names)
+    assert json.loads((run.model / "config.json").read_text())["classes"] == sorted(names)
+    assert set(json.loads(run.metrics.read_text())["per_class"]) == set(names)

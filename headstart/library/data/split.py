@@ -89,11 +89,18 @@ def load_split(path: Path) -> pd.DataFrame:
     """Read a split table written by :func:`save_split`."""
     if not path.is_file():
         raise DataError(f"{path}: split file not found; run the split step first")
-    return pd.read_csv(path, dtype=str)
+    return pd.read_csv(path, dtype=str, keep_default_na=False)  # class names like NA, None, nan stay names
 
 
 def load_manifest_table(path: Path) -> pd.DataFrame:
     """A manifest CSV as the validate step wrote it."""
     if not path.is_file():
         raise DataError(f"{path}: manifest not found; run the validate step first")
-    return pd.read_csv(path, dtype={"path": str, "label": str, "sha256": str, "error": str})
+    # Only an empty cell is missing: pandas' default NA words (NA, None, null, nan, ...) are class and file names.
+    empty_is_missing = {column: [""] for column in ("label", "bytes", "sha256", "width", "height", "mode", "error")}
+    return pd.read_csv(
+        path,
+        dtype={"path": str, "label": str, "sha256": str, "mode": str, "error": str},
+        keep_default_na=False,
+        na_values=empty_is_missing,
+    )
