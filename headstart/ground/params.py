@@ -82,6 +82,7 @@ class ValidateParams(_Section):
     min_side: int = Field(8, ge=1)
     max_side: int = Field(8192, ge=1)
     max_pixels: int = Field(50_000_000, ge=1)
+    max_file_bytes: int = Field(100_000_000, ge=1)
     min_per_class: int = Field(2, ge=1)
     max_imbalance_ratio: float = Field(20.0, ge=1.0)
     expected_classes: list[str] | None = None

@@ -125,3 +125,36 @@ def test_cli_exit_status_table_and_json(corpus, tmp_path: Path, monkeypatch: pyt
     ok = headstart("validate", str(clean), "--json", "--out", "ok")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert json.loads(ok.stdout)["success"] is True
+
+
+def test_fifos_sockets_and_oversized_files_are_named_without_being_read(tmp_path: Path) -> None:
+    """A FIFO in a dataset used to hang validation forever (and, under Prefect, hold the model's retrain slot)."""
+    import socket
+
+    root = tmp_path / "dataset"
+    for cls in ("cats", "dogs"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            (root / cls / f"{i}.png").write_bytes(png_bytes(i + len(cls)))
+    os.mkfifo(root / "cats" / "pipe.png")
+    (root / "dogs" / "link-to-pipe.png").symlink_to(root / "cats" / "pipe.png")  # inside the dataset, still a FIFO
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(root / "dogs" / "sock.png"))
+    (root / "dogs" / "huge.png").write_bytes(png_bytes(7) + b"\0" * 5000)
+    (tmp_path / "params.yaml").write_text("validate:\n  max_file_bytes: 4096\n")
+    try:
+        done = subprocess.run(
+            ["headstart", "validate", str(root), "--params", str(tmp_path / "params.yaml"), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,  # the old validator never returned
+            cwd=tmp_path,
+        )
+    finally:
+        listener.close()
+    assert done.returncode == 1, done.stdout + done.stderr
+    reasons = {f["subject"]: f["reason"] for f in json.loads(done.stdout)["failures"] if f["check"] == "readable image"}
+    for path in ("cats/pipe.png", "dogs/link-to-pipe.png", "dogs/sock.png"):
+        assert "not a regular file" in reasons[path], reasons
+    assert "over validate.max_file_bytes=4096" in reasons["dogs/huge.png"], reasons
+    assert not any(name.endswith(f"/{i}.png") for name in reasons for i in range(3))  # the good ones pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -17,8 +18,9 @@ class ImageTooLarge(ValueError):
     """The header claims more pixels than allowed; raised before any pixel is decoded."""
 
 
-def open_checked(path: Path, max_pixels: int) -> Image.Image:
-    """Open lazily and refuse images whose header claims more than ``max_pixels`` (nothing is allocated)."""
+def open_checked(path: Path | BinaryIO, max_pixels: int) -> Image.Image:
+    """Open lazily (a path or the bytes already read) and refuse images whose header claims more than
+    ``max_pixels`` (nothing is allocated)."""
     with warnings.catch_warnings():
         # Pillow warns, then raises, above its own bomb limit; our own limit below names the file instead.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,24 +79,27 @@ def _label_of(relpath: str) -> str | None:
     return parts[0] if len(parts) > 1 else None
 
 
-def inspect_file(root: Path, entry: _Entry, max_pixels: int) -> dict:
-    """One manifest row: size, hash, and a full decode; any failure becomes the row's ``error``."""
+def inspect_file(root: Path, entry: _Entry, max_pixels: int, max_file_bytes: int = 100_000_000) -> dict:
+    """One manifest row: size, hash, and a full decode; any failure becomes the row's ``error``.
+
+    Only regular files are read: the file is opened without blocking and checked before a byte is read, so a
+    FIFO, socket or device is named, never waited on; files over ``max_file_bytes`` are named, not read.
+    """
     row = dict.fromkeys(COLUMNS)
     row.update(path=entry.relpath, label=entry.label, decodable=False, error=entry.problem)
     if entry.problem is not None:
         return row
-    path = root / entry.relpath
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        row["error"] = f"cannot read the file ({exc.strerror or exc})"
+        data = _read_regular(root / entry.relpath, max_file_bytes)
+    except _NotReadable as exc:
+        row["error"] = str(exc)
         return row
     row.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     if not data:
         row["error"] = "empty file (0 bytes)"
         return row
     try:
-        with open_checked(path, max_pixels) as image:
+        with open_checked(io.BytesIO(data), max_pixels) as image:
             row["mode"] = image.mode
             rgb = to_rgb(image)  # full decode: truncated files fail here, not at training time
             row.update(width=rgb.width, height=rgb.height, decodable=True)
@@ -107,10 +112,39 @@ def inspect_file(root: Path, entry: _Entry, max_pixels: int) -> dict:
     return row
 
 
-def build_manifest(root: Path, max_pixels: int = 50_000_000, workers: int = 4) -> Manifest:
+class _NotReadable(Exception):
+    """Why a dataset entry was not read (the manifest row's error)."""
+
+
+def _read_regular(path: Path, max_bytes: int) -> bytes:
+    not_regular = _NotReadable("not a regular file (a FIFO, socket or device): not read")
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # stat opens nothing (a socket cannot be opened at all)
+            raise not_regular
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # swapped for a FIFO since: opens at once, then refused
+    except OSError as exc:
+        raise _NotReadable(f"cannot read the file ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise not_regular
+        if info.st_size > max_bytes:
+            raise _NotReadable(f"{info.st_size} bytes, over validate.max_file_bytes={max_bytes}: not read")
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as exc:
+            raise _NotReadable(f"cannot read the file ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:  # grew while we read
+        raise _NotReadable(f"over validate.max_file_bytes={max_bytes} bytes: not read")
+    return data
+
+
+def build_manifest(
+    root: Path, max_pixels: int = 50_000_000, workers: int = 4, max_file_bytes: int = 100_000_000
+) -> Manifest:
     """Scan ``root`` and inspect every file on a thread pool (hashing and decoding release the GIL)."""
     entries, classes, ignored = scan_dataset(root)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        rows = list(pool.map(lambda e: inspect_file(root, e, max_pixels), entries))
+        rows = list(pool.map(lambda e: inspect_file(root, e, max_pixels, max_file_bytes), entries))
     table = pd.DataFrame(rows, columns=COLUMNS)
     return Manifest(root=root, table=table, classes=classes, ignored=ignored)

@@ -218,5 +218,5 @@ def load_report(path: Path) -> ValidationReport:
 
 def validate_dataset(root: Path, params: ValidateParams) -> tuple[Manifest, ValidationReport]:
     """Build the manifest (decoding every image) and run the suite over it."""
-    manifest = build_manifest(root, max_pixels=params.max_pixels, workers=params.workers)
+    manifest = build_manifest(root, params.max_pixels, params.workers, params.max_file_bytes)
     return manifest, validate_manifest(manifest, params)
