@@ -13,7 +13,7 @@ from prefect.states import Failed, State
 
 from flows.concurrency import retrain_slot
 from headstart.ground.environment import log_project_at_info
-from headstart.ground.errors import HeadstartError
+from headstart.ground.errors import DataError, HeadstartError
 from headstart.ground.params import Params, load_params
 from headstart.ground.paths import inside
 from headstart.ground.run_folder import RunFolder, run_folder_for
@@ -68,6 +68,11 @@ def retrain(
         for what, folder in (("data.dir", params.data.dir), ("data.test_dir", params.data.test_dir)):
             if folder is not None:
                 inside(workspace, folder, what)
+        if params.data.test_dir is not None and not Path(params.data.test_dir).is_dir():
+            raise DataError(
+                f"{params.data.test_dir}: the fixed test set (data.test_dir) was not found; pass --test-data DIR, "
+                f"or --set data.test_dir=null to draw the test split from {params.data.dir} by content hash"
+            )
         get_run_logger().info(
             "taking the retrain slot of %s (waits while another run holds it, or until a crashed run's lease lapses)",
             params.registry.model_name,

@@ -72,7 +72,7 @@ def emit_change(change: DataChange) -> None:
     )
 
 
-def watch(workspace: Path, params_path: Path) -> list[dict]:
+def watch(workspace: Path, params_path: Path, overrides: list[str] | None = None) -> list[dict]:
     """Emit one event per new data version not emitted before; returns each change with ``emitted`` True/False."""
     from prefect.events.worker import EventsWorker
 
@@ -80,7 +80,7 @@ def watch(workspace: Path, params_path: Path) -> list[dict]:
         raise ToolError(
             "watch needs a Prefect server to send events to: start `headstart serve` and set PREFECT_API_URL"
         )
-    params = load_params(workspace / params_path)
+    params = load_params(workspace / params_path, overrides)
     registry = open_registry(params.registry)
     ledger = EventLedger(registry.storage, registry.model)
     results = []

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from headstart.cli import registry as cli_registry
+from headstart.cli.options import ParamsOpt, SetOpt, settings
 from headstart.cli.output import print_decision, print_report
 from headstart.cli.registry import registry_app
 from headstart.cli.steps import step
@@ -34,12 +35,21 @@ app.command("export")(cli_registry.export)
 console = Console()
 err_console = Console(stderr=True)
 
-ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a params key: KEY=VALUE (repeatable).")]
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"headstart {version('headstart')}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _setup() -> None:
+def _setup(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     apply_quiet_environment()  # before albumentations, Prefect and DVC are imported
     _use_workspace_api_auth()
     # Step progress (epochs, freezing) reaches the terminal and, through Prefect's extra loggers, the UI.
@@ -128,16 +138,15 @@ def import_folder(
 def validate(
     directory: Annotated[Path, typer.Argument(help="Dataset folder (class-per-folder).")],
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option(help="Where the manifest (CSV) and the report (JSON) go.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of a table.")] = False,
 ) -> None:
     """Build the manifest, decode every image, run the GX suite; exit 1 on any failure."""
-    from headstart.ground.params import load_params_or_defaults
     from headstart.library.data.validation import save_report, validate_dataset
 
-    settings = load_params_or_defaults(params)
     out = out or Path("runs") / "validate" / directory.name
-    manifest, report = validate_dataset(directory, settings.validate_)
+    manifest, report = validate_dataset(directory, settings(params, set_).validate_)
     save_report(report, manifest, out)
     if as_json:
         typer.echo(report.to_json())
@@ -166,6 +175,7 @@ def run(
     overrides = list(set_ or [])
     if data is not None:
         overrides.append(f"data.dir={data}")
+        overrides += _model_named_after(data, params, overrides)
     if test_data is not None:
         overrides.append(f"data.test_dir={test_data}")
     with progress_bars():
@@ -194,6 +204,19 @@ def run(
         f"registered {summary['registry']} version {summary['version']}: "
         + ("[green]promoted to champion[/]" if promoted else f"not promoted; champion stays {summary['champion']}")
     )
+
+
+def _model_named_after(data: Path, params: Path, overrides: list[str]) -> list[str]:
+    """When ``--data`` names another dataset and the model name is still the shipped default, the model is named
+    after the dataset (said on the first line), so an own dataset is never registered as fashion-mnist."""
+    from headstart.ground.params import RegistryParams
+
+    shipped = RegistryParams().model_name
+    chosen = settings(params, overrides).registry.model_name
+    if chosen != shipped or data.name == shipped or any(o.startswith("registry.model_name=") for o in overrides):
+        return []
+    console.print(f"registry.model_name: {data.name} (the dataset's name; --set registry.model_name=NAME to choose)")
+    return [f"registry.model_name={data.name}"]
 
 
 @backbones_app.callback()
@@ -251,6 +274,7 @@ def backbones_verify(
 def serve(
     port: Annotated[int, typer.Option(help="Port for the Prefect server it starts (127.0.0.1).")] = 4200,
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
 ) -> None:
     """Start a Prefect server (unless PREFECT_API_URL is set), the work pools, the deployments and the workers;
     Ctrl-C (or SIGTERM) stops what it started."""
@@ -258,10 +282,8 @@ def serve(
     import threading
 
     from flows.services import AUTH_FILE, start_services
-    from headstart.ground.params import load_params_or_defaults
 
-    settings = load_params_or_defaults(params)
-    services = start_services(Path.cwd(), port, settings.registry.model_name)
+    services = start_services(Path.cwd(), port, settings(params, set_).registry.model_name)
     console.print(f"Prefect UI: {services.ui_url}   API: {services.api_url}")
     if services.auth:
         console.print(
@@ -333,12 +355,13 @@ def demo(
 @app.command()
 def watch(
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per change.")] = False,
 ) -> None:
     """Compare each tracked dataset's DVC md5 with its latest registered version; emit one event per new change."""
     from flows.watch import watch as watch_data
 
-    changes = watch_data(Path.cwd(), params)
+    changes = watch_data(Path.cwd(), params, set_)
     for change in changes:
         if as_json:
             typer.echo(json.dumps(change))

@@ -10,25 +10,29 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headstart.cli.options import ParamsOpt, SetOpt, settings
+
 registry_app = typer.Typer(help="The model registry: versions and the champion alias.", no_args_is_help=True)
 console = Console()
-ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml naming registry.uri and model_name.")]
 VerifyOpt = Annotated[
     bool, typer.Option("--verify", help="Re-hash every cached file (sizes and the manifest digest are always checked).")
 ]
 
 
-def _registry(params: Path):
-    from headstart.ground.params import load_params_or_defaults
+def _registry(params: Path, overrides: list[str] | None):
     from headstart.library.registry.registry import open_registry
 
-    return open_registry(load_params_or_defaults(params).registry)
+    return open_registry(settings(params, overrides).registry)
 
 
 @registry_app.command("ls")
-def ls(params: ParamsOpt = Path("params.yaml"), as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def ls(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Complete versions, oldest first: id, created, data md5, metrics, decision, champion, manifest sha256."""
-    registry = _registry(params)
+    registry = _registry(params, set_)
     champion = registry.champion()
     rows = [
         {
@@ -66,12 +70,13 @@ def ls(params: ParamsOpt = Path("params.yaml"), as_json: Annotated[bool, typer.O
 def show(
     ref: Annotated[str, typer.Argument(help="A version id, or 'champion'.")],
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """A version's manifest and decision; for 'champion' also the alias history and lost promotion races."""
     from headstart.library.evaluation.gate import Decision
 
-    registry = _registry(params)
+    registry = _registry(params, set_)
     version = registry.resolve(ref)
     shown = {"manifest": registry.manifest(version), "decision": registry.decision(version)}
     if ref == "champion":
@@ -98,12 +103,13 @@ def show(
 def promote(
     version: Annotated[str, typer.Argument(help="The version to make champion.")],
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
     force: Annotated[bool, typer.Option(help="Promote even though its gate decision was FAIL.")] = False,
 ) -> None:
     """Make a version champion by hand (refused for a FAIL decision unless --force; recorded either way)."""
     from headstart.library.registry.registry import RegistryError
 
-    registry = _registry(params)
+    registry = _registry(params, set_)
     verdict = registry.manifest(version).get("decision")
     if verdict != "PASS" and not force:
         raise RegistryError(f"{version}: its gate decision was {verdict}; pass --force to promote it anyway")
@@ -116,9 +122,10 @@ def promote(
 def rollback(
     to: Annotated[str | None, typer.Option("--to", help="Version to restore (default: the previous champion).")] = None,
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
 ) -> None:
     """Restore an earlier champion, as a new entry in the alias history."""
-    record = _registry(params).rollback(to)
+    record = _registry(params, set_).rollback(to)
     console.print(f"champion #{record.seq}: {record.version} ({record.reason})")
 
 
@@ -127,9 +134,10 @@ def pull(
     ref: Annotated[str, typer.Argument(help="A version id, or 'champion'.")],
     dest: Annotated[Path, typer.Argument(help="Folder to write the verified files to.")],
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
 ) -> None:
     """Download a version, every file verified against its manifest (a mismatch is refused, naming the file)."""
-    registry = _registry(params)
+    registry = _registry(params, set_)
     version = registry.resolve(ref)
     console.print(f"{version} → {registry.pull(version, dest)}")
 
@@ -138,12 +146,13 @@ def pull(
 def push(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder (model, metrics, gate decision).")],
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
 ) -> None:
     """Register a finished run (e.g. after a storage outage); promote it separately if its decision passed."""
     from headstart.ground.run_folder import RunFolder
     from headstart.library.registry.registration import register_run
 
-    registry = _registry(params)
+    registry = _registry(params, set_)
     version = register_run(registry, RunFolder(run_dir))
     verdict = registry.manifest(version)["decision"]
     hint = f"; promote it with `headstart registry promote {version}`" if verdict == "PASS" else ""
@@ -153,16 +162,16 @@ def push(
 @registry_app.command("gc")
 def gc(
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Remove uploads that never got a manifest and, per registry.keep_last / keep_failed_days, old versions —
     never the champion, never a version in the alias history, never an event."""
-    from headstart.ground.params import load_params_or_defaults
     from headstart.library.registry.gc import collect
     from headstart.library.registry.registry import open_registry
 
-    policy = load_params_or_defaults(params).registry
+    policy = settings(params, set_).registry
     plan = collect(open_registry(policy), policy, dry_run=dry_run)
     if as_json:
         typer.echo(json.dumps({"dry_run": dry_run, **plan.__dict__}, indent=2))
@@ -177,17 +186,22 @@ def gc(
 
 
 def predict(
-    images: Annotated[list[Path], typer.Argument(help="Images to classify.")],
+    images: Annotated[list[Path], typer.Argument(help="Images, or folders (searched recursively, hidden skipped).")],
     model: Annotated[str, typer.Option("--model", help="'champion' or a version id.")] = "champion",
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
     verify: VerifyOpt = False,
 ) -> None:
     """Class and probability per image, from a registered model (any scenario), pulled and verified first."""
-    from headstart.library.predict import predict_images, pull_predictor
+    from headstart.ground.errors import DataError
+    from headstart.library.predict import expand_images, predict_images, pull_predictor
 
-    version, predictor = pull_predictor(_registry(params), model, verify=verify)
-    for p in predict_images(predictor, images):
+    version, predictor = pull_predictor(_registry(params, set_), model, verify=verify)
+    found = expand_images(images)
+    if not found:
+        raise DataError(f"no images in {', '.join(map(str, images))} (folders are searched for image files)")
+    for p in predict_images(predictor, found):
         if as_json:
             typer.echo(
                 json.dumps(
@@ -203,6 +217,7 @@ def export(
     dest: Annotated[Path, typer.Argument(help="The .onnx file to write.")],
     fmt: Annotated[str, typer.Option("--format", help="Only onnx for now.")] = "onnx",
     params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
     tolerance: Annotated[float, typer.Option(help="Largest absolute difference from torch accepted.")] = 1e-3,
     verify: VerifyOpt = False,
 ) -> None:
@@ -214,7 +229,7 @@ def export(
 
     if fmt != "onnx":
         raise ConfigError(f"--format {fmt}: only onnx is supported")
-    resolved, predictor = pull_predictor(_registry(params), version, verify=verify)
+    resolved, predictor = pull_predictor(_registry(params, set_), version, verify=verify)
     report = export_onnx(predictor, dest, tolerance=tolerance)
     extra = "; classifier.skops stays beside it (features scenario)" if predictor.classifier is not None else ""
     console.print(

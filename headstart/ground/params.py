@@ -253,9 +253,12 @@ def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
         raise ConfigError("\n".join(lines)) from None
 
 
-def load_params_or_defaults(path: Path) -> Params:
-    """params.yaml when it exists, else the defaults (for commands that also work outside a workspace)."""
-    return load_params(path) if path.is_file() else Params()
+def load_params_or_defaults(path: Path, overrides: list[str] | None = None) -> Params:
+    """params.yaml when it exists, else the defaults (for commands that also work outside a workspace); with
+    ``--set`` overrides applied either way."""
+    if path.is_file():
+        return load_params(path, overrides)
+    return params_from_dict(apply_overrides({}, overrides or []), source="the defaults") if overrides else Params()
 
 
 def load_params(path: Path | str = "params.yaml", overrides: list[str] | None = None) -> Params:

@@ -38,6 +38,24 @@ def pull_predictor(
     return version, load_predictor(registry.pull(version, cache / version, full_check=verify))
 
 
+def expand_images(paths: list[Path]) -> list[Path]:
+    """Files as given; folders searched recursively for files with an image extension Pillow knows, hidden files
+    and folders skipped, in sorted order."""
+    from PIL import Image
+
+    extensions = set(Image.registered_extensions())
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            found.append(path)
+            continue
+        for candidate in sorted(path.rglob("*")):
+            hidden = any(part.startswith(".") for part in candidate.relative_to(path).parts)
+            if candidate.is_file() and not hidden and candidate.suffix.lower() in extensions:
+                found.append(candidate)
+    return found
+
+
 def predict_images(predictor: Predictor, images: list[Path], batch_size: int = 32) -> list[Prediction]:
     """Class and probability per image, with the preprocessing the model was trained with."""
     transform = build_transform(predictor.config.pre)

@@ -141,10 +141,9 @@ def test_fifos_sockets_and_oversized_files_are_named_without_being_read(tmp_path
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(root / "dogs" / "sock.png"))
     (root / "dogs" / "huge.png").write_bytes(png_bytes(7) + b"\0" * 5000)
-    (tmp_path / "params.yaml").write_text("validate:\n  max_file_bytes: 4096\n")
     try:
-        done = subprocess.run(
-            ["headstart", "validate", str(root), "--params", str(tmp_path / "params.yaml"), "--json"],
+        done = subprocess.run(  # no params.yaml here: the defaults, with --set
+            ["headstart", "validate", str(root), "--set", "validate.max_file_bytes=4096", "--json"],
             capture_output=True,
             text=True,
             timeout=120,  # the old validator never returned

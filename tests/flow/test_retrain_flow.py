@@ -225,12 +225,34 @@ def test_classes_named_like_missing_values_survive_to_the_model(
     imported = runner.invoke(app, ["data", "import", "folder", str(tmp_path / "odd"), "--name", "odd"])
     assert imported.exit_code == 0, imported.output
     sets = ["train.scenario=features", f"train.feature_cache={tmp_path / 'fc'}", "gate.floors.accuracy=0.0"]
-    args = ["run", "--data", "data/odd", "--set", "data.test_dir=null", *[a for s in sets for a in ("--set", s)]]
-    result = runner.invoke(app, [*args, "--run-dir", "runs/odd"])
+    args = ["run", "--data", "data/odd", *[a for s in sets for a in ("--set", s)]]
+    no_test_set = runner.invoke(app, args)  # the shipped data.test_dir does not exist in this workspace
+    assert no_test_set.exit_code != 0
+    assert "--test-data DIR, or --set data.test_dir=null" in str(no_test_set.exception), no_test_set.output
+    result = runner.invoke(app, [*args, "--set", "data.test_dir=null", "--run-dir", "runs/odd"])
     assert result.exit_code == 0, result.output
+    # no model name was set: named after the dataset, said first, never registered as the shipped fashion-mnist
+    assert result.output.startswith("registry.model_name: odd (the dataset's name"), result.output[:300]
     run = RunFolder(workspace / "runs" / "odd")
     from headstart.library.data.split import load_split
 
     assert set(load_split(run.split)["label"]) == set(names)
     assert json.loads((run.model / "config.json").read_text())["classes"] == sorted(names)
     assert set(json.loads(run.metrics.read_text())["per_class"]) == set(names)
+
+    # every command that reads params takes --set; predict takes folders (recursively, hidden files skipped)
+    listed = runner.invoke(app, ["registry", "ls", "--set", "registry.model_name=odd", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [v["champion"] for v in json.loads(listed.output)] == [True]
+    assert not (workspace / "registry" / "fashion-mnist").exists()
+    query = tmp_path / "query"
+    (query / "deeper").mkdir(parents=True)
+    (query / "a.png").write_bytes(png_bytes(1, size=32))
+    (query / "deeper" / "b.png").write_bytes(png_bytes(2, size=32))
+    (query / ".hidden.png").write_bytes(b"not read")
+    (query / "notes.txt").write_text("not an image")
+    predicted = runner.invoke(app, ["predict", str(query), "--set", "registry.model_name=odd", "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    lines = [json.loads(line) for line in predicted.output.splitlines()]
+    assert [Path(p["image"]).relative_to(query).as_posix() for p in lines] == ["a.png", "deeper/b.png"]
+    assert all(p["label"] in names for p in lines)
