@@ -36,8 +36,16 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def code_commit() -> str | None:
+    """The commit of the checkout Headstart's code runs from (``-dirty`` with changes); None for an installed
+    wheel. The workspace's commit names the data and params, not the code."""
+    source_root = Path(__file__).resolve().parents[2]
+    return git_commit(source_root) if (source_root / ".git").exists() else None
+
+
 def collect(cwd: Path, params: Params, flow_run_id: str | None) -> dict:
-    """The lineage record stored in the model config and the run summary, for a run of ``params``.
+    """The lineage record stored in the model config and the run summary, for a run of ``params``; the train step
+    adds ``code_sha256``, the fingerprint of the code it runs.
 
     ``split`` (the split parameters, and whether a fixed test set was used) lets the gate check that a champion
     was trained under the same split, so none of its training images can sit in today's test split.
@@ -46,7 +54,9 @@ def collect(cwd: Path, params: Params, flow_run_id: str | None) -> dict:
 
     data_dir = Path(params.data.dir)
     return {
-        "git_commit": git_commit(cwd),
+        "workspace_commit": git_commit(cwd),  # the data and params' repository
+        "headstart_version": package_versions()["headstart"],
+        "code_commit": code_commit(),  # the code's own repository, when it runs from a checkout
         "dataset": data_dir.name,
         "data_md5": data_md5_of(data_dir),
         "test_data_md5": data_md5_of(Path(params.data.test_dir)) if params.data.test_dir else None,

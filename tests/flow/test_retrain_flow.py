@@ -69,6 +69,12 @@ def test_flow_fine_tunes_far_above_chance(workspace: Path, prefect_server, fashi
     lineage = json.loads((workspace / "runs/e2e/model/config.json").read_text())["lineage"]
     assert lineage["flow_run_id"] == summary["run_id"] != "local"
     assert len(lineage["params_sha256"]) == 64 and lineage["packages"]["timm"]
+    # the code is named beside the workspace: its version, its checkout's commit, the fingerprint of what ran
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert lineage["code_commit"].removesuffix("-dirty") == head != lineage["workspace_commit"].removesuffix("-dirty")
+    assert lineage["headstart_version"] == lineage["packages"]["headstart"] and len(lineage["code_sha256"]) == 64
+    card = (workspace / "runs/e2e/model_card.md").read_text()
+    assert f"commit `{lineage['code_commit']}`" in card and lineage["code_sha256"] in card
     assert (workspace / "runs/e2e/metrics.json").is_file() and (workspace / "runs/e2e/validate/manifest.csv").is_file()
 
 

@@ -13,6 +13,7 @@ def render_model_card(config: dict, metrics: dict, decision: Decision, version: 
         for name, m in metrics.get("per_class", {}).items()
     )
     packages = ", ".join(f"{k} {v}" for k, v in lineage.get("packages", {}).items())
+    code = f"headstart `{lineage.get('headstart_version')}`, commit `{lineage.get('code_commit')}`"
     return f"""# Model card: {config["backbone"]} ({config["scenario"]}){f" — {version}" if version else ""}
 
 - **Task:** image classification into {len(config["classes"])} classes: {", ".join(config["classes"])}
@@ -34,7 +35,8 @@ Accuracy **{metrics["accuracy"]:.4f}**, macro-F1 **{metrics["macro_f1"]:.4f}** o
 ## Lineage
 - data md5 `{lineage.get("data_md5")}`, test data md5 `{lineage.get("test_data_md5")}`
 - split {lineage.get("split")}
-- git commit `{lineage.get("git_commit")}`, params sha256 `{lineage.get("params_sha256")}`
+- workspace commit `{lineage.get("workspace_commit")}`, params sha256 `{lineage.get("params_sha256")}`
+- code: {code}, fingerprint `{lineage.get("code_sha256")}`
 - Prefect flow run `{lineage.get("flow_run_id")}`
 - packages: {packages}
 """
