@@ -174,10 +174,10 @@ def run(
 
     overrides = list(set_ or [])
     if data is not None:
-        overrides.append(f"data.dir={data}")
+        overrides.append(f"data.dir={json.dumps(str(data))}")  # quoted: a folder named 2024 or yes is a name
         overrides += _model_named_after(data, params, overrides)
     if test_data is not None:
-        overrides.append(f"data.test_dir={test_data}")
+        overrides.append(f"data.test_dir={json.dumps(str(test_data))}")
     with progress_bars():
         state = retrain(
             params_path=str(params),
@@ -367,9 +367,13 @@ def watch(
             typer.echo(json.dumps(change))
         else:
             state = "event emitted" if change["emitted"] else "already emitted, skipped"
+            if change["pending"]:
+                state = "[red]sent but not confirmed by the server: pending, sent again by the next watch[/]"
             console.print(f"{change['dataset']}: {change['old_md5']} → {change['new_md5']}: {state}")
     if not changes and not as_json:
         console.print("no data changes")
+    if any(change["pending"] for change in changes):
+        raise typer.Exit(1)  # a scheduled watch shows as failed until the server has every change
 
 
 def main() -> None:

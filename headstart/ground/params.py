@@ -67,7 +67,8 @@ def build_augmentations(serialised: dict[str, Any]) -> Any:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no lax coercion ("3.0" or 3.0 for an int, "yes" for a bool); an int is still a valid float
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DataParams(_Section):
@@ -87,6 +88,14 @@ class ValidateParams(_Section):
     max_imbalance_ratio: float = Field(20.0, ge=1.0)
     expected_classes: list[str] | None = None
     workers: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _sides_in_order(self) -> ValidateParams:
+        if self.min_side > self.max_side:
+            raise ValueError(f"validate.min_side ({self.min_side}) is above validate.max_side ({self.max_side})")
+        if self.expected_classes is not None and len(set(self.expected_classes)) != len(self.expected_classes):
+            raise ValueError("validate.expected_classes names a class twice")
+        return self
 
 
 class SplitParams(_Section):
@@ -146,6 +155,22 @@ class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when torch sees a GPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU
     compile: bool = False  # torch.compile the model for training (pays off on long GPU runs)
+
+    @model_validator(mode="after")
+    def _schedule_fits_the_epochs(self) -> TrainParams:
+        milestones = self.unfreeze_milestones
+        if any(not 1 <= m <= self.epochs for m in milestones):
+            raise ValueError(f"train.unfreeze_milestones {milestones} must lie within 1..train.epochs ({self.epochs})")
+        if milestones != sorted(set(milestones)):
+            raise ValueError(f"train.unfreeze_milestones {milestones} must be increasing, each epoch once")
+        if len(milestones) > self.freeze_stages:
+            raise ValueError(
+                f"train.unfreeze_milestones releases {len(milestones)} stages but train.freeze_stages freezes "
+                f"{self.freeze_stages}"
+            )
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"train.warmup_epochs ({self.warmup_epochs}) must be below train.epochs ({self.epochs})")
+        return self
 
     @field_validator("freeze_patterns")
     @classmethod
@@ -218,12 +243,37 @@ class Params(_Section):
         return hashlib.sha256(blob).hexdigest()
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 core-schema scalars (as DVC reads params.yaml): only true/false are
+    booleans (yes, no, on, off stay strings, which strict validation then names), and 1e-3 is a number."""
+
+
+_BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Yaml12Loader.add_implicit_resolver(  # after int: "3" stays an int
+    _FLOAT,
+    re.compile(
+        r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML as params are read: 1.2 core-schema scalars (see :class:`_Yaml12Loader`)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``a.b.c=value`` into its key path and a YAML-parsed value."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+    return key.strip().split("."), read_yaml(raw) if raw.strip() else None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -249,7 +299,11 @@ def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
         lines = [f"{source}: invalid parameters"]
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"]).replace("validate_", "validate")
-            lines.append(f"  {key}: {err['msg']}")
+            given = err.get("input")
+            shown = (
+                f" (got {given!r})" if isinstance(given, str | int | float | bool) and err["type"] != "missing" else ""
+            )
+            lines.append(f"  {key}: {err['msg']}{shown}")
         raise ConfigError("\n".join(lines)) from None
 
 
@@ -267,7 +321,7 @@ def load_params(path: Path | str = "params.yaml", overrides: list[str] | None = 
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found; pass --params FILE or run from the project root")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

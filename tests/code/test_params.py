@@ -3,15 +3,18 @@ as dvc exp run -S."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import albumentations as A
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from headstart.ground.errors import ConfigError
-from headstart.ground.params import Params, load_params, load_params_or_defaults
+from headstart.ground.params import Params, load_params, load_params_or_defaults, params_from_dict
 from headstart.library.data.transforms import Preprocessing, build_transform, load_augmentations, preprocessing_for
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
@@ -33,6 +36,18 @@ def test_overrides_and_digest() -> None:
         (["train.bn=sometimes"], r"train.bn"),
         (["validate.min_per_class=0"], r"validate.min_per_class"),
         (["epochs"], r"expected KEY=VALUE"),
+        # strict: no lax coercion, and the value given is shown
+        (["train.resume=yes"], r"train.resume: Input should be a valid boolean \(got 'yes'\)"),
+        (["train.epochs=3.0"], r"train.epochs: Input should be a valid integer \(got 3.0\)"),
+        (['train.epochs="3"'], r"train.epochs: Input should be a valid integer \(got '3'\)"),
+        (["train.compile=1"], r"train.compile: Input should be a valid boolean \(got 1\)"),
+        # across fields
+        (["validate.min_side=9000"], r"validate.min_side \(9000\) is above validate.max_side \(8192\)"),
+        (["train.unfreeze_milestones=[9]", "train.freeze_stages=2"], r"must lie within 1..train.epochs \(8\)"),
+        (["train.unfreeze_milestones=[3, 2]", "train.freeze_stages=2"], r"must be increasing"),
+        (["train.unfreeze_milestones=[2]"], r"releases 1 stages but train.freeze_stages freezes 0"),
+        (["train.warmup_epochs=8"], r"train.warmup_epochs \(8\) must be below train.epochs \(8\)"),
+        (["validate.expected_classes=[a, a]"], r"names a class twice"),
     ],
 )
 def test_bad_params_name_the_key(overrides: list[str], message: str) -> None:
@@ -114,3 +129,76 @@ def test_preprocessing_comes_from_the_model_and_is_appended() -> None:
     white = np.full((28, 28, 3), 255, dtype=np.uint8)
     out = build_transform(pre)(image=white)["image"]
     assert out.shape == (3, 48, 48) and torch.allclose(out, torch.ones_like(out))  # (1 - 0.5) / 0.5
+
+
+def test_yaml_scalars_follow_yaml_1_2_as_dvc_reads_them() -> None:
+    changed = load_params(REPO_PARAMS, ["train.lr=1e-3", "train.resume=false", "validate.expected_classes=[yes, no]"])
+    assert changed.train.lr == 0.001 and changed.train.resume is False
+    assert changed.validate_.expected_classes == ["yes", "no"]  # class names, not booleans
+
+
+SECTIONS = {name: field.annotation for name, field in Params.model_fields.items() if name != "augment"}
+FIELD_NAMES = sorted({f for model in SECTIONS.values() for f in getattr(model, "model_fields", {})})
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(),
+    st.text(max_size=8),
+    st.lists(st.integers(-3, 12), max_size=3),
+)
+params_dicts = st.dictionaries(
+    st.sampled_from([*SECTIONS, "validate", "junk"]),
+    st.dictionaries(st.sampled_from([*FIELD_NAMES, "junk"]), scalars, max_size=4),
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(params_dicts)
+def test_any_params_dict_is_valid_or_one_clear_error_naming_keys(raw: dict) -> None:
+    try:
+        params = params_from_dict(raw)
+    except ConfigError as exc:
+        first, *lines = str(exc).splitlines()
+        assert first == "params: invalid parameters" and lines
+        assert all(line.startswith("  ") and ": " in line for line in lines), str(exc)
+    else:  # what validates round-trips exactly
+        assert params_from_dict(json.loads(json.dumps(params.model_dump(by_alias=True)))) == params
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(["resume", "compile"]), st.one_of(st.text(), st.integers(), st.floats()))
+def test_a_bool_param_takes_only_true_or_false(name: str, value) -> None:
+    with pytest.raises(ConfigError, match=rf"train.{name}: Input should be a valid boolean"):
+        params_from_dict({"train": {name: value}})
+
+
+label_names = st.one_of(
+    st.sampled_from(["NA", "N/A", "#N/A", "<NA>", "None", "null", "NULL", "nan", "NaN", "-nan", "true", "1e3", "0001"]),
+    st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=12).filter(
+        lambda s: "/" not in s
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(label_names, min_size=1, max_size=8, unique=True))
+def test_the_manifest_reader_keeps_every_label_as_written(labels: list[str]) -> None:
+    import tempfile
+
+    import pandas as pd
+
+    from headstart.library.data.manifest import COLUMNS
+    from headstart.library.data.split import load_manifest_table
+
+    rows = [
+        dict(zip(COLUMNS, [f"{label}/x.png", label, 10, "0" * 64, 8, 8, "L", True, None], strict=True))
+        for label in labels
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "manifest.csv"
+        pd.DataFrame(rows, columns=COLUMNS).to_csv(path, index=False)  # as the validate step writes it
+        table = load_manifest_table(path)
+    assert table["label"].tolist() == labels
+    assert table["error"].isna().all() and table["bytes"].tolist() == [10] * len(labels)
