@@ -8,7 +8,9 @@ so the same change never triggers twice, even across a Prefect server restart.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from headstart.library.data.versioning import read_dvc_md5
 from headstart.library.registry.registry import Registry, open_registry
 from headstart.library.storage.event_ledger import EventLedger
 
+log = logging.getLogger(__name__)
 EVENT = "headstart.dataset.changed"
 NAMESPACE = uuid.UUID("6f1d3a52-4c1e-4d5e-9a51-0f1e6a2b9c10")  # fixed: ids must be stable across machines
 
@@ -72,8 +75,12 @@ def emit_change(change: DataChange) -> None:
     )
 
 
-def watch(workspace: Path, params_path: Path, overrides: list[str] | None = None) -> list[dict]:
-    """Emit one event per new data version not emitted before; returns each change with ``emitted`` True/False."""
+def watch(
+    workspace: Path, params_path: Path, overrides: list[str] | None = None, confirm_s: float = 15.0
+) -> list[dict]:
+    """Send one event per new data version not sent before; returns each change with ``emitted`` (this watch's
+    event was confirmed by the server and recorded) and ``pending`` (sent but not confirmed: the events client
+    drops what it cannot deliver, so the next watch sends it again)."""
     from prefect.events.worker import EventsWorker
 
     if not os.environ.get("PREFECT_API_URL"):
@@ -83,15 +90,41 @@ def watch(workspace: Path, params_path: Path, overrides: list[str] | None = None
     params = load_params(workspace / params_path, overrides)
     registry = open_registry(params.registry)
     ledger = EventLedger(registry.storage, registry.model)
-    results = []
+    results, sent = [], []
     for change in find_changes(workspace, params, registry):
-        fresh = not ledger.recorded(change.event_id)
-        if fresh:
-            emit_change(change)
-            ledger.record_once(change.event_id, {"event": EVENT, **asdict(change)})
-        results.append({**asdict(change), "emitted": fresh})
-    EventsWorker.drain_all()  # the events client sends in the background: flush before returning
+        if ledger.recorded(change.event_id):
+            results.append({**asdict(change), "emitted": False, "pending": False})
+            continue
+        ledger.mark_pending(change.event_id, {"event": EVENT, **asdict(change)})
+        emit_change(change)
+        sent.append(change)
+    EventsWorker.drain_all()  # the events client sends in the background: flush before confirming
+    for change in sent:
+        delivered = confirmed(change.event_id, confirm_s)
+        fresh = delivered and ledger.record_once(change.event_id, {"event": EVENT, **asdict(change)})
+        if delivered:
+            ledger.clear_pending(change.event_id)
+        results.append({**asdict(change), "emitted": fresh, "pending": not delivered})
     return results
+
+
+def confirmed(event_id: str, timeout: float) -> bool:
+    """Whether the server has the event (readable through its API) within ``timeout`` seconds."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventIDFilter
+
+    query = EventFilter(id=EventIDFilter(id=[uuid.UUID(event_id)]))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with get_client(sync_client=True) as client:
+                if client.read_events(filter=query, limit=1).events:
+                    return True
+        except Exception as exc:  # the server is down or refusing: not confirmed (httpx and Prefect errors alike)
+            log.warning("could not confirm event %s with the server: %s", event_id, exc)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 @flow(name="watch-data")

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from flows.concurrency import limit_name, retrain_slot
 from flows.services import deploy, ensure_pools
-from flows.watch import change_id, emit_change, watch
+from flows.watch import DataChange, change_id, emit_change, watch
 from headstart.cli.main import app
 from headstart.library.data.versioning import read_dvc_md5
 from tests.support.waiting import wait_for
@@ -74,6 +74,7 @@ def test_trigger_data_change_starts_exactly_one_run(deployed, monkeypatch) -> No
         "new_md5": md5,
         "event_id": change_id("fashion-mnist", md5),
         "emitted": True,
+        "pending": False,
     }
     triggered = wait_for(lambda: runs_of("retrain/on-data-change"))
     assert len(triggered) == 1
@@ -81,7 +82,6 @@ def test_trigger_data_change_starts_exactly_one_run(deployed, monkeypatch) -> No
 
     [again] = watch(deployed, Path("params.yaml"))  # the same change: recorded, not emitted again
     assert again["emitted"] is False
-    from flows.watch import DataChange
 
     emit_change(DataChange("fashion-mnist", None, md5, change["event_id"]))  # even a resent event: same id
     # A later, different change is processed after the resent one: once its run exists, a duplicate run for the
@@ -92,6 +92,57 @@ def test_trigger_data_change_starts_exactly_one_run(deployed, monkeypatch) -> No
 
     EventsWorker.drain_all()
     wait_for(lambda: runs_for_md5("sentinel.dir"), what="the sentinel event's run")
+    assert len(runs_for_md5(md5)) == 1
+
+
+def test_a_change_sent_while_the_server_is_unreachable_is_sent_again_and_triggers_once(
+    deployed, prefect_server, monkeypatch, tmp_path: Path
+) -> None:
+    """The events client drops what it cannot deliver: the watcher must not record such an event as sent."""
+    import json
+    import os
+    import sys
+
+    from headstart.ground.params import load_params
+    from headstart.library.registry.registry import open_registry
+    from headstart.library.storage.event_ledger import EventLedger
+    from tests.support.corpus import png_bytes
+    from tests.support.faulty_proxy import failing_route
+
+    monkeypatch.chdir(deployed)
+    for cls in ("a", "b"):
+        (tmp_path / "late" / cls).mkdir(parents=True)
+        (tmp_path / "late" / cls / "0.png").write_bytes(png_bytes(len(cls)))
+    assert runner.invoke(app, ["data", "import", "folder", str(tmp_path / "late"), "--name", "late"]).exit_code == 0
+    md5 = read_dvc_md5(deployed / "data" / "late.dvc")
+    headstart = str(Path(sys.executable).parent / "headstart")
+
+    def watch_through(api_url: str) -> tuple[int, dict]:
+        env = {**os.environ, "PREFECT_API_URL": api_url}
+        done = subprocess.run([headstart, "watch", "--json"], env=env, capture_output=True, text=True, timeout=240)
+        [late] = [c for c in map(json.loads, done.stdout.splitlines()) if c["dataset"] == "late"]
+        return done.returncode, late
+
+    with failing_route(prefect_server, "/events") as (proxy, unreachable):  # events in and reads both refused
+        code, late = watch_through(unreachable)
+    assert code == 1 and proxy.refused > 0
+    assert (late["emitted"], late["pending"]) == (False, True)
+    ledger = EventLedger(open_registry(load_params(deployed / "params.yaml").registry).storage, "fashion-mnist")
+    assert ledger.pending() == [late["event_id"]] and not ledger.recorded(late["event_id"])
+
+    code, late = watch_through(prefect_server)  # the server is reachable again: sent again, confirmed
+    assert code == 0 and (late["emitted"], late["pending"]) == (True, False)
+    assert ledger.pending() == [] and ledger.recorded(late["event_id"])
+    code, late = watch_through(prefect_server)  # and never a third time
+    assert code == 0 and (late["emitted"], late["pending"]) == (False, False)
+
+    wait_for(lambda: runs_for_md5(md5), what="the triggered run")
+    sentinel = DataChange("sentinel-late", None, "late.dir", change_id("sentinel-late", "late.dir"))
+    emit_change(sentinel)  # processed after anything sent before it: once its run exists, a duplicate would too
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all()
+    wait_for(lambda: runs_for_md5("late.dir"), what="the sentinel event's run")
     assert len(runs_for_md5(md5)) == 1
 
 

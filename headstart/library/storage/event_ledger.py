@@ -1,8 +1,9 @@
 """A durable, create-only record of events already emitted (the data watcher's), kept on a Storage.
 
 Prefect de-duplicates events in memory only; this ledger survives server restarts, so the same data change
-never triggers twice. It lives beside a model's registry objects (``<scope>/events/emitted/<id>.json``) but is
-not part of the registry.
+never triggers twice. An event is recorded as sent only once the server confirmed it (readable there); until
+then it is pending (``<scope>/events/pending/<id>.json``) and the next watch sends it again. It lives beside a
+model's registry objects (``<scope>/events/emitted/<id>.json``) but is not part of the registry.
 """
 
 from __future__ import annotations
@@ -32,6 +33,19 @@ class EventLedger:
         except ObjectExists:
             return False
         return True
+
+    def mark_pending(self, event_id: str, body: dict) -> None:
+        """Record an event as sent but not yet confirmed by the server."""
+        self.storage.put(f"{self.scope}/events/pending/{event_id}.json", json.dumps(body).encode())
+
+    def clear_pending(self, event_id: str) -> None:
+        """The server confirmed the event: it is no longer pending."""
+        self.storage.delete(f"{self.scope}/events/pending/{event_id}.json")
+
+    def pending(self) -> list[str]:
+        """Event ids sent but never confirmed (the next watch sends them again while their change stands)."""
+        prefix = f"{self.scope}/events/pending/"
+        return sorted(k.removeprefix(prefix).removesuffix(".json") for k in self.storage.list(prefix))
 
     def recorded(self, event_id: str) -> bool:
         """Whether :meth:`record_once` has seen this event id."""
