@@ -12,13 +12,13 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-import torch
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from typer.testing import CliRunner
 
 from flows.services import Services, deploy, ensure_pools, start_worker
 from headstart.cli.main import app
+from headstart.library.training.checkpoints import checkpoint_epoch as published_epoch
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow  # trains models end to end (`pytest -m 'not slow'` skips them)
@@ -36,10 +36,10 @@ OVERRIDES = [
 
 def checkpoint_epoch(workspace: Path, run_id: UUID) -> int:
     """The epoch of the run's last complete checkpoint (0 while there is none)."""
-    for state in workspace.glob(f"runs/*-{str(run_id)[:8]}/checkpoints/last-state.pt"):
+    for checkpoints in workspace.glob(f"runs/*-{str(run_id)[:8]}/checkpoints"):
         try:
-            return int(torch.load(state, weights_only=True)["epoch"])
-        except (OSError, RuntimeError, EOFError):  # being replaced right now
+            return published_epoch(checkpoints)
+        except (OSError, RuntimeError, EOFError):  # the folder LATEST named was just replaced
             return 0
     return 0
 

@@ -4,6 +4,7 @@ and resuming after the process is killed."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -18,8 +19,18 @@ from headstart.ground.params import load_params
 from headstart.ground.run_folder import RunFolder
 from headstart.library.evaluation.metrics import evaluate
 from headstart.library.models.backbones import create_classifier, create_pretrained, freeze
+from headstart.library.training.checkpoints import (
+    BEST_WEIGHTS,
+    EMA_WEIGHTS,
+    STATE,
+    WEIGHTS,
+    checkpoint_epoch,
+    latest_folder,
+    load_checkpoint,
+)
 from headstart.library.training.epochs import _mix, build_optimizer, make_mixup
 from headstart.library.training.scenarios import train
+from tests.support.waiting import wait_for
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 # No augmentations: albumentations draws from its own generator, and these tests compare runs.
@@ -77,8 +88,8 @@ def test_warmup_then_cosine() -> None:
 def test_ema_weights_are_what_ships(data) -> None:
     result = run(data, "ema", "train.ema_decay=0.5", "train.epochs=2")
     shipped = load_file(result.model_dir / "model.safetensors")
-    ema = load_file(data[0] / "ema" / "checkpoints" / "last-ema.safetensors")
-    raw = load_file(data[0] / "ema" / "checkpoints" / "last.safetensors")
+    published = latest_folder(data[0] / "ema" / "checkpoints")
+    ema, raw = load_file(published / EMA_WEIGHTS), load_file(published / WEIGHTS)
     assert torch.equal(shipped["classifier.weight"], ema["classifier.weight"])
     assert not torch.equal(shipped["classifier.weight"], raw["classifier.weight"])
 
@@ -113,7 +124,7 @@ def test_early_stopping_stops_and_restores_the_best_epoch(data) -> None:
     # what ships is the best epoch's state, not the last epoch's (which the last checkpoint holds): BatchNorm
     # statistics kept moving after epoch 1 even at this learning rate
     shipped = load_file(result.model_dir / "model.safetensors")
-    last = load_file(RunFolder(data[0] / "early").checkpoints / "last.safetensors")
+    last = load_file(latest_folder(RunFolder(data[0] / "early").checkpoints) / WEIGHTS)
     assert any(not torch.equal(shipped[k], last[k]) for k in shipped)
     _, split = data
     val_as_test = split[split["split"] == "val"].assign(split="test")
@@ -131,16 +142,12 @@ def test_resume_after_the_process_is_killed(data, tmp_path: Path) -> None:
     params["model"]["input_size"] = 32
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     command = ["headstart", "step", "train", "--params", str(tmp_path / "params.yaml"), "--out", str(out)]
-    state = out / "checkpoints" / "last-state.pt"
+    checkpoints = out / "checkpoints"
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if state.is_file() and torch.load(state, weights_only=True)["epoch"] >= 2:
-            break
-        time.sleep(0.05)
+    wait_for(lambda: published_epoch(checkpoints) >= 2, 120, 0.05, "the epoch-2 checkpoint")
     first.send_signal(signal.SIGKILL)
     first.wait()
-    killed_at = torch.load(state, weights_only=True)["epoch"]
+    killed_at = checkpoint_epoch(checkpoints)
     assert 2 <= killed_at < 12 and not (out / "model").exists()
 
     second = subprocess.run(command, capture_output=True, text=True)
@@ -148,6 +155,71 @@ def test_resume_after_the_process_is_killed(data, tmp_path: Path) -> None:
     assert f"resuming after epoch {killed_at}" in second.stdout + second.stderr
     curves = (out / "curves.csv").read_text().splitlines()
     assert len(curves) == 13 and curves[1].startswith("1,")  # all 12 epochs, the first run's included
+
+
+def published_epoch(checkpoints: Path) -> int:
+    """The published checkpoint's epoch, 0 while none (or while the folder it names is being replaced)."""
+    try:
+        return checkpoint_epoch(checkpoints)
+    except (OSError, RuntimeError, EOFError):
+        return 0
+
+
+def test_a_kill_during_a_checkpoint_write_resumes_from_the_previous_epoch_exactly(data, tmp_path: Path) -> None:
+    """The process is stopped (SIGSTOP) the moment an epoch's checkpoint folder appears, before LATEST names it,
+    and then SIGKILLed: the write is torn. The retry must resume from the previous epoch's tensors exactly, with
+    the EMA and the best epoch's weights, and the history must hold every epoch once."""
+    base, _ = data
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "split.csv").write_text((base / "split.csv").read_text())
+    params = yaml.safe_load(REPO_PARAMS.read_text())
+    params["train"].update(
+        epochs=6, num_workers=0, batch_size=16, scenario="finetune", ema_decay=0.9, early_stopping_patience=6
+    )
+    params["model"]["input_size"] = 32
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    command = ["headstart", "step", "train", "--params", str(tmp_path / "params.yaml"), "--out", str(out)]
+    checkpoints = out / "checkpoints"
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def torn_write() -> Path | None:
+        published = latest_folder(checkpoints)
+        if published is None or published.name < "epoch-0002":
+            return None
+        writing = [p for p in checkpoints.glob("epoch-*") if p.name > published.name]
+        return writing[0] if writing else None
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and first.poll() is None:
+        if torn_write() is not None:
+            os.killpg(first.pid, signal.SIGSTOP)  # frozen mid-write; LATEST is checked again below
+            if torn_write() is not None:
+                break
+            os.killpg(first.pid, signal.SIGCONT)  # it had published meanwhile: try the next epoch
+        time.sleep(0.0005)
+    writing = torn_write()
+    assert writing is not None, "never caught a checkpoint write in the act"
+    published = latest_folder(checkpoints)
+    expected = {name: load_file(published / name) for name in (WEIGHTS, EMA_WEIGHTS, BEST_WEIGHTS)}
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+
+    key = torch.load(published / STATE, weights_only=True)["resume_key"]
+    resumed = load_checkpoint(checkpoints, key)
+    assert resumed is not None and resumed.folder == published  # the torn folder is never what a retry reads
+    for name, tensors in expected.items():
+        loaded = resumed.tensors(name)
+        assert loaded is not None and loaded.keys() == tensors.keys(), name
+        assert all(torch.equal(loaded[k], tensors[k]) for k in tensors), name
+
+    epoch = resumed.state["epoch"]
+    second = subprocess.run(command, capture_output=True, text=True)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"resuming after epoch {epoch} from {published}" in second.stdout + second.stderr
+    assert not writing.exists() or latest_folder(checkpoints) == writing  # debris replaced, never read
+    curves = (out / "curves.csv").read_text().splitlines()[1:]
+    assert [int(line.split(",")[0]) for line in curves] == [1, 2, 3, 4, 5, 6]  # every epoch once
 
 
 def test_auto_scenario_picks_by_the_smallest_class() -> None:

@@ -52,8 +52,12 @@ def test_artifacts_and_frozen_stem(trained) -> None:
     assert config["lineage"] == {"data_md5": "test"}
     assert [row["epoch"] for row in result.history] == [1, 2]
     assert (run / "curves.csv").read_text().startswith("epoch,train_loss,lr")
-    assert (run / "checkpoints" / "last.safetensors").is_file()
-    state = torch.load(run / "checkpoints" / "last-state.pt", weights_only=True)
+    from headstart.library.training.checkpoints import STATE, WEIGHTS, latest_folder
+
+    published = latest_folder(run / "checkpoints")
+    assert published.name == "epoch-0002" and (published / WEIGHTS).is_file()
+    assert [p.name for p in (run / "checkpoints").iterdir() if p.is_dir()] == ["epoch-0002"]  # older ones removed
+    state = torch.load(published / STATE, weights_only=True)
     assert state["epoch"] == 2 and "optimizer" in state
 
     from headstart.library.models.backbones import create_pretrained

@@ -4,13 +4,11 @@ and checkpoints that a rerun resumes from."""
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -18,9 +16,15 @@ from headstart.ground import progress
 from headstart.ground.params import Params
 from headstart.library.models.saved_model import host_state_dict
 from headstart.library.training.accelerator import Accelerator, resolve_accelerator
+from headstart.library.training.checkpoints import (
+    BEST_WEIGHTS,
+    EMA_WEIGHTS,
+    WEIGHTS,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
-WEIGHTS, EMA_WEIGHTS, STATE = "last.safetensors", "last-ema.safetensors", "last-state.pt"
 
 
 @dataclass
@@ -102,31 +106,6 @@ def accuracy_on(model: nn.Module, loader: DataLoader, accelerator: Accelerator) 
     return correct / max(total, 1)
 
 
-def _save_checkpoint(directory: Path, model, ema, optimizer, scheduler, state: dict) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(host_state_dict(model), directory / WEIGHTS)
-    if ema is not None:
-        save_file(host_state_dict(ema.module), directory / EMA_WEIGHTS)
-    full = {
-        **state,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": torch.get_rng_state(),
-    }
-    torch.save(full, directory / (STATE + ".partial"))
-    (directory / (STATE + ".partial")).replace(directory / STATE)  # the state file marks a complete checkpoint
-
-
-def _load_checkpoint(directory: Path, resume_key: str) -> dict | None:
-    if not (directory / STATE).is_file():
-        return None
-    state = torch.load(directory / STATE, map_location="cpu", weights_only=True)
-    if state.get("resume_key") != resume_key:
-        log.warning("checkpoint in %s is for other params, data or code; starting afresh", directory)
-        return None
-    return state
-
-
 def fit(
     model: nn.Module,
     train_loader: DataLoader,
@@ -150,59 +129,64 @@ def fit(
     loss_fn = SoftTargetCrossEntropy() if mixup else nn.CrossEntropyLoss(label_smoothing=p.label_smoothing)
     start, best, best_state, bad = 0, -1.0, None, 0
     history: list[dict[str, float]] = []
-    saved = _load_checkpoint(checkpoint_dir, digest) if p.resume else None
-    if saved is not None:
+    checkpoint = load_checkpoint(checkpoint_dir, digest) if p.resume else None
+    if checkpoint is not None:
+        saved = checkpoint.state
         start, best, bad = saved["epoch"], saved["best"], saved["bad_epochs"]
         schedule.release_for(model, start, p.unfreeze_milestones)
-        model.load_state_dict(load_file(checkpoint_dir / WEIGHTS))
+        model.load_state_dict(checkpoint.tensors(WEIGHTS))
+        best_state = checkpoint.tensors(BEST_WEIGHTS)  # early stopping can still restore the best epoch
         rows = [dict(zip(saved["history_keys"], row, strict=True)) for row in saved["history"].tolist()]
         history = [{**row, "epoch": int(row["epoch"])} for row in rows]
-        log.info("resuming after epoch %d from %s", start, checkpoint_dir)
+        log.info("resuming after epoch %d from %s", start, checkpoint.folder)
     forward = accelerator.prepare(model)  # the model moves to the device before the optimizer sees it
+    # one EMA for the whole run: it averages every parameter and buffer, frozen or not, so releasing a stage
+    # needs no new one (a new one would forget the average so far)
     ema = ModelEmaV3(model, decay=p.ema_decay) if p.ema_decay else None
-    if ema is not None and saved is not None and (checkpoint_dir / EMA_WEIGHTS).is_file():
-        ema.module.load_state_dict(load_file(checkpoint_dir / EMA_WEIGHTS))
+    if ema is not None and checkpoint is not None and (ema_weights := checkpoint.tensors(EMA_WEIGHTS)) is not None:
+        ema.module.load_state_dict(ema_weights)
     optimizer, scheduler = build_optimizer(model, params, per_epoch)
-    if saved is not None:
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["rng"])
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint.state["optimizer"])
+        scheduler.load_state_dict(checkpoint.state["scheduler"])
+        torch.set_rng_state(checkpoint.state["rng"])
 
     with progress.tracked("epochs", p.epochs, completed=start) as epoch_done:
         for epoch in range(start, p.epochs):
             if schedule.release_for(model, epoch + 1, p.unfreeze_milestones):
                 optimizer, scheduler = build_optimizer(model, params, per_epoch)  # frozen params were skipped
                 scheduler.step_update(num_updates=epoch * per_epoch)
-                if ema is not None:
-                    ema = ModelEmaV3(model, decay=p.ema_decay)
             parts = (optimizer, scheduler, loss_fn, mixup, accelerator)
             row = _train_epoch(forward, model, ema, train_loader, parts, epoch)
             judged = ema.module if ema is not None else model
             if val_loader is not None:
                 row["val_accuracy"] = accuracy_on(judged, val_loader, accelerator)
                 if row["val_accuracy"] > best:
-                    best, bad, best_state = row["val_accuracy"], 0, copy.deepcopy(judged.state_dict())
+                    best, bad = row["val_accuracy"], 0
+                    # a copy: on the CPU host_state_dict shares the tensors that training goes on changing
+                    best_state = {k: t.clone() for k, t in host_state_dict(judged).items()}
                 else:
                     bad += 1
             history.append(row)
             log.info("epoch %d/%d %s", epoch + 1, p.epochs, {k: round(v, 4) for k, v in row.items()})
             keys = list(history[0])
             table = torch.tensor([[r.get(k, float("nan")) for k in keys] for r in history], dtype=torch.double)
-            _save_checkpoint(
-                checkpoint_dir,
-                model,
-                ema,
-                optimizer,
-                scheduler,
-                {
-                    "epoch": epoch + 1,
-                    "best": best,
-                    "bad_epochs": bad,
-                    "resume_key": digest,
-                    "history": table,
-                    "history_keys": keys,
-                },
-            )
+            tensors = {WEIGHTS: host_state_dict(model)}
+            if ema is not None:
+                tensors[EMA_WEIGHTS] = host_state_dict(ema.module)
+            if best_state is not None and p.early_stopping_patience:
+                tensors[BEST_WEIGHTS] = best_state
+            state = {
+                "best": best,
+                "bad_epochs": bad,
+                "resume_key": digest,
+                "history": table,
+                "history_keys": keys,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+            }
+            save_checkpoint(checkpoint_dir, epoch + 1, tensors, state)
             epoch_done()
             if p.early_stopping_patience and bad >= p.early_stopping_patience:
                 log.info("early stopping after epoch %d: no val-accuracy gain for %d epochs", epoch + 1, bad)

@@ -169,11 +169,12 @@ def _trainable(model: nn.Module) -> int:
 
 
 def resume_key(split: pd.DataFrame, params: Params, lineage: dict) -> str:
-    """What a checkpoint must match to be resumed: params, the training and validation images (content and
-    labels) and the training code (its fingerprint in lineage, when the step recorded one)."""
+    """What a checkpoint must match to be resumed: params, the training and validation images (content, labels
+    and split), the data version (DVC md5) and the training code (its fingerprint in lineage, when the step
+    recorded one): a retry after new data starts afresh."""
     rows = split[split["split"].isin(["train", "val"])]
     images = hashlib.sha256("\n".join(rows["sha256"] + ":" + rows["label"] + ":" + rows["split"]).encode())
-    blob = json.dumps([params.digest(), images.hexdigest(), lineage.get("code_sha256")])
+    blob = json.dumps([params.digest(), images.hexdigest(), lineage.get("data_md5"), lineage.get("code_sha256")])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
