@@ -254,3 +254,33 @@ def test_a_checkpoint_of_other_training_data_is_not_resumed(data, tmp_path: Path
     same_again = train(fewer, params, run_folder, {})  # the same data: the finished checkpoint is resumed
     assert torch.equal(load_file(same_again.model_dir / "model.safetensors")["classifier.weight"],
                        second_weights["classifier.weight"])  # fmt: skip
+
+
+def test_the_ema_is_not_restarted_when_a_stage_is_released(tmp_path: Path) -> None:
+    """Epoch 1 with a frozen stage, then (resumed) epoch 2 releases it. With a decay of almost 1 the EMA (what
+    ships) stays where it was after epoch 1; restarted at the milestone it would jump to the raw weights."""
+    from timm.utils import freeze as freeze_modules
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from headstart.library.training.epochs import UnfreezeSchedule, fit
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    freeze_modules(model, ["0"])
+    loader = DataLoader(TensorDataset(torch.randn(32, 3, 8, 8), torch.randint(0, 2, (32,))), batch_size=8)
+    common = ["train.ema_decay=0.999999", "train.freeze_stages=1", "train.lr=0.5", "train.warmup_epochs=0"]
+    common += ["train.device=cpu", "train.precision=fp32"]
+
+    def fit_epochs(*overrides: str) -> None:  # one resume key: the second call resumes the first's checkpoint
+        params = load_params(REPO_PARAMS, [*common, *overrides])
+        fit(model, loader, None, params, tmp_path, UnfreezeSchedule([["0"]], "trained"), 2, resume_key="same-run")
+
+    fit_epochs("train.epochs=1")
+    after_one = latest_folder(tmp_path)
+    ema_1, raw_1 = load_file(after_one / EMA_WEIGHTS), load_file(after_one / WEIGHTS)
+    assert not torch.allclose(ema_1["4.weight"], raw_1["4.weight"], atol=1e-2)  # the two are told apart
+    fit_epochs("train.epochs=2", "train.unfreeze_milestones=[2]")
+    shipped = model.state_dict()
+    for name, tensor in ema_1.items():
+        assert torch.allclose(shipped[name], tensor, atol=1e-3), name
