@@ -94,3 +94,42 @@ def test_untrusted_classifier_types_are_refused(tmp_path: Path) -> None:
     sio.dump(make_pipeline(FunctionTransformer(os.getcwd)), tmp_path / "classifier.skops")
     with pytest.raises(WeightsError, match=r"untrusted types \['posix.getcwd'\]"):
         load_classifier(tmp_path)
+
+
+def test_a_damaged_feature_cache_entry_is_rebuilt_with_a_warning(data, caplog) -> None:
+    from safetensors.torch import load
+
+    base, split = data
+    settings = params(base, "train.scenario=features", f"train.feature_cache={base / 'fc-damage'}")
+    first = train(split, settings, RunFolder(base / "d1"), {"data_md5": "d"})
+    [entry] = (base / "fc-damage").glob("*.safetensors")
+    good = entry.read_bytes()
+    assert not first.features_from_cache
+
+    flipped = bytearray(good)
+    flipped[-5] ^= 0xFF  # inside the feature values: only the checksum can tell
+    entry.write_bytes(bytes(flipped))
+    with caplog.at_level("WARNING"):
+        rebuilt = train(split, settings, RunFolder(base / "d2"), {"data_md5": "d"})
+    assert not rebuilt.features_from_cache and "does not match its checksum" in caplog.text
+    assert torch.equal(load(entry.read_bytes())["features"], load(good)["features"])
+
+    entry.write_bytes(good[:100])  # torn
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert not train(split, settings, RunFolder(base / "d3"), {"data_md5": "d"}).features_from_cache
+    assert "is unreadable" in caplog.text
+    assert train(split, settings, RunFolder(base / "d4"), {"data_md5": "d"}).features_from_cache  # whole again
+    assert not list((base / "fc-damage").glob("*.partial")) and not list((base / "fc-damage").glob(".*"))
+
+
+def test_the_feature_cache_key_names_the_timm_and_torch_versions(monkeypatch) -> None:
+    import timm
+
+    from headstart.library.data.transforms import Preprocessing
+    from headstart.library.training.features import cache_key
+
+    pre = Preprocessing(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
+    before = cache_key("v", "resnet18", "w", pre, "avg")
+    monkeypatch.setattr(timm, "__version__", "0.0.1")
+    assert cache_key("v", "resnet18", "w", pre, "avg") != before

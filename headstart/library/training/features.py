@@ -1,7 +1,9 @@
 """Frozen-backbone features, extracted once and cached on disk.
 
 The cache key is the data version (DVC md5, or the images' own hashes when untracked), the backbone, a
-digest of its weights and the preprocessing: change any of them and the features are recomputed.
+digest of its weights, the preprocessing and the timm and torch versions: change any of them and the features
+are recomputed. Each entry carries the sha256 of its features; a damaged entry is rebuilt with a warning.
+Writers use unique partial names and publish by rename, so concurrent runs never see half an entry.
 """
 
 from __future__ import annotations
@@ -9,13 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from headstart.ground import progress
@@ -37,8 +43,12 @@ class FeatureSet:
 
 
 def cache_key(data_version: str, backbone: str, weights_digest: str, pre: Preprocessing, pool: str) -> str:
-    """sha256 of everything the features depend on: data, backbone, weights, preprocessing and pooling."""
-    blob = json.dumps([data_version, backbone, weights_digest, pre.to_dict(), pool], sort_keys=True)
+    """sha256 of everything the features depend on: data, backbone, weights, preprocessing, pooling, and the
+    timm and torch versions (a new release may compute the same layers differently)."""
+    import timm
+
+    versions = {"timm": timm.__version__, "torch": torch.__version__}
+    blob = json.dumps([data_version, backbone, weights_digest, pre.to_dict(), pool, versions], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -60,12 +70,24 @@ def extract(
     accelerator.prepare(model)
     model.eval()
     chunks = []
-    with torch.inference_mode():
+    with torch.inference_mode(), _exact_fp32():
         for batch in progress.iterate(loader, "extracting features", len(loader)):
             images, _ = accelerator.to_device(*batch)
             chunks.append(pooled_features(model, images).float().cpu())
     model.to("cpu")
     return torch.cat(chunks).numpy()
+
+
+@contextmanager
+def _exact_fp32() -> Iterator[None]:
+    """TF32 off for the extraction: with it on, GPU matmuls and convolutions round to 10 mantissa bits and the
+    cached features would differ from the CPU's."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
 def cached_features(
@@ -78,14 +100,37 @@ def cached_features(
     workers: int,
     device: str = "auto",
 ) -> FeatureSet:
-    """Features for ``table`` from ``cache_dir/<key>.safetensors``, extracting and saving them on a miss."""
+    """Features for ``table`` from ``cache_dir/<key>.safetensors``, extracting and saving them on a miss or when
+    the entry is damaged (a warning names it)."""
     path = cache_dir / f"{key}.safetensors"
     if path.is_file():
-        return FeatureSet(load_file(path)["features"].numpy(), path, True)
+        cached = _read_entry(path, len(table))
+        if cached is not None:
+            return FeatureSet(cached, path, True)
     features = extract(model, table, pre, batch_size, workers, device)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    save_file({"features": torch.from_numpy(features)}, partial)
-    partial.rename(path)  # atomic: a crash never leaves a truncated cache entry
+    partial = cache_dir / f".{key}.{uuid.uuid4().hex[:12]}.partial"  # unique: concurrent writers never collide
+    tensor = torch.from_numpy(np.ascontiguousarray(features))
+    save_file({"features": tensor}, partial, metadata={"sha256": _digest(tensor), "rows": str(len(table))})
+    partial.replace(path)  # atomic: readers see a whole entry or none
     log.info("cached %d feature vectors of width %d in %s", *features.shape, path)
     return FeatureSet(features, path, False)
+
+
+def _digest(features: torch.Tensor) -> str:
+    return hashlib.sha256(features.numpy().tobytes()).hexdigest()
+
+
+def _read_entry(path: Path, rows: int) -> np.ndarray | None:
+    """The cached features when the entry is whole (its sha256 and row count match); else None, with a warning."""
+    try:
+        with safe_open(path, framework="pt") as entry:
+            metadata = entry.metadata() or {}
+            features = entry.get_tensor("features")
+    except Exception as exc:  # safetensors raises its own error types for a torn or foreign file
+        log.warning("feature cache entry %s is unreadable (%s); extracting again", path, exc)
+        return None
+    if metadata.get("sha256") != _digest(features) or metadata.get("rows") != str(rows):
+        log.warning("feature cache entry %s does not match its checksum; extracting again", path)
+        return None
+    return features.numpy()
