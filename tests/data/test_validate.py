@@ -157,3 +157,50 @@ def test_fifos_sockets_and_oversized_files_are_named_without_being_read(tmp_path
         assert "not a regular file" in reasons[path], reasons
     assert "over validate.max_file_bytes=4096" in reasons["dogs/huge.png"], reasons
     assert not any(name.endswith(f"/{i}.png") for name in reasons for i in range(3))  # the good ones pass
+
+
+def test_fuzzed_images_are_named_or_accepted_never_a_crash_or_a_hang(tmp_path: Path) -> None:
+    """A few hundred files with real PNG/JPEG/GIF/WebP headers: whole images must pass; random bodies behind a
+    valid header, truncations and header-only files must each be named; validation must finish."""
+    import io
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(1234)
+    root = tmp_path / "fuzz"
+    formats = {"PNG": ("png", ["RGB", "L", "P", "RGBA"]), "JPEG": ("jpg", ["RGB", "L"]), "GIF": ("gif", ["P"]),
+               "WEBP": ("webp", ["RGB", "RGBA"])}  # fmt: skip
+    good, bad = [], []
+    for i in range(240):
+        fmt = rng.choice(list(formats))
+        ext, modes = formats[fmt]
+        size = (rng.randint(8, 64), rng.randint(8, 64))
+        pixels = bytes(rng.getrandbits(8) for _ in range(size[0] * size[1] * 4))
+        image = Image.frombytes("RGBA", size, pixels).convert(rng.choice(modes))
+        buffer = io.BytesIO()
+        image.save(buffer, fmt)
+        whole = buffer.getvalue()
+        kind = rng.choice(["good", "random-body", "truncated", "header-only"])
+        data = {
+            "good": whole,
+            "random-body": whole[:16] + bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 4096))),
+            "truncated": whole[: rng.randint(17, max(18, len(whole) * 6 // 10))],
+            "header-only": whole[:16],
+        }[kind]
+        path = f"c{i % 3}/{kind}-{i}.{ext}"
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+        (good if kind == "good" else bad).append(path)
+
+    done = subprocess.run(
+        ["headstart", "validate", str(root), "--json", "--out", str(tmp_path / "report")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    named = {f["subject"]: f["reason"] for f in json.loads(done.stdout)["failures"] if f["check"] == "readable image"}
+    assert sorted(named) == sorted(bad), {p: named.get(p) for p in set(named) ^ set(bad)}
+    assert len(good) > 40 and len(bad) > 120
