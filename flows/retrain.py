@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -13,7 +14,7 @@ from prefect.states import Failed, State
 
 from flows.concurrency import retrain_slot
 from headstart.ground.environment import log_project_at_info
-from headstart.ground.errors import DataError, HeadstartError
+from headstart.ground.errors import ConfigError, DataError, HeadstartError, RunTimedOut
 from headstart.ground.params import Params, load_params
 from headstart.ground.paths import inside
 from headstart.ground.run_folder import RunFolder, run_folder_for
@@ -30,13 +31,31 @@ def _retry_unless_conflict(task, task_run, state) -> bool:
     return not isinstance(state.result(raise_on_failure=False), PromotionConflict)
 
 
-def as_task(step: Step):
+def as_task(step: Step, timeout_s: float | None = None):
     """The step as a Prefect task: the decorator carries policy only (registry I/O retries with backoff, on top
-    of botocore's own). Steps take the run context, so nothing is hashed or cached."""
-    policy = {}
+    of botocore's own; the time limit). Steps take the run context, so nothing is hashed or cached."""
+    policy: dict = {"timeout_seconds": timeout_s}
     if step.retries:
-        policy = {"retries": step.retries, "retry_delay_seconds": [2, 10], "retry_condition_fn": _retry_unless_conflict}
+        retry = {"retries": step.retries, "retry_delay_seconds": [2, 10], "retry_condition_fn": _retry_unless_conflict}
+        policy |= retry
     return task(name=step.name, cache_policy=NO_CACHE, **policy)(step.run)
+
+
+def step_time_limit(params: Params, step: Step, started: float) -> float:
+    """Seconds ``step`` may take: its own ``run.step_timeout_minutes`` entry, and never more than what is left
+    of ``run.timeout_minutes``."""
+    left = params.run.timeout_minutes * 60 - (time.monotonic() - started)
+    if left <= 0:
+        raise RunTimedOut(f"the run went past run.timeout_minutes={params.run.timeout_minutes:g} before {step.name}")
+    own = params.run.step_timeout_minutes.get(step.name)
+    return min(left, own * 60) if own else left
+
+
+def check_step_names(params: Params) -> None:
+    """``run.step_timeout_minutes`` may only name steps of the pipeline table."""
+    unknown = sorted(set(params.run.step_timeout_minutes) - set(steps_by_name()))
+    if unknown:
+        raise ConfigError(f"run.step_timeout_minutes names no step {unknown}; the steps: {', '.join(steps_by_name())}")
 
 
 @flow(name="retrain")
@@ -65,6 +84,7 @@ def retrain(
             inside(workspace / "data", dataset, "dataset")
             overrides = [*(overrides or []), f"data.dir={json.dumps(f'data/{dataset}')}"]  # JSON: YAML reads it as is
         params = load_params(params_path, overrides)
+        check_step_names(params)
         for what, folder in (("data.dir", params.data.dir), ("data.test_dir", params.data.test_dir)):
             if folder is not None:
                 inside(workspace, folder, what)
@@ -102,17 +122,24 @@ def run_pipeline(params: Params, run_dir: str | None, allow_class_change: bool, 
             run.root,
             ", ".join(step.name for step in done),
         )
+    started = time.monotonic()
     for step in PIPELINE:
         if step in done:
             ctx.result(step.name)  # read back (and checked) from the run folder
             continue
         if not step.best_effort:
-            ctx.results[step.name] = as_task(step)(ctx)
+            limit = step_time_limit(params, step, started)
+            try:
+                ctx.results[step.name] = as_task(step, limit)(ctx)
+            except TimeoutError:  # Prefect's task timeout (an alarm: it interrupts a hung read too)
+                raise RunTimedOut(
+                    f"step {step.name} timed out after {limit:.0f} s (run.step_timeout_minutes, run.timeout_minutes)"
+                ) from None
             if step.check is not None:
                 step.check(ctx, ctx.results[step.name])  # outside the task: one clear message, no traceback
             continue
         try:
-            ctx.results[step.name] = as_task(step)(ctx)
+            ctx.results[step.name] = as_task(step, step_time_limit(params, step, started))(ctx)
         except Exception as exc:  # after the promote step nothing may turn the run Failed: say so and carry on
             get_run_logger().warning("%s failed after the promote step (the run stands): %s", step.name, exc)
     return ctx.results.get("publish") or final_summary(ctx)

@@ -31,3 +31,7 @@ class RunFailed(HeadstartError):
 
 class ExportMismatch(HeadstartError):
     """An exported model does not reproduce the original's outputs; nothing was written."""
+
+
+class RunTimedOut(HeadstartError):
+    """A step (or the whole run) went past its time limit in ``run``; the run stops and releases its slot."""

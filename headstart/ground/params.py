@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -211,6 +211,13 @@ class RegistryParams(_Section):
     incomplete_grace_hours: float = Field(24.0, ge=0)  # an upload without its manifest older than this is debris
 
 
+class RunParams(_Section):
+    """Limits on a run's time: nothing may hang a run (and hold the model's retrain slot) forever."""
+
+    timeout_minutes: float = Field(240.0, gt=0)  # the whole run: each step gets at most what is left
+    step_timeout_minutes: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)  # e.g. {train: 120}
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -223,6 +230,7 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     gate: GateParams = GateParams()
     registry: RegistryParams = RegistryParams()
+    run: RunParams = RunParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -238,8 +246,9 @@ class Params(_Section):
         return self.model_dump(mode="json", by_alias=True)
 
     def digest(self) -> str:
-        """Stable sha256 of the effective params, recorded in lineage."""
-        blob = json.dumps(self.as_dict(), sort_keys=True).encode()
+        """Stable sha256 of the effective params, recorded in lineage; the ``run`` limits are left out (they
+        change no result, so a rerun with a longer timeout still resumes its checkpoint)."""
+        blob = json.dumps({k: v for k, v in self.as_dict().items() if k != "run"}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
 

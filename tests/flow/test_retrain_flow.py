@@ -262,3 +262,31 @@ def test_classes_named_like_missing_values_survive_to_the_model(
     lines = [json.loads(line) for line in predicted.output.splitlines()]
     assert [Path(p["image"]).relative_to(query).as_posix() for p in lines] == ["a.png", "deeper/b.png"]
     assert all(p["label"] in names for p in lines)
+
+
+def test_a_stalled_step_times_out_naming_it_and_releases_the_slot(
+    workspace: Path, prefect_server, seaweedfs, bucket: str, fashion_idx_dir, tmp_path: Path
+) -> None:
+    """The S3 registry hangs (SIGSTOP) while the gate reads it: the gate's time limit ends the run Failed, naming
+    the step, and the model's retrain slot is free again for the next run."""
+    from prefect.client.orchestration import get_client
+
+    import_data(per_class=4, test_per_class=2)
+    sets = [
+        "train.scenario=features",
+        f"train.feature_cache={tmp_path / 'fc'}",
+        f"registry.uri=s3://{bucket}/registry",
+        "registry.model_name=stalled",
+        "run.step_timeout_minutes={gate: 0.05}",
+    ]
+    seaweedfs.freeze()  # nothing before the gate touches the registry
+    try:
+        result = runner.invoke(app, ["run", *[a for s in sets for a in ("--set", s)]])
+    finally:
+        seaweedfs.thaw()
+    assert result.exit_code != 0
+    assert "step gate timed out after 3 s" in str(result.exception), result.output[-2000:]
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name("retrain-stalled").active_slots == 0
+    bad = runner.invoke(app, ["run", "--set", "run.step_timeout_minutes={training: 5}"])
+    assert bad.exit_code != 0 and "run.step_timeout_minutes names no step ['training']" in str(bad.exception)
