@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
+from prefect.task_engine import TaskRunTimeoutError
 
 from flows.concurrency import retrain_slot
 from headstart.ground.environment import log_project_at_info
@@ -27,8 +28,9 @@ log = logging.getLogger(__name__)
 
 
 def _retry_unless_conflict(task, task_run, state) -> bool:
-    """Retry registry I/O, but never a lost promotion race: retrying would silently take the next number."""
-    return not isinstance(state.result(raise_on_failure=False), PromotionConflict)
+    """Retry registry I/O, but never a lost promotion race (retrying would silently take the next number) and
+    never a step that ran out of time (each attempt would get the whole limit again)."""
+    return not isinstance(state.result(raise_on_failure=False), PromotionConflict | TaskRunTimeoutError)
 
 
 def as_task(step: Step, timeout_s: float | None = None):
@@ -131,7 +133,7 @@ def run_pipeline(params: Params, run_dir: str | None, allow_class_change: bool, 
             limit = step_time_limit(params, step, started)
             try:
                 ctx.results[step.name] = as_task(step, limit)(ctx)
-            except TimeoutError:  # Prefect's task timeout (an alarm: it interrupts a hung read too)
+            except TaskRunTimeoutError:  # Prefect's task timeout (an alarm: it interrupts a hung read too)
                 raise RunTimedOut(
                     f"step {step.name} timed out after {limit:.0f} s (run.step_timeout_minutes, run.timeout_minutes)"
                 ) from None

@@ -33,18 +33,35 @@ def api_auth_string(workspace: Path) -> str:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        if path.stat().st_mode & 0o077:
-            raise ToolError(f"{path}: the API auth string is readable by others; chmod 600 it") from None
-        return path.read_text().strip()
+        return _read_auth_file(path)
     with os.fdopen(fd, "w") as out:
         out.write(f"headstart:{secrets.token_urlsafe(32)}\n")
-    return path.read_text().strip()
+        out.flush()
+        os.fsync(out.fileno())
+    return _read_auth_file(path)
 
 
 def workspace_auth_string(workspace: Path) -> str | None:
     """The auth string a workspace's serve generated, if any (None when there is no such file)."""
     path = workspace / AUTH_FILE
-    return path.read_text().strip() if path.is_file() else None
+    return _read_auth_file(path) if path.is_file() else None
+
+
+def _read_auth_file(path: Path) -> str:
+    """The file's auth string; refused when others may read it, or when it is empty (an API without auth)."""
+    if path.stat().st_mode & 0o077:
+        raise ToolError(f"{path}: the API auth string is readable by others; chmod 600 it")
+    auth = path.read_text().strip()
+    if not auth:
+        raise ToolError(f"{path}: empty; delete it and `headstart serve` generates a new auth string")
+    return auth
+
+
+def is_loopback(api_url: str) -> bool:
+    """Whether the API is on this machine (the only place a workspace's own auth string is sent)."""
+    from urllib.parse import urlparse
+
+    return urlparse(api_url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass

@@ -129,5 +129,10 @@ def confirmed(event_id: str, timeout: float) -> bool:
 
 @flow(name="watch-data")
 def watch_data(workspace: str = ".", params_path: str = "params.yaml") -> list[dict]:
-    """The watcher as a flow, so it can run on a schedule."""
-    return watch(Path(workspace), Path(params_path))
+    """The watcher as a flow, so it can run on a schedule; it fails while a change is pending (sent but not
+    confirmed), so a scheduled watch shows it."""
+    changes = watch(Path(workspace), Path(params_path))
+    pending = [c["dataset"] for c in changes if c["pending"]]
+    if pending:
+        raise ToolError(f"data changes of {pending} were sent but not confirmed by the server; the next watch resends")
+    return changes

@@ -20,7 +20,8 @@ from tasks.step import Step, StepContext
 def run(ctx: StepContext) -> str:
     """Upload the run's model and records as a version (the one an earlier attempt began, if any); returns its
     id."""
-    version = register_run(open_registry(ctx.params.registry), ctx.run, resume_key(ctx))
+    registry = ctx.params.registry
+    version = register_run(open_registry(registry), ctx.run, resume_key(ctx), registry.incomplete_grace_hours)
     ctx.run.registered.write_text(json.dumps({"version": version}))
     return version
 
@@ -35,11 +36,18 @@ def begun(ctx: StepContext) -> str | None:
 
 
 def resume_key(ctx: StepContext) -> str:
-    """Params and data versions; data not tracked by DVC cannot be told apart cheaply, so then only a retry of
-    the same flow run matches."""
-    data = [data_md5_of(Path(d)) if d else None for d in (ctx.params.data.dir, ctx.params.data.test_dir)]
-    same_run = ctx.flow_run_id if data[0] is None else None
-    return hashlib.sha256(json.dumps([ctx.params.digest(), data, same_run]).encode()).hexdigest()
+    """What a rerun must share with the attempt that began registering to read its results back: params, the
+    data versions, ``allow_class_change`` and the code of every step before this one. Data not tracked by DVC
+    cannot be told apart cheaply, so then only a retry of the same flow run matches."""
+    folders = [d for d in (ctx.params.data.dir, ctx.params.data.test_dir) if d]
+    data = [data_md5_of(Path(d)) for d in folders]
+    same_run = ctx.flow_run_id if None in data else None
+    code = hashlib.sha256()
+    for step in list(ctx.steps.values())[: list(ctx.steps).index(STEP.name)]:
+        for path in step.code_files():
+            code.update(path.name.encode() + b"\0" + path.read_bytes())
+    key = [ctx.params.digest(), data, same_run, ctx.allow_class_change, code.hexdigest()]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
 
 def load(ctx: StepContext) -> str:

@@ -59,9 +59,11 @@ def _setup(
 def _use_workspace_api_auth() -> None:
     """Inside a workspace whose ``headstart serve`` generated an API auth string, send it (unless one is set):
     read before Prefect is imported, which reads its settings once."""
-    from flows.services import AUTH_ENV, workspace_auth_string
+    from flows.services import AUTH_ENV, is_loopback, workspace_auth_string
 
-    if not os.environ.get(AUTH_ENV) and (auth := workspace_auth_string(Path.cwd())):
+    if os.environ.get(AUTH_ENV) or not is_loopback(os.environ.get("PREFECT_API_URL", "")):
+        return  # one is set already, or the API is elsewhere: the workspace's secret stays here
+    if auth := workspace_auth_string(Path.cwd()):
         os.environ[AUTH_ENV] = auth
 
 
@@ -123,12 +125,14 @@ def import_folder(
 ) -> None:
     """Copy the regular files of a class-per-folder image tree into data/<name>/ and track it (hidden files
     skipped; links leaving the tree, FIFOs and devices skipped and named)."""
+    from rich.markup import escape
+
     from headstart.library.data.folder_import import check_dataset_name, copy_image_tree
     from headstart.library.data.versioning import track_and_push
 
     report = copy_image_tree(src, data_root / check_dataset_name(name), replace=replace)
     for path, why in report.skipped:
-        console.print(f"[yellow]skipped[/] {src / path}: {why}")
+        console.print(f"[yellow]skipped[/] {escape(str(src / path))}: {escape(why)}")  # names may hold [markup]
     tracked = track_and_push(report.dest)
     console.print(f"[green]{report.dest}[/]: {report.copied} files, DVC md5 {tracked.md5}, pushed to {tracked.remote}")
     _hint_commit([report.dest])
@@ -209,14 +213,23 @@ def run(
 def _model_named_after(data: Path, params: Path, overrides: list[str]) -> list[str]:
     """When ``--data`` names another dataset and the model name is still the shipped default, the model is named
     after the dataset (said on the first line), so an own dataset is never registered as fashion-mnist."""
+    from pydantic import ValidationError
+
+    from headstart.ground.errors import ConfigError
     from headstart.ground.params import RegistryParams
 
     shipped = RegistryParams().model_name
     chosen = settings(params, overrides).registry.model_name
     if chosen != shipped or data.name == shipped or any(o.startswith("registry.model_name=") for o in overrides):
         return []
+    try:
+        RegistryParams(model_name=data.name)
+    except ValidationError:
+        raise ConfigError(
+            f"--data {data}: {data.name!r} cannot name the model in the registry; --set registry.model_name=NAME"
+        ) from None
     console.print(f"registry.model_name: {data.name} (the dataset's name; --set registry.model_name=NAME to choose)")
-    return [f"registry.model_name={data.name}"]
+    return [f"registry.model_name={json.dumps(data.name)}"]  # quoted: a dataset named 0001 or true is a name
 
 
 @backbones_app.callback()
@@ -285,12 +298,14 @@ def serve(
 
     services = start_services(Path.cwd(), port, settings(params, set_).registry.model_name)
     console.print(f"Prefect UI: {services.ui_url}   API: {services.api_url}")
-    if services.auth:
+    if services.auth and (Path.cwd() / AUTH_FILE).is_file():
         console.print(
             f"the API asks for the auth string in {AUTH_FILE} (0600): the UI prompts for it; headstart commands run "
             f"here send it; for the prefect CLI: export PREFECT_API_URL={services.api_url} "
             f"PREFECT_API_AUTH_STRING=$(cat {AUTH_FILE})"
         )
+    elif services.auth:
+        console.print("the API asks for the auth string in $PREFECT_API_AUTH_STRING (the UI prompts for it)")
     console.print(f"deployments retrain/nightly, retrain/on-data-change, retrain/gpu run in {Path.cwd()}")
     console.print("logs: runs/serve/; stop with Ctrl-C")
     stop = threading.Event()

@@ -151,9 +151,11 @@ def push(
     """Register a finished run (e.g. after a storage outage); promote it separately if its decision passed."""
     from headstart.ground.run_folder import RunFolder
     from headstart.library.registry.registration import register_run
+    from headstart.library.registry.registry import open_registry
 
-    registry = _registry(params, set_)
-    version = register_run(registry, RunFolder(run_dir))
+    policy = settings(params, set_).registry
+    registry = open_registry(policy)
+    version = register_run(registry, RunFolder(run_dir), grace_hours=policy.incomplete_grace_hours)
     verdict = registry.manifest(version)["decision"]
     hint = f"; promote it with `headstart registry promote {version}`" if verdict == "PASS" else ""
     console.print(f"registered {version} (decision {verdict}){hint}")

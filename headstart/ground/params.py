@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from headstart.ground.errors import ConfigError
@@ -252,29 +251,12 @@ class Params(_Section):
         return hashlib.sha256(blob).hexdigest()
 
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 core-schema scalars (as DVC reads params.yaml): only true/false are
-    booleans (yes, no, on, off stay strings, which strict validation then names), and 1e-3 is a number."""
-
-
-_BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
-_Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL, _FLOAT)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-_Yaml12Loader.add_implicit_resolver(  # after int: "3" stays an int
-    _FLOAT,
-    re.compile(
-        r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
-    ),
-    list("-+0123456789."),
-)
-
-
 def read_yaml(text: str) -> Any:
-    """YAML as params are read: 1.2 core-schema scalars (see :class:`_Yaml12Loader`)."""
-    return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader subclass: no arbitrary objects
+    """YAML as DVC reads params.yaml: YAML 1.2 through ruamel's safe loader (only true/false are booleans, so yes
+    or no stay strings that strict validation then names; 1e-3 is a number; 010 is ten)."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe", pure=True).load(text)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -282,7 +264,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
-    return key.strip().split("."), read_yaml(raw) if raw.strip() else None
+    from ruamel.yaml import YAMLError
+
+    try:
+        value = read_yaml(raw) if raw.strip() else None
+    except YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from None
+    return key.strip().split("."), value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -326,12 +314,14 @@ def load_params_or_defaults(path: Path, overrides: list[str] | None = None) -> P
 
 def load_params(path: Path | str = "params.yaml", overrides: list[str] | None = None) -> Params:
     """Read params.yaml, apply ``--set`` overrides, and validate."""
+    from ruamel.yaml import YAMLError
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found; pass --params FILE or run from the project root")
     try:
         raw = read_yaml(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+    except YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")

@@ -218,3 +218,19 @@ def test_import_never_follows_links_out_of_the_source_nor_opens_fifos(workspace:
         "dogs/pipe.png: not a regular file",
     ):
         assert named in result.stdout, result.stdout
+
+
+def test_an_import_while_another_runs_in_the_same_data_folder_is_refused(workspace: Path, tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    data = workspace / "data"
+    data.mkdir(exist_ok=True)
+    fd = os.open(data, os.O_RDONLY)  # what a running import holds
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        result = runner.invoke(app, ["data", "import", "folder", str(pet_tree(tmp_path / "v1", 1)), "--name", "pets"])
+    finally:
+        os.close(fd)
+    assert result.exit_code != 0 and "another import is running" in str(result.exception)
+    assert not (data / "pets").exists() and not [p for p in data.iterdir() if p.name.startswith(".pets")]

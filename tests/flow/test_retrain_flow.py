@@ -286,7 +286,16 @@ def test_a_stalled_step_times_out_naming_it_and_releases_the_slot(
         seaweedfs.thaw()
     assert result.exit_code != 0
     assert "step gate timed out after 3 s" in str(result.exception), result.output[-2000:]
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+    from prefect.client.schemas.sorting import TaskRunSort
+
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name("retrain-stalled").active_slots == 0
+        [gate] = client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["gate"])),
+            sort=TaskRunSort.END_TIME_DESC,
+            limit=1,
+        )
+    assert gate.run_count == 1  # a step out of time is not retried with its whole limit again
     bad = runner.invoke(app, ["run", "--set", "run.step_timeout_minutes={training: 5}"])
     assert bad.exit_code != 0 and "run.step_timeout_minutes names no step ['training']" in str(bad.exception)

@@ -121,15 +121,3 @@ def test_a_damaged_feature_cache_entry_is_rebuilt_with_a_warning(data, caplog) -
     assert "is unreadable" in caplog.text
     assert train(split, settings, RunFolder(base / "d4"), {"data_md5": "d"}).features_from_cache  # whole again
     assert not list((base / "fc-damage").glob("*.partial")) and not list((base / "fc-damage").glob(".*"))
-
-
-def test_the_feature_cache_key_names_the_timm_and_torch_versions(monkeypatch) -> None:
-    import timm
-
-    from headstart.library.data.transforms import Preprocessing
-    from headstart.library.training.features import cache_key
-
-    pre = Preprocessing(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
-    before = cache_key("v", "resnet18", "w", pre, "avg")
-    monkeypatch.setattr(timm, "__version__", "0.0.1")
-    assert cache_key("v", "resnet18", "w", pre, "avg") != before

@@ -55,8 +55,8 @@ def test_artifacts_and_frozen_stem(trained) -> None:
     from headstart.library.training.checkpoints import STATE, WEIGHTS, latest_folder
 
     published = latest_folder(run / "checkpoints")
-    assert published.name == "epoch-0002" and (published / WEIGHTS).is_file()
-    assert [p.name for p in (run / "checkpoints").iterdir() if p.is_dir()] == ["epoch-0002"]  # older ones removed
+    assert published.name.startswith("epoch-0002-") and (published / WEIGHTS).is_file()
+    assert [p for p in (run / "checkpoints").iterdir() if p.is_dir()] == [published]  # older ones removed
     state = torch.load(published / STATE, weights_only=True)
     assert state["epoch"] == 2 and "optimizer" in state
 

@@ -3,11 +3,14 @@ written beside the dataset and swapped in whole, so nothing is lost if the impor
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import stat
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,19 +56,39 @@ def copy_image_tree(src: Path, dest: Path, replace: bool = False) -> ImportRepor
         raise DataError(f"{src}: is inside {dest}, which the import would replace; copy it elsewhere first")
     if dest.exists() and not replace:
         raise DataError(f"{dest}: the dataset exists; pass --replace to import over it (kept until the new copy is whole)")
-    for leftover in dest.parent.glob(f".{dest.name}{STAGING_MARK}*"):  # from an import that was killed
-        shutil.rmtree(leftover, ignore_errors=True)
-    staging = dest.parent / f".{dest.name}{STAGING_MARK}{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    try:
-        report = _copy_regular_files(src, real_src, staging, ImportReport(dest))
-        if dest.exists():
-            swap_folders(staging, dest)  # staging now holds the old tree
-        else:
-            staging.rename(dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _import_lock(dest):
+        staging_name = re.compile(rf"^\.{re.escape(dest.name)}{STAGING_MARK}[0-9a-f]{{8}}$")
+        for leftover in dest.parent.iterdir():  # from an import that was killed (the lock rules out a live one)
+            if staging_name.match(leftover.name):
+                shutil.rmtree(leftover, ignore_errors=True)
+        staging = dest.parent / f".{dest.name}{STAGING_MARK}{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            report = _copy_regular_files(src, real_src, staging, ImportReport(dest))
+            os.sync()  # the copy is on disk before the swap makes it the dataset
+            if dest.exists():
+                swap_folders(staging, dest)  # staging now holds the old tree
+            else:
+                staging.rename(dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+@contextmanager
+def _import_lock(dest: Path) -> Iterator[None]:
+    """One import into a data folder at a time (another would swap in its own tree, or clear ours as debris): a
+    lock on the folder itself, so no lock file is left among the datasets."""
+    fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"{dest.parent}: another import is running there; try again when it ends") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _copy_regular_files(src: Path, real_src: Path, out: Path, report: ImportReport) -> ImportReport:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from headstart.ground.params import RegistryParams
-from headstart.library.registry.registry import MANIFEST, VERSION_ID, Registry
+from headstart.library.registry.registry import MANIFEST, VERSION_ID, Registry, version_created_at
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,6 @@ class GcPlan:
     kept: dict[str, str] = field(default_factory=dict)  # version -> why it is protected
 
 
-def created_at(version: str) -> datetime:
-    """A version's creation time, from its id (``new_version_id`` puts it there)."""
-    return datetime.strptime(version.split("-")[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
-
-
 def plan_gc(
     manifests: list[dict], incomplete: list[str], protected: dict[str, str], policy: RegistryParams, now: datetime
 ) -> GcPlan:
@@ -35,7 +30,7 @@ def plan_gc(
     plan = GcPlan(kept=dict(protected))
     grace = timedelta(hours=policy.incomplete_grace_hours)
     for version in incomplete:
-        if now - created_at(version) > grace:
+        if now - version_created_at(version) > grace:
             plan.incomplete[version] = f"no manifest after {policy.incomplete_grace_hours:g} h"
     ids = [m["version"] for m in manifests]
     newest = set(ids[-policy.keep_last :]) if policy.keep_last else set(ids)
@@ -48,7 +43,7 @@ def plan_gc(
         elif (
             policy.keep_failed_days is not None
             and manifest.get("decision") == "FAIL"
-            and now - created_at(version) > timedelta(days=policy.keep_failed_days)
+            and now - version_created_at(version) > timedelta(days=policy.keep_failed_days)
         ):
             plan.versions[version] = f"FAIL, older than {policy.keep_failed_days} days (registry.keep_failed_days)"
     return plan

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime, timedelta
 
 from headstart.ground.errors import DataError
 from headstart.ground.run_folder import DECISION, LINEAGE, METRICS, RunFolder
 from headstart.library.models.saved_model import CONFIG_FILE
-from headstart.library.registry.registry import Registry, new_version_id
+from headstart.library.registry.registry import VERSION_ID, Registry, new_version_id, version_created_at
 from headstart.library.storage.backends import ObjectExists
 
 log = logging.getLogger(__name__)
@@ -32,17 +33,20 @@ def planned_version(run: RunFolder, resume_key: str | None = None) -> str | None
         intent = json.loads(run.registering.read_text())
     except (OSError, ValueError):
         return None
-    if resume_key is not None and intent.get("resume_key") != resume_key:
+    if not isinstance(intent, dict) or (resume_key is not None and intent.get("resume_key") != resume_key):
         return None
-    return intent.get("version")
+    version = intent.get("version")
+    return version if isinstance(version, str) and VERSION_ID.match(version) else None
 
 
-def register_run(registry: Registry, run: RunFolder, resume_key: str | None = None) -> str:
+def register_run(registry: Registry, run: RunFolder, resume_key: str | None = None, grace_hours: float = 24.0) -> str:
     """Register a finished run (every challenger is registered, PASS or FAIL); returns the version id.
 
     The id is chosen and written to the run folder (with ``resume_key``) before the upload starts, so a retry
-    completes that one version (files already uploaded count as written) instead of leaving it half-made beside
-    a second one. When the folder's files changed since that attempt, a new version is registered.
+    completes that version (files already uploaded count as written) instead of leaving it half-made beside
+    a second one. When the folder's files changed since that attempt, or the id is older than half of
+    ``registry.incomplete_grace_hours`` (``registry gc`` may be removing its upload; the retention policy would
+    judge it by its old time), a new version is registered.
     """
     files = version_files(run)
     metrics = json.loads(files[METRICS])
@@ -56,13 +60,20 @@ def register_run(registry: Registry, run: RunFolder, resume_key: str | None = No
         "flow_run_id": lineage.get("flow_run_id"),
     }
     version = planned_version(run, resume_key)
+    if version is not None and datetime.now(UTC) - version_created_at(version) > timedelta(hours=grace_hours / 2):
+        log.warning(
+            "%s/%s was begun too long ago to complete safely; registering a new version", registry.model, version
+        )
+        version = None
     if version is not None:
         try:
             return _registered(registry, registry.register(files, summary, version), decision)
         except ObjectExists:  # that attempt uploaded other bytes: its files were remade since
             log.warning("%s/%s holds other files than %s now: a new version", registry.model, version, run.root)
     version = new_version_id()
-    run.registering.write_text(json.dumps({"version": version, "resume_key": resume_key}))
+    intent = run.registering.with_name(run.registering.name + ".partial")  # replaced whole: never half an intent
+    intent.write_text(json.dumps({"version": version, "resume_key": resume_key}))
+    intent.replace(run.registering)
     return _registered(registry, registry.register(files, summary, version), decision)
 
 

@@ -83,6 +83,11 @@ def new_version_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
 
 
+def version_created_at(version: str) -> datetime:
+    """A version's creation time, from its id (``new_version_id`` puts it there)."""
+    return datetime.strptime(version.split("-")[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+
+
 class Registry:
     """One model's versions and champion alias on a storage backend."""
 

@@ -1,9 +1,9 @@
 """Epoch checkpoints that a rerun resumes from.
 
 Each epoch's checkpoint (weights, EMA, best epoch's weights, optimizer, scheduler, RNG, history) is written into
-its own folder ``epoch-NNNN/``, every file fsynced, then published by an atomic pointer swap: ``LATEST`` (a file
-naming the folder) is replaced by rename. A kill at any moment leaves ``LATEST`` naming the previous complete
-checkpoint; a folder it does not name is debris from a killed write and is removed by the next save.
+its own new folder ``epoch-NNNN-<random>/``, every file fsynced, then published by an atomic pointer swap:
+``LATEST`` (a file naming the folder) is replaced by rename. A kill at any moment leaves ``LATEST`` naming the
+previous complete checkpoint; a folder it does not name is debris from a killed write, removed by the next save.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from headstart.library.storage.backends import fsync_dir
 
 log = logging.getLogger(__name__)
 LATEST = "LATEST"
-FOLDER = re.compile(r"^epoch-\d{4}$")
+FOLDER = re.compile(r"^epoch-\d{4}-[0-9a-f]{8}$")
 WEIGHTS, EMA_WEIGHTS, BEST_WEIGHTS, STATE = "model.safetensors", "ema.safetensors", "best.safetensors", "state.pt"
 
 
@@ -46,7 +47,8 @@ def latest_folder(directory: Path) -> Path | None:
     except OSError:
         return None
     folder = directory / name
-    return folder if FOLDER.match(name) and (folder / STATE).is_file() else None
+    whole = (folder / STATE).is_file() and (folder / WEIGHTS).is_file()
+    return folder if FOLDER.match(name) and whole else None
 
 
 def load_checkpoint(directory: Path, resume_key: str) -> Checkpoint | None:
@@ -64,16 +66,14 @@ def load_checkpoint(directory: Path, resume_key: str) -> Checkpoint | None:
 def checkpoint_epoch(directory: Path) -> int:
     """The epoch of the published checkpoint (0 while there is none)."""
     folder = latest_folder(directory)
-    return int(torch.load(folder / STATE, weights_only=True)["epoch"]) if folder else 0
+    return int(torch.load(folder / STATE, map_location="cpu", weights_only=True)["epoch"]) if folder else 0
 
 
 def save_checkpoint(directory: Path, epoch: int, tensors: dict[str, dict[str, torch.Tensor]], state: dict) -> Path:
     """Write epoch ``epoch``'s checkpoint into its own folder, fsync it, then point ``LATEST`` at it; older
     folders (and a killed write's debris) go after. ``tensors`` maps file names to host tensors."""
     directory.mkdir(parents=True, exist_ok=True)
-    folder = directory / f"epoch-{epoch:04d}"
-    if folder.exists():  # a write killed before it was published (LATEST never names a folder being written)
-        shutil.rmtree(folder)
+    folder = directory / f"epoch-{epoch:04d}-{uuid.uuid4().hex[:8]}"  # never the name LATEST holds now
     folder.mkdir()
     for name, weights in tensors.items():
         save_file(weights, folder / name)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,10 @@ def cached_features(
             return FeatureSet(cached, path, True)
     features = extract(model, table, pre, batch_size, workers, device)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    for stale in cache_dir.glob(".*.partial"):  # a killed writer's; a live one is never a day old
+        with suppress(OSError):
+            if time.time() - stale.stat().st_mtime > 86400:
+                stale.unlink()
     partial = cache_dir / f".{key}.{uuid.uuid4().hex[:12]}.partial"  # unique: concurrent writers never collide
     tensor = torch.from_numpy(np.ascontiguousarray(features))
     save_file({"features": tensor}, partial, metadata={"sha256": _digest(tensor), "rows": str(len(table))})
