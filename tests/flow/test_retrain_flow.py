@@ -291,9 +291,9 @@ def test_a_stalled_step_times_out_naming_it_and_releases_the_slot(
 
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name("retrain-stalled").active_slots == 0
-        [gate] = client.read_task_runs(
-            task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["gate"])),
-            sort=TaskRunSort.END_TIME_DESC,
+        [gate] = client.read_task_runs(  # task runs are named gate-<suffix>; the newest is this run's
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="gate-")),
+            sort=TaskRunSort.EXPECTED_START_TIME_DESC,
             limit=1,
         )
     assert gate.run_count == 1  # a step out of time is not retried with its whole limit again
