@@ -105,26 +105,35 @@ def _copy_regular_files(src: Path, real_src: Path, out: Path, report: ImportRepo
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
-            path, rel = here / name, (rel_dir / name).as_posix()
-            why = _why_not_copied(path, real_src)
+            rel = (rel_dir / name).as_posix()
+            why = _copy_if_regular(here / name, real_src, out / rel_dir / name)
             if why:
                 report.skipped.append((rel, why))
-                continue
-            shutil.copyfile(path, out / rel_dir / name)
-            report.copied += 1
+            else:
+                report.copied += 1
     return report
 
 
-def _why_not_copied(path: Path, real_src: Path) -> str | None:
-    """None for a regular file inside the source (or a link to one); else why it is skipped."""
+def _copy_if_regular(path: Path, real_src: Path, dest: Path) -> str | None:
+    """Copy a regular file inside the source (or a link to one) and return None; else why it is skipped.
+
+    The file is checked on the descriptor it is copied from (opened without following a last link and without
+    blocking), so swapping it for a FIFO or an outside link between the check and the copy gains nothing.
+    """
+    target = path
     if path.is_symlink():
         target = path.resolve()
         if not target.is_relative_to(real_src):
             return f"link leaving the source (to {target}): not followed"
     try:
-        mode = path.stat().st_mode  # stat never opens: a FIFO cannot hang us here
+        if not stat.S_ISREG(target.stat().st_mode):  # stat opens nothing: a socket cannot be opened at all
+            return "not a regular file (FIFO, socket or device): not opened"
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
-    if not stat.S_ISREG(mode):
-        return "not a regular file (FIFO, socket or device): not opened"
+    with os.fdopen(fd, "rb") as source:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "not a regular file (FIFO, socket or device): not opened"
+        with dest.open("wb") as copy:
+            shutil.copyfileobj(source, copy)
     return None
