@@ -14,7 +14,7 @@ from pathlib import Path
 from headstart.library.data.versioning import data_md5_of
 from headstart.library.registry.registration import planned_version, register_run
 from headstart.library.registry.registry import open_registry
-from tasks.step import Step, StepContext
+from tasks.step import Step, StepContext, code_fingerprint
 
 
 def run(ctx: StepContext) -> str:
@@ -42,11 +42,8 @@ def resume_key(ctx: StepContext) -> str:
     folders = [d for d in (ctx.params.data.dir, ctx.params.data.test_dir) if d]
     data = [data_md5_of(Path(d)) for d in folders]
     same_run = ctx.flow_run_id if None in data else None
-    code = hashlib.sha256()
-    for step in list(ctx.steps.values())[: list(ctx.steps).index(STEP.name)]:
-        for path in step.code_files():
-            code.update(path.name.encode() + b"\0" + path.read_bytes())
-    key = [ctx.params.digest(), data, same_run, ctx.allow_class_change, code.hexdigest()]
+    read_back = list(ctx.steps.values())[: list(ctx.steps).index(STEP.name)]
+    key = [ctx.params.digest(), data, same_run, ctx.allow_class_change, code_fingerprint(read_back)]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
 

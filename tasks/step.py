@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import importlib.util
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,16 @@ class Step:
         """Every project source file the step's module imports, transitively (also imports inside functions):
         what its DVC stage depends on, so editing or upgrading any of them re-runs the stage."""
         return sorted(_module_file(m) for m in project_imports(self.module))  # type: ignore[type-var]
+
+
+def code_fingerprint(steps: Iterable[Step]) -> str:
+    """sha256 over the source files the steps run (each file's name and bytes, in order): what a resume key needs
+    so that results of other code are never reused."""
+    digest = hashlib.sha256()
+    for step in steps:
+        for path in step.code_files():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 @dataclass

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from headstart.library import lineage
 from headstart.library.training.scenarios import TrainResult, load_train_result, train
-from tasks.step import Step, StepContext
+from tasks.step import Step, StepContext, code_fingerprint
 
 
 def run(ctx: StepContext) -> TrainResult:
     """Train on the split's train rows (val rows are scored per epoch); resumes from the run's checkpoint."""
-    record = {**lineage.collect(ctx.workspace, ctx.params, ctx.flow_run_id), "code_sha256": code_fingerprint()}
+    # the code's fingerprint: recorded in lineage, and part of the resume key (other training code never resumes)
+    record = {**lineage.collect(ctx.workspace, ctx.params, ctx.flow_run_id), "code_sha256": code_fingerprint([STEP])}
     return train(ctx.result("split").table, ctx.params, ctx.run, record)
-
-
-def code_fingerprint() -> str:
-    """sha256 over the sources this step runs: recorded in lineage, and part of the resume key (a checkpoint from
-    other training code is never resumed)."""
-    digest = hashlib.sha256()
-    for path in STEP.code_files():
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def load(ctx: StepContext) -> TrainResult:

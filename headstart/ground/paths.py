@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 
 def cache_dir() -> Path:
@@ -50,3 +51,23 @@ def swap_folders(new: Path, old: Path) -> None:
     old.rename(parked)
     new.rename(old)
     parked.rename(new)
+
+
+class NotRegularFile(Exception):
+    """A FIFO, socket or device where a regular file was expected (never opened for reading)."""
+
+
+def open_regular(path: Path, follow_last_link: bool = True) -> BinaryIO:
+    """``path`` opened for reading, only when it is a regular file: checked by ``stat`` first (which opens
+    nothing: a socket cannot be opened, a FIFO would block) and again on the descriptor (opened without blocking),
+    so a file swapped for a FIFO in between is refused too. Raises NotRegularFile, or OSError when unreadable."""
+    import stat
+
+    if not stat.S_ISREG(os.stat(path, follow_symlinks=follow_last_link).st_mode):
+        raise NotRegularFile(str(path))
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_last_link else os.O_NOFOLLOW)
+    handle = os.fdopen(os.open(path, flags), "rb")
+    if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        handle.close()
+        raise NotRegularFile(str(path))
+    return handle

@@ -7,7 +7,6 @@ import fcntl
 import os
 import re
 import shutil
-import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headstart.ground.errors import ConfigError, DataError
-from headstart.ground.paths import swap_folders
+from headstart.ground.paths import NotRegularFile, open_regular, swap_folders
 
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # like registry.model_name: no '..', '/', hidden
 STAGING_MARK = ".incoming-"
@@ -55,7 +54,7 @@ def copy_image_tree(src: Path, dest: Path, replace: bool = False) -> ImportRepor
     if real_src.is_relative_to(real_dest):
         raise DataError(f"{src}: is inside {dest}, which the import would replace; copy it elsewhere first")
     if dest.exists() and not replace:
-        raise DataError(f"{dest}: the dataset exists; pass --replace to import over it (kept until the new copy is whole)")
+        raise DataError(f"{dest}: the dataset exists; pass --replace to import over it (kept until the copy is whole)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _import_lock(dest):
         staging_name = re.compile(rf"^\.{re.escape(dest.name)}{STAGING_MARK}[0-9a-f]{{8}}$")
@@ -126,14 +125,11 @@ def _copy_if_regular(path: Path, real_src: Path, dest: Path) -> str | None:
         if not target.is_relative_to(real_src):
             return f"link leaving the source (to {target}): not followed"
     try:
-        if not stat.S_ISREG(target.stat().st_mode):  # stat opens nothing: a socket cannot be opened at all
-            return "not a regular file (FIFO, socket or device): not opened"
-        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        source = open_regular(target, follow_last_link=False)
+    except NotRegularFile:
+        return "not a regular file (FIFO, socket or device): not opened"
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
-    with os.fdopen(fd, "rb") as source:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return "not a regular file (FIFO, socket or device): not opened"
-        with dest.open("wb") as copy:
-            shutil.copyfileobj(source, copy)
+    with source, dest.open("wb") as copy:
+        shutil.copyfileobj(source, copy)
     return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from headstart.ground.errors import DataError
+from headstart.ground.paths import NotRegularFile, open_regular
 from headstart.library.data.images import ImageTooLarge, open_checked, to_rgb
 
 COLUMNS = ["path", "label", "bytes", "sha256", "width", "height", "mode", "decodable", "error"]
@@ -117,19 +117,16 @@ class _NotReadable(Exception):
 
 
 def _read_regular(path: Path, max_bytes: int) -> bytes:
-    not_regular = _NotReadable("not a regular file (a FIFO, socket or device): not read")
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # stat opens nothing (a socket cannot be opened at all)
-            raise not_regular
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # swapped for a FIFO since: opens at once, then refused
+        handle = open_regular(path)
+    except NotRegularFile:
+        raise _NotReadable("not a regular file (a FIFO, socket or device): not read") from None
     except OSError as exc:
         raise _NotReadable(f"cannot read the file ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise not_regular
-        if info.st_size > max_bytes:
-            raise _NotReadable(f"{info.st_size} bytes, over validate.max_file_bytes={max_bytes}: not read")
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > max_bytes:
+            raise _NotReadable(f"{size} bytes, over validate.max_file_bytes={max_bytes}: not read")
         try:
             data = handle.read(max_bytes + 1)
         except OSError as exc:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from headstart.ground.params import SplitParams
 from headstart.ground.errors import DataError
+from headstart.ground.params import SplitParams
 
 SPLIT_COLUMNS = ["file", "label", "sha256", "split"]
 
