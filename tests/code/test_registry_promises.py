@@ -310,3 +310,28 @@ def test_two_watchers_recording_the_same_event_agree_on_one_first(registry: Regi
     first, second = EventLedger(registry.storage, "demo"), EventLedger(registry.storage, "demo")
     assert [first.record_once("e1", body), second.record_once("e1", body)] == [True, False]
     assert first.recorded("e1") and second.recorded("e1")
+
+
+def test_a_version_planned_long_ago_is_registered_afresh_and_a_recent_one_completed(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """An id chosen more than half of registry.incomplete_grace_hours ago may be losing its upload to gc (which
+    judges an upload by its id's time): the run registers a new version instead of completing that one."""
+    from headstart.ground.run_folder import RunFolder
+    from headstart.library.registry.registration import register_run
+
+    run = RunFolder(tmp_path / "run")
+    run.model.mkdir(parents=True)
+    (run.model / "config.json").write_text(json.dumps({"lineage": {"dataset": "d", "data_md5": "m"}}))
+    (run.model / "model.safetensors").write_bytes(b"weights")
+    run.metrics.write_text(json.dumps({"accuracy": 0.9, "macro_f1": 0.9}))
+    run.decision.write_text(json.dumps({"verdict": "PASS"}))
+    old = "20200101T000000000000Z-0123abcd"
+    registry.storage.put(f"demo/versions/{old}/model.safetensors", b"weights", create_only=True)  # begun then
+    run.registering.write_text(json.dumps({"version": old, "resume_key": None}))
+
+    version = register_run(registry, run, grace_hours=24)
+    assert version != old and [m["version"] for m in registry.versions()] == [version]
+    assert json.loads(run.registering.read_text())["version"] == version
+    assert register_run(registry, run, grace_hours=24) == version  # a recent plan is completed, never doubled
+    assert [m["version"] for m in registry.versions()] == [version]
