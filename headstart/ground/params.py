@@ -197,6 +197,10 @@ class GateParams(_Section):
     max_class_recall_drop: float = Field(0.05, ge=0, le=1)
     min_class_support: int = Field(10, ge=1)  # classes with fewer test images are reported, not judged
     mcnemar_alpha: float | None = Field(None, gt=0, lt=1)  # optional exact McNemar test on paired predictions
+    # paired bootstrap interval of the primary metric's gain: a rule when set (lower bound >= it), else reported
+    min_ci_lower: float | None = Field(None, ge=-1, le=1)
+    ci_confidence: float = Field(0.95, gt=0.5, lt=1)  # two-sided confidence level of the intervals
+    bootstrap_resamples: int = Field(2000, ge=100, le=100_000)  # seeded: a re-judge gets the same interval
     allow_class_change: bool = False  # a different class set is promoted only when this is set
 
 

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from sklearn.metrics import f1_score
 
 from headstart.ground.params import GateParams
+from headstart.library.evaluation.confidence import macro_f1_batched, paired_difference
 from headstart.library.evaluation.gate import ScoreReport, decide, mcnemar_p
 
 CLASSES = ["bag", "coat", "shirt"]
 SPLIT = {"seed": 42, "val_fraction": 0.15, "test_fraction": 0.15, "fixed_test_set": True}
 
 
-def report(accuracy: float, recalls=(0.9, 0.9, 0.9), support=(50, 50, 50), classes=CLASSES, split=SPLIT, correct=()):
+def report(
+    accuracy: float,
+    recalls=(0.9, 0.9, 0.9),
+    support=(50, 50, 50),
+    classes=CLASSES,
+    split=SPLIT,
+    correct=(),
+    actual=(),
+    predicted=(),
+):
     rows = zip(classes, recalls, support, strict=True)
     per_class = {c: {"recall": r, "support": s, "precision": r, "f1": r} for c, r, s in rows}
     metrics = {"accuracy": accuracy, "macro_f1": accuracy, "per_class": per_class}
-    return ScoreReport(metrics, list(classes), dict(split), list(correct))
+    return ScoreReport(metrics, list(classes), dict(split), list(correct), list(actual), list(predicted))
 
 
 def verdicts(decision) -> dict[str, str]:
@@ -102,3 +114,81 @@ def test_decision_is_always_explicit(champion) -> None:
     assert table.startswith(f"**Decision: {decision.verdict}**")
     assert all(f"| {r.rule} | {r.value} | {r.threshold} | {r.verdict} |" in table for r in decision.rules)
     assert type(decision).from_dict(decision.to_dict()) == decision
+
+
+def paired_predictions(gained: int, lost: int, n: int = 300, seed: int = 0):
+    """Champion right on 80 % of ``n`` images; the challenger fixes ``gained`` of its errors and breaks ``lost``
+    of its right answers. Class names, per image."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 3, n)
+    old = truth.copy()
+    wrong = rng.choice(n, n // 5, replace=False)
+    old[wrong] = (truth[wrong] + 1) % 3
+    new = old.copy()
+    new[wrong[:gained]] = truth[wrong[:gained]]
+    right = np.setdiff1d(np.arange(n), wrong)[:lost]
+    new[right] = (truth[right] + 2) % 3
+    names = np.array(CLASSES)
+    return list(names[truth]), list(names[new]), list(names[old])
+
+
+def judged(gained: int, lost: int, policy: GateParams):
+    truth, new, old = paired_predictions(gained, lost)
+    accuracy = lambda p: float(np.mean(np.array(p) == np.array(truth)))  # noqa: E731
+    challenger = report(accuracy(new), actual=truth, predicted=new)
+    champion = report(accuracy(old), actual=truth, predicted=old)
+    return decide(challenger, champion, policy, "v1")
+
+
+def test_the_batched_macro_f1_equals_scikit_learns() -> None:
+    rng = np.random.default_rng(3)
+    for n_classes, n in ((2, 5), (4, 40), (10, 300)):
+        truth = rng.integers(0, n_classes - 1, (6, n))  # the last class never occurs in the truth
+        predicted = np.where(rng.random((6, n)) < 0.6, truth, rng.integers(0, n_classes, (6, n)))
+        expected = [
+            f1_score(t, p, labels=range(n_classes), average="macro", zero_division=0)
+            for t, p in zip(truth, predicted, strict=True)
+        ]
+        assert np.allclose(macro_f1_batched(truth, predicted, n_classes), expected)
+
+
+def test_a_bootstrap_interval_rule_passes_a_clear_gain_and_fails_a_lucky_one() -> None:
+    policy = GateParams(min_ci_lower=0.0, max_class_recall_drop=1.0)
+    clear, lucky = judged(gained=30, lost=2, policy=policy), judged(gained=6, lost=3, policy=policy)
+    rule = "95% CI of gain accuracy"
+    assert verdicts(clear)[rule] == "PASS" and clear.verdict == "PASS"
+    assert verdicts(lucky)["gain accuracy"] == "PASS"  # +1 % on the point estimate...
+    assert verdicts(lucky)[rule] == "FAIL" and lucky.verdict == "FAIL"  # ...but the interval reaches below 0
+    assert verdicts(lucky)["95% CI of gain macro_f1"] == "INFO"
+    # reported, never judged, when gate.min_ci_lower is null; and the same interval on every re-judge
+    reported = judged(gained=6, lost=3, policy=GateParams(max_class_recall_drop=1.0))
+    assert verdicts(reported)[rule] == "INFO" and reported.verdict == "PASS"
+    assert [r.value for r in reported.rules] == [r.value for r in judged(6, 3, GateParams()).rules]
+
+
+def test_the_interval_of_a_known_difference_contains_it() -> None:
+    truth, new, old = (np.array(p) for p in paired_predictions(gained=30, lost=6))
+    index = {c: i for i, c in enumerate(CLASSES)}
+    as_index = lambda names: np.array([index[c] for c in names])  # noqa: E731
+    interval = paired_difference("accuracy", as_index(truth), as_index(new), as_index(old), 3)
+    assert interval.difference == pytest.approx(24 / 300)
+    assert interval.low < 24 / 300 < interval.high and interval.low > 0
+    # the McNemar-style spread: b + c = 36 discordant images of 300 give a standard error of ~0.02
+    assert 0.05 < interval.high - interval.low < 0.11
+
+
+def test_the_interval_covers_a_null_difference_at_its_level() -> None:
+    """Two equally good models (independent errors): the 95 % interval must contain 0 about 95 % of the time."""
+    rng = np.random.default_rng(7)
+    covered, trials = 0, 120
+    for seed in range(trials):
+        truth = rng.integers(0, 3, 200)
+        a, b = (np.where(rng.random(200) < 0.8, truth, (truth + 1) % 3) for _ in range(2))
+        interval = paired_difference("accuracy", truth, a, b, 3, resamples=400, seed=seed)
+        covered += interval.low <= 0 <= interval.high
+    assert 0.88 <= covered / trials <= 0.995, covered
+
+
+def test_no_per_image_predictions_means_no_interval_not_a_guess() -> None:
+    decision = decide(report(0.9), report(0.8), GateParams(min_ci_lower=0.0), "v1")
+    assert verdicts(decision)["confidence interval"] == "INFO"

@@ -15,7 +15,14 @@ from headstart.library.registry.registry import Registry
 
 def challenger_report(config: ModelConfig, evaluation: Evaluation) -> ScoreReport:
     """The challenger as the evaluate step scored it: metrics, classes, split params, per-image correctness."""
-    return ScoreReport(evaluation.metrics, config.classes, config.lineage.get("split", {}), evaluation.correct)
+    return ScoreReport(
+        evaluation.metrics,
+        config.classes,
+        config.lineage.get("split", {}),
+        evaluation.correct,
+        evaluation.actual,
+        evaluation.predicted,
+    )
 
 
 def score_champion(
@@ -32,4 +39,4 @@ def score_champion(
     if set(split.loc[split["split"] == "test", "label"]) - set(config.classes):
         return ScoreReport({}, config.classes, champion_split)
     scored = evaluate(model_dir, split, batch_size)
-    return ScoreReport(scored.metrics, config.classes, champion_split, scored.correct)
+    return ScoreReport(scored.metrics, config.classes, champion_split, scored.correct, scored.actual, scored.predicted)

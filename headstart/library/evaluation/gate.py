@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+import numpy as np
+
 from headstart.ground.params import GateParams
+from headstart.library.evaluation.confidence import paired_difference
 
 Verdict = Literal["PASS", "FAIL", "INFO"]
 
@@ -22,6 +25,8 @@ class ScoreReport:
     classes: list[str]
     split: dict  # the split parameters the model was trained under
     correct: list[bool] = field(default_factory=list)  # per test image, in split order (paired for McNemar)
+    actual: list[str] = field(default_factory=list)  # per test image, in split order: the true class
+    predicted: list[str] = field(default_factory=list)  # and the model's (paired for the bootstrap intervals)
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,36 @@ def mcnemar_p(challenger_correct: list[bool], champion_correct: list[bool]) -> t
     return b, c, (binomtest(c, b + c, 0.5).pvalue if b + c else 1.0)
 
 
+def _intervals(challenger: ScoreReport, champion: ScoreReport, policy: GateParams) -> list[RuleResult]:
+    """Paired bootstrap intervals of the gain (primary metric, then macro-F1): a rule on the primary metric's lower
+    bound when ``gate.min_ci_lower`` is set, else reported."""
+    if not challenger.predicted or challenger.actual != champion.actual:
+        return [RuleResult("confidence interval", "unavailable", "needs both models' predictions per image", "INFO")]
+    index = {name: i for i, name in enumerate(challenger.classes)}
+    truth, new, old = (
+        np.array([index[c] for c in names]) for names in (challenger.actual, challenger.predicted, champion.predicted)
+    )
+    if policy.direction == "minimize":  # the gain is then champion - challenger
+        new, old = old, new
+    results = []
+    for metric in dict.fromkeys([policy.primary_metric, "macro_f1"]):
+        interval = paired_difference(
+            metric, truth, new, old, len(index), policy.ci_confidence, policy.bootstrap_resamples
+        )
+        name = f"{policy.ci_confidence:.0%} CI of gain {metric}"
+        judged = metric == policy.primary_metric and policy.min_ci_lower is not None
+        if not judged:
+            results.append(
+                RuleResult(name, interval.describe(), "reported (gate.min_ci_lower judges the primary)", "INFO")
+            )
+            continue
+        passed = interval.low >= policy.min_ci_lower
+        results.append(
+            RuleResult(name, interval.describe(), f"lower >= {policy.min_ci_lower}", "PASS" if passed else "FAIL")
+        )
+    return results
+
+
 def decide(
     challenger: ScoreReport,
     champion: ScoreReport | None,
@@ -171,6 +206,7 @@ def decide(
     )
     rules += _gain(challenger, champion, policy)
     rules += _class_recalls(challenger, champion, policy)
+    rules += _intervals(challenger, champion, policy)
     if policy.mcnemar_alpha is not None:
         b, c, p = mcnemar_p(challenger.correct, champion.correct)
         passed = c > b and p < policy.mcnemar_alpha
