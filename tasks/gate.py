@@ -10,7 +10,7 @@ import logging
 from dataclasses import asdict, replace
 
 from headstart.library.evaluation.champion import challenger_report, score_champion
-from headstart.library.evaluation.gate import Decision, decide
+from headstart.library.evaluation.gate import Decision, data_health_rules, decide
 from headstart.library.registry.registry import open_registry
 from headstart.library.reports.model_card import render_model_card
 from tasks.step import Step, StepContext
@@ -41,7 +41,9 @@ def judge(ctx: StepContext) -> Decision:
     if version is not None:
         split, batch_size = ctx.result("split").table, ctx.params.evaluate.batch_size
         report = score_champion(registry, version, split, ctx.run.champion, batch_size)
-    return replace(decide(challenger, report, ctx.params.gate, version, ctx.allow_class_change), champion_seq=seq)
+    decision = decide(challenger, report, ctx.params.gate, version, ctx.allow_class_change)
+    health = data_health_rules(ctx.result("health").summary(), ctx.params.health.max_drift)
+    return replace(decision.with_rules(health), champion_seq=seq)
 
 
 def load(ctx: StepContext) -> Decision:
@@ -53,8 +55,8 @@ STEP = Step(
     name="gate",
     run=run,
     load=load,
-    reads=("model", "metrics", "confusion", "split"),
+    reads=("model", "metrics", "confusion", "split", "health"),
     writes=("decision", "model_card"),
-    params=("gate", "registry", "evaluate.batch_size"),
+    params=("gate", "registry", "evaluate.batch_size", "health.max_drift"),
     retries=2,
 )

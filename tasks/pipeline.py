@@ -7,12 +7,13 @@ nothing after ``promote`` can fail the run.
 
 from __future__ import annotations
 
-from tasks import evaluate, gate, promote, publish, register, report, split, train, validate
+from tasks import evaluate, gate, health, promote, publish, register, report, split, train, validate
 from tasks.step import Step, StepContext
 
 PIPELINE: tuple[Step, ...] = (
     validate.STEP,
-    split.STEP,
+    split.STEP,  # near-duplicate leakage handled here (health.leakage)
+    health.STEP,  # label issues and drift; may stop the run before training
     train.STEP,
     evaluate.STEP,
     gate.STEP,  # the champion pulled, verified and re-scored on the same split; a pure decision

@@ -51,6 +51,7 @@ def build_summary(ctx: StepContext) -> dict:
         "backbone": params.model.backbone,
         "weights": params.model.weights,
         "split": {k: int(v) for k, v in ctx.result("split").table["split"].value_counts().items()},
+        "health": ctx.result("health").summary(),
         "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "test_images")},
         "history": trained.history,
         "features_from_cache": trained.features_from_cache,

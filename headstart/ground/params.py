@@ -186,6 +186,22 @@ class EvaluateParams(_Section):
     batch_size: int = Field(64, ge=1)
 
 
+class HealthParams(_Section):
+    """Data health: near-duplicate leakage, suspected label errors, drift from the champion's training data."""
+
+    leakage: Literal["drop", "fail", "warn"] = "drop"  # training copies of test images: removed | stop | kept, listed
+    duplicate_similarity: float = Field(0.985, gt=0, le=1)  # thumbnail correlation (best 2 px shift) of a copy
+    duplicate_edge_similarity: float = Field(0.96, gt=0, le=1)  # and of the two images' edge maps
+    within_duplicates: bool = True  # also search the training data itself (same class: counted; across: named)
+    label_issues: bool = True  # cleanlab on out-of-fold probabilities of a linear model on backbone features
+    label_folds: int = Field(5, ge=2, le=20)  # cross-validation folds for those probabilities
+    max_label_issue_fraction: float | None = Field(0.25, ge=0, le=1)  # stop the run above it; null: report only
+    drift: bool = True  # the training data's features against the champion's reference sample
+    drift_permutations: int = Field(500, ge=50, le=20_000)  # of the MMD permutation test
+    drift_alpha: float = Field(0.01, gt=0, lt=1)  # p below it: drift flagged (reported)
+    max_drift: float | None = Field(None, ge=0)  # MMD² above it stops the run; null: report only
+
+
 class GateParams(_Section):
     """The promotion policy: what a challenger must show before it replaces the champion."""
 
@@ -230,6 +246,7 @@ class Params(_Section):
     augment: dict[str, Any] = Field(default_factory=lambda: json.loads(json.dumps(DEFAULT_AUGMENT)))
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
+    health: HealthParams = HealthParams()
     evaluate: EvaluateParams = EvaluateParams()
     gate: GateParams = GateParams()
     registry: RegistryParams = RegistryParams()

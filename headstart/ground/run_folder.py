@@ -29,15 +29,19 @@ REGISTERING = "registering.json"
 PROMOTION = "promotion.json"
 SUMMARY = "summary.json"
 DASHBOARD = "dashboard"
+NEAR_DUPLICATES = "near_duplicates.json"
+HEALTH = "health.json"
+HEALTH_REFERENCE = "health_reference.safetensors"
 MANIFEST_CSV = "manifest.csv"
 VALIDATION_REPORT = "validation.json"
 # RunFolder properties the pipeline table may name.
 ENTRIES = (
-    "split", "model", "checkpoints", "curves", "metrics", "confusion", "champion", "decision", "model_card",
+    "split", "near_duplicates", "health", "health_reference", "model", "checkpoints", "curves", "metrics",
+    "confusion", "champion", "decision", "model_card",
     "registered", "promotion", "summary", "dashboard",
 )  # fmt: skip
 # The run's files a registered version carries beside the model folder's own.
-VERSION_FILES = (METRICS, DECISION, MODEL_CARD, CONFUSION)
+VERSION_FILES = (METRICS, DECISION, MODEL_CARD, CONFUSION, NEAR_DUPLICATES, HEALTH, HEALTH_REFERENCE)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,22 @@ class RunFolder:
     def champion(self) -> Path:
         """The champion as pulled (verified) for the gate."""
         return self.root / CHAMPION
+
+    @property
+    def near_duplicates(self) -> Path:
+        """The split step's near-duplicate report: leaks into the test split and what was done about them."""
+        return self.root / NEAR_DUPLICATES
+
+    @property
+    def health(self) -> Path:
+        """The health step's report: suspected label errors and drift from the champion's training data."""
+        return self.root / HEALTH
+
+    @property
+    def health_reference(self) -> Path:
+        """A sample of the training data's backbone features: registered with the version, it is what the next
+        run's drift is measured against."""
+        return self.root / HEALTH_REFERENCE
 
     @property
     def decision(self) -> Path:

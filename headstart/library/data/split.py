@@ -15,6 +15,7 @@ import pandas as pd
 
 from headstart.ground.errors import DataError
 from headstart.ground.params import SplitParams
+from headstart.library.data.leakage import DuplicateReport
 
 SPLIT_COLUMNS = ["file", "label", "sha256", "split"]
 
@@ -25,6 +26,7 @@ class SplitResult:
 
     table: pd.DataFrame
     dropped_as_test_duplicates: int | None  # None when read back from a split file
+    duplicates: DuplicateReport | None = None  # the near-duplicate search (health.leakage)
 
     def counts(self) -> dict[str, int]:
         """Images per split."""

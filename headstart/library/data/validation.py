@@ -27,6 +27,7 @@ class Failure:
     check: str
     subject: str
     reason: str
+    severity: str = "error"  # error: the run stops | warning: named in the report, the run goes on
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class ValidationReport:
 
 
 @dataclass(frozen=True)
-class _Check:
+class Check:
     """An expectation on one table and how to word each of its unexpected rows."""
 
     name: str
@@ -55,6 +56,7 @@ class _Check:
     expectation: Any
     index_column: str | None
     reason: Callable[[dict], str]
+    severity: str = "error"
 
 
 def derived_tables(manifest: Manifest) -> dict[str, pd.DataFrame]:
@@ -77,24 +79,22 @@ def derived_tables(manifest: Manifest) -> dict[str, pd.DataFrame]:
     return {"manifest": table, "per_class": per_class, "per_image": per_image, "balance": balance}
 
 
-def build_checks(params: ValidateParams) -> list[_Check]:
+def build_checks(params: ValidateParams) -> list[Check]:
     """The suite, from params: each expectation with the message its failures get."""
     import great_expectations as gx
 
     e = gx.expectations
     sides = f"[{params.min_side}, {params.max_side}] (validate.min_side/max_side)"
 
-    def side(column: str) -> _Check:
+    def side(column: str) -> Check:
         expectation = e.ExpectColumnValuesToBeBetween(
             column=column, min_value=params.min_side, max_value=params.max_side
         )
-        return _Check(column, "manifest", expectation, "path", lambda r: f"{column} {r[column]} outside {sides}")
+        return Check(column, "manifest", expectation, "path", lambda r: f"{column} {r[column]} outside {sides}")
 
     checks = [
-        _Check(
-            "readable image", "manifest", e.ExpectColumnValuesToBeNull(column="error"), "path", lambda r: r["error"]
-        ),
-        _Check(
+        Check("readable image", "manifest", e.ExpectColumnValuesToBeNull(column="error"), "path", lambda r: r["error"]),
+        Check(
             "allowed mode",
             "manifest",
             e.ExpectColumnValuesToBeInSet(column="mode", value_set=params.allowed_modes),
@@ -103,21 +103,21 @@ def build_checks(params: ValidateParams) -> list[_Check]:
         ),
         side("width"),
         side("height"),
-        _Check(
+        Check(
             "images per class",
             "per_class",
             e.ExpectColumnValuesToBeBetween(column="count", min_value=params.min_per_class),
             "class",
             lambda r: f"{r['count']} valid image(s), fewer than validate.min_per_class={params.min_per_class}",
         ),
-        _Check(
+        Check(
             "one label per image",
             "per_image",
             e.ExpectColumnValuesToBeBetween(column="n_labels", max_value=1),
             "paths",
             lambda r: f"the same image (sha256) is filed under more than one class: {r['labels']}",
         ),
-        _Check(
+        Check(
             "class balance",
             "balance",
             e.ExpectColumnValuesToBeBetween(column="imbalance_ratio", max_value=params.max_imbalance_ratio),
@@ -130,7 +130,7 @@ def build_checks(params: ValidateParams) -> list[_Check]:
     ]
     if params.expected_classes is not None:
         checks.append(
-            _Check(
+            Check(
                 "expected classes",
                 "per_class",
                 e.ExpectColumnDistinctValuesToEqualSet(column="class", value_set=params.expected_classes),
@@ -141,7 +141,7 @@ def build_checks(params: ValidateParams) -> list[_Check]:
     return checks
 
 
-def run_suite(tables: dict[str, pd.DataFrame], checks: list[_Check]) -> list[Failure]:
+def run_suite(tables: dict[str, pd.DataFrame], checks: list[Check]) -> list[Failure]:
     """Validate each derived table with its GX suite; return every failure in words."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -170,16 +170,17 @@ def run_suite(tables: dict[str, pd.DataFrame], checks: list[_Check]) -> list[Fai
     return failures
 
 
-def _describe(check: _Check, result: dict, table: pd.DataFrame) -> list[Failure]:
+def _describe(check: Check, result: dict, table: pd.DataFrame) -> list[Failure]:
     if check.index_column is None:
         observed = sorted(result.get("observed_value") or [])
         expected = sorted(check.expectation.value_set)
-        return [Failure(check.name, "dataset", check.reason({"observed": observed, "expected": expected}))]
+        reason = check.reason({"observed": observed, "expected": expected})
+        return [Failure(check.name, "dataset", reason, check.severity)]
     failures = []
     for hit in result.get("unexpected_index_list") or []:
         subject = str(hit[check.index_column])
         row = table[table[check.index_column] == hit[check.index_column]].iloc[0].to_dict()
-        failures.append(Failure(check.name, subject, check.reason(row)))
+        failures.append(Failure(check.name, subject, check.reason(row), check.severity))
     return failures
 
 

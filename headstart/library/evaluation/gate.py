@@ -48,6 +48,12 @@ class Decision:
     champion: str | None = None
     champion_seq: int = 0  # the alias entry naming the champion judged against (0: none); promotion comes next
 
+    def with_rules(self, rules: list[RuleResult]) -> Decision:
+        """This decision with more rules judged (the verdict recomputed)."""
+        every = self.rules + rules
+        return Decision("FAIL" if any(r.verdict == "FAIL" for r in every) else "PASS", every, self.champion,
+                        self.champion_seq)  # fmt: skip
+
     @property
     def passed(self) -> bool:
         """Whether the challenger may be promoted."""
@@ -168,6 +174,34 @@ def _intervals(challenger: ScoreReport, champion: ScoreReport, policy: GateParam
             RuleResult(name, interval.describe(), f"lower >= {policy.min_ci_lower}", "PASS" if passed else "FAIL")
         )
     return results
+
+
+def data_health_rules(health: dict, max_drift: float | None) -> list[RuleResult]:
+    """The training data's health in the decision record: leaks and label issues reported; drift from the
+    champion's training data reported, or judged when ``health.max_drift`` is set."""
+    rules = [
+        RuleResult(
+            "test leaks",
+            f"{health.get('leaks', 0)} near duplicate(s), {health.get('leaks_dropped', 0)} dropped",
+            "health.leakage",
+            "INFO",
+        )
+    ]
+    if health.get("label_issue_fraction") is not None:
+        rules.append(
+            RuleResult(
+                "label issues", f"{health['label_issue_fraction']:.1%}", "health.max_label_issue_fraction", "INFO"
+            )
+        )
+    mmd2 = health.get("drift_mmd2")
+    if mmd2 is None:
+        return rules
+    value = f"MMD² {mmd2:.4g} (p={health.get('drift_p_value', 1.0):.3g})"
+    if max_drift is None:
+        rules.append(RuleResult("data drift", value, "reported (health.max_drift: null)", "INFO"))
+    else:
+        rules.append(RuleResult("data drift", value, f"MMD² <= {max_drift}", "PASS" if mmd2 <= max_drift else "FAIL"))
+    return rules
 
 
 def decide(

@@ -195,6 +195,18 @@ class Registry:
             files[name] = data
         return manifest, digest, files
 
+    def read_file(self, version: str, name: str) -> bytes | None:
+        """One file of a version, checked against its verified manifest; None when the version lists no such
+        file (registered before it existed)."""
+        manifest, _ = self.verified_manifest(version)
+        expected = manifest["files"].get(name)
+        if expected is None:
+            return None
+        data = self.storage.get(self._key("versions", version, name))
+        if _sha256(data) != expected:
+            raise RegistryError(f"{self.model}/{version}/{name}: sha256 does not match the manifest; refused")
+        return data
+
     def decision(self, version: str) -> dict:
         """The gate decision stored with a version."""
         return json.loads(self.storage.get(self._key("versions", version, DECISION)))

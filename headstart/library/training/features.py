@@ -26,6 +26,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from headstart.ground import progress
+from headstart.ground.params import Params
+from headstart.ground.paths import cache_dir
 from headstart.library.data.loader import ImageTable, make_loader
 from headstart.library.data.transforms import Preprocessing, build_transform
 from headstart.library.models.backbones import pooled_features
@@ -139,3 +141,33 @@ def _read_entry(path: Path, rows: int) -> np.ndarray | None:
         log.warning("feature cache entry %s does not match its checksum; extracting again", path)
         return None
     return features.numpy()
+
+
+def frozen_backbone(
+    backbone: str, weights: str, input_size: int | None, pool: str
+) -> tuple[nn.Module, Preprocessing, str]:
+    """The pretrained backbone as a frozen feature extractor (classifier removed, ``pool`` pooling), its
+    preprocessing and its weights digest (taken before the head is removed, as every feature cache key is)."""
+    from headstart.library.data.transforms import preprocessing_for
+    from headstart.library.models.backbones import check_input_size, create_pretrained, freeze_all
+    from headstart.library.models.weights import weights_digest
+
+    model = create_pretrained(backbone, weights)
+    pre = preprocessing_for(model, input_size)
+    check_input_size(backbone, pre.input_size)
+    digest = weights_digest(model)
+    model.reset_classifier(0, global_pool=pool)
+    freeze_all(model)
+    return model, pre, digest
+
+
+def training_features(
+    model: nn.Module, split: pd.DataFrame, pre: Preprocessing, digest: str, params: Params, data_md5: str | None
+) -> tuple[pd.DataFrame, FeatureSet]:
+    """Cached pooled features of the split's train and val rows (the rows, in feature order, and the features):
+    the features scenario, the hybrid head start and the health step share one cache entry."""
+    p = params.train
+    rows = split[split["split"].isin(["train", "val"])].reset_index(drop=True)
+    key = cache_key(data_version(rows, data_md5), params.model.backbone, digest, pre, params.model.head.pool)
+    directory = Path(p.feature_cache) if p.feature_cache else cache_dir() / "features"
+    return rows, cached_features(model, rows, pre, key, directory, params.evaluate.batch_size, p.num_workers, p.device)

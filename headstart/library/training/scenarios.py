@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from headstart.ground.params import Params
-from headstart.ground.paths import cache_dir
 from headstart.ground.run_folder import RunFolder
 from headstart.library.data.loader import ImageTable, make_loader
 from headstart.library.data.transforms import Preprocessing, build_transform, preprocessing_for
@@ -39,7 +38,7 @@ from headstart.library.models.classical import make_classifier
 from headstart.library.models.saved_model import ModelConfig, read_config, save_model
 from headstart.library.models.weights import weights_digest
 from headstart.library.training.epochs import UnfreezeSchedule, fit
-from headstart.library.training.features import cache_key, cached_features, data_version
+from headstart.library.training.features import training_features
 from headstart.library.training.linear_probe import fit_head
 
 log = logging.getLogger(__name__)
@@ -118,12 +117,7 @@ def _targets(rows: pd.DataFrame, classes: list[str]) -> np.ndarray:
 
 def _features(model, split, pre, params: Params, lineage: dict, digest: str):
     """Cached pooled features of the train and val rows."""
-    p = params.train
-    rows = split[split["split"].isin(["train", "val"])].reset_index(drop=True)
-    key = cache_key(data_version(rows, lineage.get("data_md5")), params.model.backbone, digest, pre,
-                    params.model.head.pool)  # fmt: skip
-    directory = Path(p.feature_cache) if p.feature_cache else cache_dir() / "features"
-    return rows, cached_features(model, rows, pre, key, directory, params.evaluate.batch_size, p.num_workers, p.device)
+    return training_features(model, split, pre, digest, params, lineage.get("data_md5"))
 
 
 def _train_features(model, split, classes, pre, params, run, lineage, digest) -> TrainResult:

@@ -1,0 +1,100 @@
+"""The health check of a split's training data: suspected label errors, drift from the champion's training data,
+and the reference sample the next run's drift is measured against.
+
+Features are the frozen backbone's, from the same cache entry the features scenario trains on, so a features run
+extracts them once for both.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from headstart.ground.errors import HeadstartError
+from headstart.ground.params import Params
+from headstart.ground.run_folder import HEALTH_REFERENCE
+from headstart.library.data.split import SplitResult
+from headstart.library.health.drift import measure_drift
+from headstart.library.health.label_issues import find_label_issues
+from headstart.library.health.reference import Reference, from_bytes, sample_reference
+from headstart.library.health.report import HealthReport, judge
+from headstart.library.registry.registry import Registry
+from headstart.library.training.features import frozen_backbone, training_features
+
+log = logging.getLogger(__name__)
+
+
+def examine(
+    split: SplitResult, params: Params, registry: Registry | None, data_md5: str | None
+) -> tuple[HealthReport, Reference | None]:
+    """The health report of the split's train and val rows, and their reference sample (None when neither label
+    issues nor drift are asked for: no features are extracted then)."""
+    health = params.health
+    if not (health.label_issues or health.drift):
+        return judge(health, split.duplicates, None, None), None
+    m = params.model
+    model, pre, digest = frozen_backbone(m.backbone, m.weights, m.input_size, m.head.pool)
+    rows, features = training_features(model, split.table, pre, digest, params, data_md5)
+    classes = sorted(split.table["label"].unique())
+    labels = rows["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    extractor = {"backbone": m.backbone, "weights_digest": digest, "preprocessing": pre.to_dict(), "pool": m.head.pool}
+    reference = sample_reference(features.features, labels, classes, extractor, params.train.seed)
+    issues = _label_issues(rows, features.features, labels, classes, params) if health.label_issues else None
+    drift = _drift(registry, reference, features.features, labels, params) if health.drift else None
+    return judge(health, split.duplicates, issues, drift), reference
+
+
+def _label_issues(
+    rows: pd.DataFrame, features: np.ndarray, labels: np.ndarray, classes: list[str], params: Params
+) -> dict:
+    counts = np.bincount(labels, minlength=len(classes))
+    if counts.min() < 2:
+        return {"checked": 0, "fraction": 0.0, "issues": [], "skipped": "a class has fewer than 2 images"}
+    found = find_label_issues(features, labels, params.health.label_folds, params.train.seed)
+    issues = [
+        {
+            "file": rows.at[issue["row"], "file"],
+            "label": classes[issue["label"]],
+            "suggested": classes[issue["suggested"]],
+            "label_quality": issue["label_quality"],
+        }
+        for issue in found.issues
+    ]
+    log.info("label issues: %d of %d images (%.1f%%) look mislabeled", len(issues), found.checked, 100 * found.fraction)
+    return {"checked": found.checked, "fraction": round(found.fraction, 4), "issues": issues}
+
+
+def _drift(
+    registry: Registry | None, reference: Reference, features: np.ndarray, labels: np.ndarray, params: Params
+) -> dict:
+    """The champion's reference sample against these features; ``{"skipped": why}`` when there is none to use."""
+    if registry is None:
+        return {"skipped": "no registry"}
+    try:
+        champion = registry.champion()
+        data = registry.read_file(champion, HEALTH_REFERENCE) if champion else None
+    except HeadstartError as exc:  # drift is informational: an unreadable registry is reported, not fatal here
+        log.warning("drift not measured: %s", exc)
+        return {"skipped": f"registry unreadable: {exc}"}
+    if champion is None:
+        return {"skipped": "no champion yet"}
+    if data is None:
+        return {"skipped": f"champion {champion} was registered without a drift reference", "champion": champion}
+    try:
+        theirs = from_bytes(data)
+    except ValueError as exc:
+        return {"skipped": f"champion {champion}'s drift reference is unreadable ({exc})", "champion": champion}
+    if not theirs.comparable_to(reference.extractor):
+        return {"skipped": f"champion {champion} used another backbone, weights or preprocessing", "champion": champion}
+    classes = sorted(set(theirs.classes) | set(reference.classes))
+    index = {c: i for i, c in enumerate(classes)}
+    their_labels = np.array([index[theirs.classes[i]] for i in theirs.labels], dtype=np.int64)
+    our_labels = np.array([index[reference.classes[i]] for i in labels], dtype=np.int64)
+    report = measure_drift(
+        theirs.features, their_labels, features, our_labels, classes, params.health.drift_permutations,
+        params.train.seed,
+    )  # fmt: skip
+    log.info("drift from champion %s: MMD² %.4g, p=%.3g", champion, report.mmd2, report.p_value)
+    return {**report.to_dict(), "champion": champion}

@@ -1,0 +1,65 @@
+"""The drift reference: a seeded sample of a training set's backbone features, registered with each version.
+
+The next run compares its own training features with the champion's sample, from the registry alone (no access to
+the old data needed). Stored as safetensors (never pickled); what the features depend on is in the metadata, and a
+sample from another backbone, weights or preprocessing is not compared.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
+
+SAMPLE = 1000  # feature vectors kept
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Features (rows), their class indices into ``classes``, and what the features depend on."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    extractor: dict  # backbone, weights_digest, preprocessing, pool
+
+    def comparable_to(self, extractor: dict) -> bool:
+        """Whether features from ``extractor`` live in the same space as these."""
+        return self.extractor == extractor
+
+
+def sample_reference(
+    features: np.ndarray, labels: np.ndarray, classes: list[str], extractor: dict, seed: int = 0
+) -> Reference:
+    """A seeded sample of at most :data:`SAMPLE` rows."""
+    rows = np.random.default_rng(seed).permutation(len(features))[:SAMPLE]
+    rows.sort()
+    return Reference(features[rows].astype(np.float32), labels[rows].astype(np.int64), list(classes), extractor)
+
+
+def to_bytes(reference: Reference) -> bytes:
+    """safetensors bytes with the classes and extractor as metadata."""
+    tensors = {"features": torch.from_numpy(reference.features), "labels": torch.from_numpy(reference.labels)}
+    metadata = {"classes": json.dumps(reference.classes), "extractor": json.dumps(reference.extractor, sort_keys=True)}
+    return save(tensors, metadata=metadata)
+
+
+def from_bytes(data: bytes) -> Reference:
+    """Inverse of :func:`to_bytes` (safetensors: no code runs on load). ValueError when it is not one."""
+    with tempfile.NamedTemporaryFile(suffix=".safetensors") as handle:  # safe_open reads metadata from a file
+        handle.write(data)
+        handle.flush()
+        try:
+            with safe_open(handle.name, framework="pt") as entry:
+                metadata = entry.metadata() or {}
+                features, labels = entry.get_tensor("features"), entry.get_tensor("labels")
+            return Reference(
+                features.numpy(), labels.numpy(), json.loads(metadata["classes"]), json.loads(metadata["extractor"])
+            )
+        except Exception as exc:  # safetensors raises its own error types for a foreign or torn file
+            raise ValueError(f"not a drift reference ({exc})") from None
