@@ -30,7 +30,18 @@ def test_the_repository_dvc_yaml_is_the_rendered_table() -> None:
 
 def test_the_order_is_the_run_lifecycle() -> None:
     names = [s.name for s in PIPELINE]
-    assert names == ["validate", "split", "train", "evaluate", "gate", "register", "report", "promote", "publish"]
+    assert names == [
+        "validate",
+        "split",
+        "health",
+        "train",
+        "evaluate",
+        "gate",
+        "register",
+        "report",
+        "promote",
+        "publish",
+    ]
     promote = names.index("promote")
     assert all(s.best_effort == (i > promote) for i, s in enumerate(PIPELINE))  # nothing after it fails a run
     written = {entry for s in PIPELINE for entry in s.writes + s.metrics + s.plots}
@@ -63,7 +74,7 @@ def test_the_training_loop_is_a_dependency_of_train_only_among_the_early_stages(
 def test_unknown_step_names_the_steps(tmp_path: Path) -> None:
     result = runner.invoke(app, ["step", "trian", "--out", str(tmp_path)])
     said = " ".join(result.output.replace("│", " ").split())  # rich draws the error in a box
-    assert result.exit_code == 2 and "no step 'trian'; the steps are validate, split, train" in said
+    assert result.exit_code == 2 and "no step 'trian'; the steps are validate, split, health, train" in said
     assert not any(tmp_path.iterdir())
 
 
