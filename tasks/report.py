@@ -15,7 +15,13 @@ import pandas as pd
 
 from headstart.library.data.images import load_rgb_array
 from headstart.library.registry.registry import open_registry
-from headstart.library.reports.dashboard import Dashboard, load_dashboards, render_dashboards, save_dashboards
+from headstart.library.reports.dashboard import (
+    Dashboard,
+    health_page,
+    load_dashboards,
+    render_dashboards,
+    save_dashboards,
+)
 from headstart.library.reports.model_card import render_model_card
 from tasks.step import Step, StepContext
 
@@ -74,6 +80,10 @@ def run(ctx: StepContext) -> RunReport:
     pages = render_dashboards(
         summary, ctx.result("evaluate").metrics, ctx.params.registry.model_name, card, preview, ctx.params.augment
     )
+    health = ctx.result("health").to_dict()
+    doubtful = (health.get("label_issues") or {}).get("issues", [])[:12]
+    tiles = [load_rgb_array(Path(issue["file"])) for issue in doubtful]
+    pages.insert(2, health_page(health, ctx.params.registry.model_name, tiles))
     save_dashboards(pages, ctx.run.dashboard)
     ctx.run.summary.write_text(json.dumps(summary, indent=2))
     return RunReport(summary, pages)
@@ -88,7 +98,7 @@ STEP = Step(
     name="report",
     run=run,
     load=load,
-    reads=("split", "model", "curves", "metrics", "confusion", "decision", "registered"),
+    reads=("health", "split", "model", "curves", "metrics", "confusion", "decision", "registered"),
     writes=("dashboard", "summary"),
     params=("augment", "registry", "data", "model"),
 )

@@ -79,6 +79,19 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def labelled_tiles_png(images: list[np.ndarray], captions: list[str], tile: int = 72, per_row: int = 6) -> bytes:
+    """Images as tiles with a caption under each (the health page's suspected label errors: given → suggested)."""
+    rows = (len(images) + per_row - 1) // per_row
+    cell_w, cell_h = tile + 60, tile + 30
+    sheet = Image.new("RGB", (per_row * cell_w + 4, rows * cell_h + 4), "white")
+    draw = ImageDraw.Draw(sheet)
+    for n, (array, caption) in enumerate(zip(images, captions, strict=True)):
+        x, y = 4 + (n % per_row) * cell_w, 4 + (n // per_row) * cell_h
+        sheet.paste(Image.fromarray(array).convert("RGB").resize((tile, tile), Image.NEAREST), (x + 30, y))
+        draw.text((x, y + tile + 4), caption[:22], fill="black")
+    return _png(sheet)
+
+
 def markdown_image(png: bytes, alt: str) -> str:
     """Markdown with the PNG inline as a data URI (Prefect's image artifact takes only a URL)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

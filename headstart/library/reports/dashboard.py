@@ -11,7 +11,13 @@ from typing import Any, Literal
 import numpy as np
 
 from headstart.library.evaluation.gate import Decision
-from headstart.library.reports.charts import augmentation_grid_png, confusion_png, curves_png, markdown_image
+from headstart.library.reports.charts import (
+    augmentation_grid_png,
+    confusion_png,
+    curves_png,
+    labelled_tiles_png,
+    markdown_image,
+)
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,38 @@ def render_dashboards(
         )
     pages.append(Dashboard("model-card", key("model-card"), "markdown", model_card, f"version {summary['version']}"))
     return pages
+
+
+def health_page(health: dict, model_name: str, tiles: list[np.ndarray] | None = None) -> Dashboard:
+    """The training data's health: the figures, each warning or failure of the health suite, and the most
+    doubtful labels as thumbnails (given → suggested class)."""
+    figures = health["near_duplicates"]
+    issues = health.get("label_issues") or {}
+    drift = health.get("drift") or {}
+    lines = [
+        "# Data health",
+        "",
+        "| check | finding |",
+        "| --- | --- |",
+        f"| test leaks | {figures['leaks']} training near duplicate(s) of test images, {figures['dropped']} dropped |",
+        f"| look-alikes in training | {figures['within_class']} same-class pair(s), "
+        f"{figures['across_classes']} across classes |",
+        f"| suspected label errors | {issues.get('fraction', 0):.1%} of {issues.get('checked', 0)} images |"
+        if issues else "| suspected label errors | not checked |",
+        f"| drift from champion {drift.get('champion')} | MMD² {drift['mmd2']:.4g}, p={drift['p_value']:.3g} |"
+        if "mmd2" in drift else f"| drift | {drift.get('skipped', 'not checked')} |",
+    ]  # fmt: skip
+    findings = health.get("failures", []) + health.get("warnings", [])
+    if findings:
+        lines += ["", "| severity | check | subject | finding |", "| --- | --- | --- | --- |"]
+        lines += [f"| {f['severity']} | {f['check']} | {f['subject']} | {f['reason']} |" for f in findings[:50]]
+    if tiles:
+        captions = [f"{i['label']} → {i['suggested']}" for i in issues["issues"][: len(tiles)]]
+        lines += ["", "## Most doubtful labels (given → suggested)", "", markdown_image(
+            labelled_tiles_png(tiles, captions), "suspected label errors")]  # fmt: skip
+    verdict = "failed" if health.get("failures") else "passed"
+    return Dashboard("health", artifact_key(model_name, "health"), "markdown", "\n".join(lines),
+                     f"data health {verdict}")  # fmt: skip
 
 
 def registry_page(summary: dict, model_name: str) -> Dashboard:
