@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from prefect import flow
@@ -20,6 +20,7 @@ from prefect import flow
 from headstart.ground.errors import ToolError
 from headstart.ground.params import Params, load_params
 from headstart.library.data.versioning import read_dvc_md5
+from headstart.library.health.checkup import drift_of_folder
 from headstart.library.registry.registry import Registry, open_registry
 from headstart.library.storage.event_ledger import EventLedger
 
@@ -36,6 +37,7 @@ class DataChange:
     old_md5: str | None
     new_md5: str
     event_id: str
+    drift: dict | None = None  # the new data's drift from the champion's training data (measured before emitting)
 
 
 def change_id(dataset: str, md5: str) -> str:
@@ -70,7 +72,12 @@ def emit_change(change: DataChange) -> None:
             "prefect.resource.id": f"headstart.dataset.{change.dataset}",
             "prefect.resource.name": change.dataset,
         },
-        payload={"dataset": change.dataset, "old_md5": change.old_md5, "new_md5": change.new_md5},
+        payload={
+            "dataset": change.dataset,
+            "old_md5": change.old_md5,
+            "new_md5": change.new_md5,
+            "drift": change.drift,  # how much changed: MMD², its p-value, class shift (or why not measured)
+        },
         id=uuid.UUID(change.event_id),
     )
 
@@ -95,6 +102,8 @@ def watch(
         if ledger.recorded(change.event_id):
             results.append({**asdict(change), "emitted": False, "pending": False})
             continue
+        if params.health.drift:
+            change = replace(change, drift=drift_of_folder(workspace / "data" / change.dataset, params, registry))
         ledger.mark_pending(change.event_id, {"event": EVENT, **asdict(change)})
         emit_change(change)
         sent.append(change)

@@ -40,7 +40,12 @@ def test_first_run_promoted_second_judged_against_champion(workspace, prefect_se
     cli("data", "import", "fashion-mnist", "--per-class", "20", "--test-per-class", "10")
     first = run("v1")
     assert first["decision"]["verdict"] == "PASS" and first["decision"]["champion"] is None
-    assert {r["rule"] for r in first["decision"]["rules"]} == {"floor accuracy", "champion"}
+    assert {r["rule"] for r in first["decision"]["rules"]} == {
+        "floor accuracy",
+        "champion",
+        "test leaks",
+        "label issues",
+    }
     assert first["champion"] == first["version"] and first["registry"] == f"s3://{bucket}/registry"
 
     cli("data", "import", "fashion-mnist", "--per-class", "30")  # data v2: more images per class
@@ -53,6 +58,18 @@ def test_first_run_promoted_second_judged_against_champion(workspace, prefect_se
     assert rules["split params"]["verdict"] == "PASS"
     expected_champion = second["version"] if decision["verdict"] == "PASS" else first["version"]
     assert second["champion"] == expected_champion
+    # data health: drift is measured against the first version's registered reference sample (same distribution)
+    assert first["health"]["drift_mmd2"] is None and second["health"]["drift_p_value"] > 0.01
+    assert rules["data drift"]["verdict"] == "INFO" and rules["95% CI of gain accuracy"]["verdict"] == "INFO"
+    files = json.loads(cli("registry", "show", second["version"], "--json"))["manifest"]["files"]
+    assert {"health.json", "health_reference.safetensors", "near_duplicates.json"} <= set(files)
+    from flows.watch import drift_of_folder
+    from headstart.ground.params import load_params
+    from headstart.library.registry.registry import open_registry
+
+    params = load_params(Path("params.yaml"))
+    event_drift = drift_of_folder(Path("data/fashion-mnist"), params, open_registry(params.registry))
+    assert event_drift["champion"] == expected_champion and event_drift["p_value"] > 0.01  # what the watcher sends
 
     listed = json.loads(cli("registry", "ls", "--json"))
     assert [v["id"] for v in listed] == [first["version"], second["version"]]

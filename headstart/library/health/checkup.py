@@ -8,6 +8,7 @@ extracts them once for both.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,13 +16,14 @@ import pandas as pd
 from headstart.ground.errors import HeadstartError
 from headstart.ground.params import Params
 from headstart.ground.run_folder import HEALTH_REFERENCE
+from headstart.library.data.manifest import scan_dataset
 from headstart.library.data.split import SplitResult
 from headstart.library.health.drift import measure_drift
 from headstart.library.health.label_issues import find_label_issues
-from headstart.library.health.reference import Reference, from_bytes, sample_reference
+from headstart.library.health.reference import SAMPLE, Reference, from_bytes, sample_reference
 from headstart.library.health.report import HealthReport, judge
 from headstart.library.registry.registry import Registry
-from headstart.library.training.features import frozen_backbone, training_features
+from headstart.library.training.features import extract, frozen_backbone, training_features
 
 log = logging.getLogger(__name__)
 
@@ -66,35 +68,71 @@ def _label_issues(
     return {"checked": found.checked, "fraction": round(found.fraction, 4), "issues": issues}
 
 
-def _drift(
-    registry: Registry | None, reference: Reference, features: np.ndarray, labels: np.ndarray, params: Params
-) -> dict:
-    """The champion's reference sample against these features; ``{"skipped": why}`` when there is none to use."""
-    if registry is None:
-        return {"skipped": "no registry"}
+def champion_reference(registry: Registry) -> tuple[str | None, Reference | str]:
+    """(champion, its drift reference) or (champion or None, why there is none to compare with)."""
     try:
         champion = registry.champion()
         data = registry.read_file(champion, HEALTH_REFERENCE) if champion else None
     except HeadstartError as exc:  # drift is informational: an unreadable registry is reported, not fatal here
         log.warning("drift not measured: %s", exc)
-        return {"skipped": f"registry unreadable: {exc}"}
+        return None, f"registry unreadable: {exc}"
     if champion is None:
-        return {"skipped": "no champion yet"}
+        return None, "no champion yet"
     if data is None:
-        return {"skipped": f"champion {champion} was registered without a drift reference", "champion": champion}
+        return champion, f"champion {champion} was registered without a drift reference"
     try:
-        theirs = from_bytes(data)
+        return champion, from_bytes(data)
     except ValueError as exc:
-        return {"skipped": f"champion {champion}'s drift reference is unreadable ({exc})", "champion": champion}
-    if not theirs.comparable_to(reference.extractor):
-        return {"skipped": f"champion {champion} used another backbone, weights or preprocessing", "champion": champion}
-    classes = sorted(set(theirs.classes) | set(reference.classes))
+        return champion, f"champion {champion}'s drift reference is unreadable ({exc})"
+
+
+def compare(theirs: Reference, champion: str, features: np.ndarray, labels: list[str], params: Params) -> dict:
+    """Drift of ``features`` (with class names ``labels``) from the champion's reference sample."""
+    classes = sorted(set(theirs.classes) | set(labels))
     index = {c: i for i, c in enumerate(classes)}
     their_labels = np.array([index[theirs.classes[i]] for i in theirs.labels], dtype=np.int64)
-    our_labels = np.array([index[reference.classes[i]] for i in labels], dtype=np.int64)
+    our_labels = np.array([index[c] for c in labels], dtype=np.int64)
     report = measure_drift(
         theirs.features, their_labels, features, our_labels, classes, params.health.drift_permutations,
         params.train.seed,
     )  # fmt: skip
     log.info("drift from champion %s: MMD² %.4g, p=%.3g", champion, report.mmd2, report.p_value)
     return {**report.to_dict(), "champion": champion}
+
+
+def _drift(
+    registry: Registry | None, reference: Reference, features: np.ndarray, labels: np.ndarray, params: Params
+) -> dict:
+    """The champion's reference sample against these features; ``{"skipped": why}`` when there is none to use."""
+    if registry is None:
+        return {"skipped": "no registry"}
+    champion, theirs = champion_reference(registry)
+    if isinstance(theirs, str):
+        return {"skipped": theirs, "champion": champion}
+    if not theirs.comparable_to(reference.extractor):
+        return {"skipped": f"champion {champion} used another backbone, weights or preprocessing", "champion": champion}
+    return compare(theirs, champion, features, [reference.classes[i] for i in labels], params)
+
+
+def drift_of_folder(folder: Path, params: Params, registry: Registry, sample: int = SAMPLE) -> dict:
+    """Drift of a class-per-folder dataset (a seeded sample of ``sample`` images) from the champion's training
+    data, before any run: what the data watcher puts in its event. ``{"skipped": why}`` when it cannot be
+    measured (no champion, no reference, another backbone, unreadable images)."""
+    champion, theirs = champion_reference(registry)
+    if isinstance(theirs, str):
+        return {"skipped": theirs, "champion": champion}
+    m = params.model
+    model, pre, digest = frozen_backbone(m.backbone, m.weights, m.input_size, m.head.pool)
+    extractor = {"backbone": m.backbone, "weights_digest": digest, "preprocessing": pre.to_dict(), "pool": m.head.pool}
+    if not theirs.comparable_to(extractor):
+        return {"skipped": f"champion {champion} used another backbone, weights or preprocessing", "champion": champion}
+    entries, _, _ = scan_dataset(folder)
+    table = pd.DataFrame([{"file": str(folder / e.relpath), "label": e.label} for e in entries if e.problem is None])
+    if table.empty:
+        return {"skipped": f"{folder}: no images", "champion": champion}
+    table = table.sample(min(sample, len(table)), random_state=params.train.seed).reset_index(drop=True)
+    try:
+        features = extract(model, table, pre, params.evaluate.batch_size, 0, params.train.device)
+    except (OSError, ValueError) as exc:  # an unreadable image: the run's validation will name it
+        return {"skipped": f"features not extracted ({exc})", "champion": champion}
+    return compare(theirs, champion, features, table["label"].tolist(), params)
