@@ -46,8 +46,8 @@ def features_of(images: list[Image.Image], folder: Path, backbone) -> np.ndarray
 
 def test_flipped_labels_are_found_with_the_measured_precision_and_recall(fashion, backbone, tmp_path: Path) -> None:
     """1,000 images (100 per class), 5 % of the labels flipped to another class. Measured (README): clean flag
-    rate 7.8 %, with the flips precision 0.27 and recall 0.82 (the flagged set also holds the genuinely ambiguous
-    shirts and pullovers; a 100-per-class probe is 75 % accurate)."""
+    rate 9.9 %, with the flips precision 0.24-0.31 and recall 0.82-0.92 over three seeds (the flagged set also
+    holds the genuinely ambiguous shirts and pullovers; a 100-per-class probe is 75 % accurate)."""
     images, labels = fashion
     rng = np.random.default_rng(0)
     rows = np.concatenate([rng.choice(np.flatnonzero(labels == c), 100, replace=False) for c in range(10)])
@@ -61,7 +61,7 @@ def test_flipped_labels_are_found_with_the_measured_precision_and_recall(fashion
     flagged = {issue["row"] for issue in found.issues}
     hits = flagged & set(flipped.tolist())
     precision, recall = len(hits) / len(flagged), len(hits) / len(flipped)
-    assert clean.fraction <= 0.10, clean.fraction
+    assert clean.fraction <= 0.12, clean.fraction
     assert precision >= 0.2 and recall >= 0.7, (precision, recall)
     assert found.fraction > clean.fraction
     # each flipped image found is suggested its true class more often than not

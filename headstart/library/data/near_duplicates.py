@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from headstart.library.data.images import open_checked
@@ -66,18 +67,6 @@ def _normalised(crops: np.ndarray) -> np.ndarray:
     return np.divide(crops, norms, out=np.zeros_like(crops), where=norms > 0)
 
 
-def _shifted_crops(grids: np.ndarray, shift: int) -> np.ndarray:
-    """(n, (2*shift+1)**2, d): every crop of ``grids`` moved by up to ``shift`` pixels, normalised."""
-    size = grids.shape[-1]
-    inner = size - 2 * shift
-    crops = [
-        grids[:, shift + dy : shift + dy + inner, shift + dx : shift + dx + inner].reshape(len(grids), -1)
-        for dy in range(-shift, shift + 1)
-        for dx in range(-shift, shift + 1)
-    ]
-    return _normalised(np.stack(crops, axis=1))
-
-
 def _centre_crops(grids: np.ndarray, shift: int) -> np.ndarray:
     inner = grids.shape[-1] - 2 * shift
     return _normalised(grids[:, shift : shift + inner, shift : shift + inner].reshape(len(grids), -1))
@@ -99,9 +88,18 @@ def _edges(grids: np.ndarray) -> np.ndarray:
 
 
 def _best_shift(queries: np.ndarray, pool_crops: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """(queries, candidates): the best correlation over the query's shifts with each candidate's centre crop."""
-    shifted = _shifted_crops(queries, SHIFT).astype(np.float32)
-    return np.matmul(shifted, pool_crops[candidates].transpose(0, 2, 1)).max(1)  # batched BLAS
+    """(queries, candidates): the best correlation over the query's shifts with each candidate's centre crop.
+
+    The candidates' crops are normalised (zero mean, unit norm), so a raw shifted crop's dot product with one
+    equals its centred crop's: only each window's norm is needed, not a normalised copy of every window.
+    """
+    inner = THUMBNAIL - 2 * SHIFT
+    windows = sliding_window_view(queries, (inner, inner), axis=(1, 2)).reshape(len(queries), -1, inner * inner)
+    sums = windows.sum(-1, dtype=np.float64)
+    squares = np.square(windows, dtype=np.float64).sum(-1)
+    norms = np.sqrt(np.maximum(squares - sums**2 / windows.shape[-1], 0))
+    dots = np.matmul(windows, pool_crops[candidates].transpose(0, 2, 1))  # batched BLAS: (queries, shifts, k)
+    return (dots / np.where(norms > 0, norms, np.inf)[..., None]).max(1)
 
 
 def near_duplicates(

@@ -1,7 +1,7 @@
 """Suspected label errors: cleanlab's confident learning on out-of-fold predicted probabilities.
 
-The probabilities come from a cross-validated logistic regression on the frozen backbone's features (the same
-cached features the features scenario trains on), so every image is scored by a model that never saw it.
+The probabilities come from a cross-validated linear head on the frozen backbone's features (the same cached
+features the features scenario trains on), so every image is scored by a model that never saw it.
 """
 
 from __future__ import annotations
@@ -9,6 +9,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import torch
+from torch import nn
+
+from headstart.ground.params import Params
+from headstart.library.training.linear_probe import fit_head
+
+# The probe's own settings (measured on Fashion-MNIST, README "Data health"), not the run's train.* ones.
+PROBE = Params(train={"head_epochs": 100, "head_lr": 0.003, "weight_decay": 0.02, "label_smoothing": 0.0})
 
 
 @dataclass(frozen=True)
@@ -29,17 +37,26 @@ class LabelIssues:
 
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
-    """(images, classes) probabilities, each row from a model fitted on the other folds (stratified; folds are
-    capped by the smallest class, which must have two images)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    """(images, classes) probabilities, each row from a linear head fitted on the other folds (stratified; folds
+    are capped by the smallest class, which must have two images).
 
-    smallest = int(np.bincount(labels).min()) if len(labels) else 0
+    The head is fitted with :func:`fit_head` (full-batch AdamW, what the hybrid scenario's probe uses): on 8,000
+    images it took 3.5 s against 36 s for scikit-learn's LogisticRegression, flagging as well (README).
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    standardised = ((features - features.mean(0)) / (features.std(0) + 1e-6)).astype(np.float32)
+    classes = int(labels.max()) + 1
+    smallest = int(np.bincount(labels).min())
+    probabilities = np.zeros((len(labels), classes), np.float32)
     splits = StratifiedKFold(min(folds, smallest), shuffle=True, random_state=seed)
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=500))
-    return cross_val_predict(model, features, labels, cv=splits, method="predict_proba")
+    for train, held_out in splits.split(standardised, labels):
+        torch.manual_seed(seed)
+        head = nn.Linear(standardised.shape[1], classes)
+        fit_head(head, standardised[train], labels[train].astype(np.int64), PROBE)
+        with torch.inference_mode():
+            probabilities[held_out] = torch.softmax(head(torch.from_numpy(standardised[held_out])), 1).numpy()
+    return probabilities
 
 
 def find_label_issues(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> LabelIssues:
