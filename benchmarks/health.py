@@ -4,7 +4,7 @@ Measured side by side, alternating A/B/A/B in one run (these machines vary ~1.5x
 never asserted. Goal: validation + health <= 2x validation alone, with the backbone features already cached (the
 features scenario and the hybrid head start extract them anyway; the cold extraction is printed on its own).
 
-    .venv/bin/python benchmarks/health.py [--per-class 1000] [--rounds 2]
+    .venv/bin/python benchmarks/health.py [--per-class 1000] [--rounds 2] [--set health.within_duplicates=false]
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def validation_and_health(pool: Path, params) -> tuple[float, dict]:
     manifest, _ = validate_dataset(pool, params.validate_)
     split = make_split(manifest.table, pool, params.split)
     marks = {"validate + split": time.perf_counter() - start}
-    duplicates = find_duplicates(split.table, params.health, params.validate_.workers)
+    known = {str(pool / path): t for path, t in manifest.thumbnails.items()}  # taken while validating
+    duplicates = find_duplicates(split.table, params.health, params.validate_.workers, known)
     marks["near duplicates"] = time.perf_counter() - start - sum(marks.values())
     split = replace(split, duplicates=duplicates)
     report, reference = examine(split, params, None, None)
@@ -60,10 +61,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--set", action="append", default=[], help="params override, e.g. health.within_duplicates=false"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         pool = export_split(locate_idx_dir(cache_dir() / "debs"), "train", args.per_class, 0, Path(work) / "pool").root
-        params = load_params(REPO / "params.yaml", [f"train.feature_cache={work}/features", "train.num_workers=0"])
+        params = load_params(
+            REPO / "params.yaml", [f"train.feature_cache={work}/features", "train.num_workers=0", *args.set]
+        )
         images = args.per_class * 10
         manifest, _ = validate_dataset(pool, params.validate_)  # warm the page cache for both sides
         split = make_split(manifest.table, pool, params.split)

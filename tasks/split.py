@@ -26,7 +26,7 @@ def run(ctx: StepContext) -> SplitResult:
         validated.test_manifest,
         Path(data.test_dir) if data.test_dir else None,
     )
-    report = find_duplicates(result.table, ctx.params.health, ctx.params.validate_.workers)
+    report = find_duplicates(result.table, ctx.params.health, ctx.params.validate_.workers, validated.thumbnails)
     log.info("near duplicates: %s", report.summary())
     save_report(report, ctx.run.near_duplicates)
     result = replace(result, table=apply_policy(result.table, report), duplicates=report)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from headstart.ground.errors import ValidationFailed
 from headstart.ground.run_folder import Dataset
+from headstart.library.data.manifest import load_thumbnails
 from headstart.library.data.split import load_manifest_table
 from headstart.library.data.validation import ValidationReport, load_report, save_report, validate_dataset
 from tasks.step import Step, StepContext
@@ -22,6 +24,7 @@ class ValidatedData:
     data_manifest: pd.DataFrame
     test: ValidationReport | None = None
     test_manifest: pd.DataFrame | None = None
+    thumbnails: dict[str, np.ndarray] = field(default_factory=dict)  # by file (as the split names it), both sets
 
 
 def _folders(ctx: StepContext) -> list[tuple[Dataset, Path]]:
@@ -39,11 +42,13 @@ def failure_message(report: ValidationReport, report_path: Path) -> str:
 def run(ctx: StepContext) -> ValidatedData:
     """Validate every dataset the run reads and write each report (:func:`check` stops the run on a failure)."""
     found: dict[str, tuple[pd.DataFrame, ValidationReport]] = {}
+    thumbnails: dict[str, np.ndarray] = {}
     for dataset, folder in _folders(ctx):
         manifest, report = validate_dataset(folder, ctx.params.validate_)
         save_report(report, manifest, ctx.run.validation_dir(dataset))
         found[dataset] = (manifest.table, report)
-    return _validated(found)
+        thumbnails.update({str(folder / path): t for path, t in manifest.thumbnails.items()})
+    return _validated(found, thumbnails)
 
 
 def check(ctx: StepContext, validated: ValidatedData) -> None:
@@ -59,12 +64,19 @@ def load(ctx: StepContext) -> ValidatedData:
         dataset: (load_manifest_table(ctx.run.manifest(dataset)), load_report(ctx.run.validation_report(dataset)))
         for dataset, _ in _folders(ctx)
     }
-    return _validated(found)
+    thumbnails = {
+        str(folder / path): t
+        for dataset, folder in _folders(ctx)
+        for path, t in load_thumbnails(ctx.run.thumbnails(dataset)).items()
+    }
+    return _validated(found, thumbnails)
 
 
-def _validated(found: dict[str, tuple[pd.DataFrame, ValidationReport]]) -> ValidatedData:
+def _validated(
+    found: dict[str, tuple[pd.DataFrame, ValidationReport]], thumbnails: dict[str, np.ndarray]
+) -> ValidatedData:
     test_manifest, test = found.get("test", (None, None))
-    return ValidatedData(found["data"][1], found["data"][0], test, test_manifest)
+    return ValidatedData(found["data"][1], found["data"][0], test, test_manifest, thumbnails)
 
 
 STEP = Step(

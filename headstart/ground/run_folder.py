@@ -34,6 +34,7 @@ HEALTH = "health.json"
 HEALTH_REFERENCE = "health_reference.safetensors"
 MANIFEST_CSV = "manifest.csv"
 VALIDATION_REPORT = "validation.json"
+THUMBNAILS = "thumbnails.npz"
 # RunFolder properties the pipeline table may name.
 ENTRIES = (
     "split", "near_duplicates", "health", "health_reference", "model", "checkpoints", "curves", "metrics",
@@ -57,6 +58,10 @@ class RunFolder:
     def manifest(self, dataset: Dataset = "data") -> Path:
         """One row per image of that dataset."""
         return self.validation_dir(dataset) / MANIFEST_CSV
+
+    def thumbnails(self, dataset: Dataset = "data") -> Path:
+        """The 32 px thumbnails the validator took while decoding (the near-duplicate search reuses them)."""
+        return self.validation_dir(dataset) / THUMBNAILS
 
     def validation_report(self, dataset: Dataset = "data") -> Path:
         """The validation report (JSON) of that dataset."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from headstart.ground.params import HealthParams
@@ -51,11 +53,14 @@ class DuplicateReport:
         )
 
 
-def find_duplicates(table: pd.DataFrame, params: HealthParams, workers: int = 4) -> DuplicateReport:
+def find_duplicates(
+    table: pd.DataFrame, params: HealthParams, workers: int = 4, known: Mapping[str, np.ndarray] | None = None
+) -> DuplicateReport:
     """Search a split table (``file``, ``label``, ``split``) for leaks into the test split and, when
-    ``params.within_duplicates``, for near duplicates inside train + val."""
+    ``params.within_duplicates``, for near duplicates inside train + val. ``known``: thumbnails by file, as the
+    validator took them (the rest are decoded)."""
     is_test = (table["split"] == "test").to_numpy()
-    grids = thumbnails([Path(f) for f in table["file"]], workers)
+    grids = thumbnails([Path(f) for f in table["file"]], workers, known)
     training, test = table[~is_test].reset_index(drop=True), table[is_test].reset_index(drop=True)
     thresholds = (params.duplicate_similarity, params.duplicate_edge_similarity)
     leaks = [

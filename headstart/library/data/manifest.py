@@ -9,12 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from headstart.ground.errors import DataError
 from headstart.ground.paths import NotRegularFile, open_regular
 from headstart.library.data.images import ImageTooLarge, open_checked, to_rgb
+from headstart.library.data.near_duplicates import thumbnail_of
 
 COLUMNS = ["path", "label", "bytes", "sha256", "width", "height", "mode", "decodable", "error"]
 
@@ -27,6 +29,7 @@ class Manifest:
     table: pd.DataFrame
     classes: list[str]  # every class folder, empty ones included
     ignored: list[str] = field(default_factory=list)  # hidden files and folders, skipped on purpose
+    thumbnails: dict[str, np.ndarray] = field(default_factory=dict)  # by path: decodable images' 32 px thumbnails
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ def inspect_file(root: Path, entry: _Entry, max_pixels: int, max_file_bytes: int
         with open_checked(io.BytesIO(data), max_pixels) as image:
             row["mode"] = image.mode
             rgb = to_rgb(image)  # full decode: truncated files fail here, not at training time
-            row.update(width=rgb.width, height=rgb.height, decodable=True)
+            row.update(width=rgb.width, height=rgb.height, decodable=True, thumbnail=thumbnail_of(rgb))
     except ImageTooLarge as exc:
         row["error"] = str(exc)
     except UnidentifiedImageError:
@@ -143,5 +146,21 @@ def build_manifest(
     entries, classes, ignored = scan_dataset(root)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         rows = list(pool.map(lambda e: inspect_file(root, e, max_pixels, max_file_bytes), entries))
+    thumbnails = {row["path"]: row.pop("thumbnail") for row in rows if "thumbnail" in row}
     table = pd.DataFrame(rows, columns=COLUMNS)
-    return Manifest(root=root, table=table, classes=classes, ignored=ignored)
+    return Manifest(root=root, table=table, classes=classes, ignored=ignored, thumbnails=thumbnails)
+
+
+def save_thumbnails(thumbnails: dict[str, np.ndarray], path: Path) -> None:
+    """``thumbnails.npz``: one uint8 array per image path plus the paths (no pickle either way)."""
+    paths = sorted(thumbnails)
+    stacked = np.stack([thumbnails[p] for p in paths]) if paths else np.zeros((0, 32, 32), np.uint8)
+    np.savez(path, paths=np.array(paths, dtype=str), thumbnails=stacked)
+
+
+def load_thumbnails(path: Path) -> dict[str, np.ndarray]:
+    """What :func:`save_thumbnails` wrote ({} when absent: the split step decodes again)."""
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as stored:
+        return dict(zip(stored["paths"].tolist(), stored["thumbnails"], strict=True))

@@ -19,7 +19,7 @@ of distinct images have a distinct neighbour at >= 0.99 (Fashion-MNIST holds man
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from headstart.library.data.images import open_checked
+from headstart.library.data.images import open_checked, to_rgb
 
 THUMBNAIL = 32  # pixels a side
 SHIFT = 2  # pixels each way (25 shifts)
@@ -46,18 +46,28 @@ class NearDuplicate:
     similarity: float
 
 
+def thumbnail_of(image: Image.Image) -> np.ndarray:
+    """A 32x32 grayscale thumbnail (uint8) of a decoded image; the validator takes it while it decodes anyway."""
+    return np.asarray(image.convert("L").resize((THUMBNAIL, THUMBNAIL), Image.BILINEAR), dtype=np.uint8)
+
+
 def thumbnail(path: Path, max_pixels: int = 50_000_000) -> np.ndarray:
-    """A 32x32 grayscale thumbnail (float32, 0..255) of the image at ``path``."""
+    """The thumbnail of the image at ``path`` (decoded again: for files the validator's manifest does not cover)."""
     with open_checked(path, max_pixels) as image:
-        return np.asarray(image.convert("L").resize((THUMBNAIL, THUMBNAIL), Image.BILINEAR), dtype=np.float32)
+        return thumbnail_of(to_rgb(image))
 
 
-def thumbnails(paths: Sequence[Path], workers: int = 4) -> np.ndarray:
-    """Thumbnails of every path, in order (decoding releases the GIL, so threads help)."""
+def thumbnails(paths: Sequence[Path], workers: int = 4, known: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """(n, 32, 32) float32 thumbnails of every path, in order: from ``known`` (by ``str(path)``) where it has
+    them, else decoded (threads: decoding releases the GIL)."""
+    known = known or {}
+    missing = [p for p in paths if str(p) not in known]
+    if missing:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            known = {**known, **dict(zip(map(str, missing), pool.map(thumbnail, missing), strict=True))}
     if not paths:
         return np.zeros((0, THUMBNAIL, THUMBNAIL), np.float32)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return np.stack(list(pool.map(thumbnail, paths)))
+    return np.stack([known[str(p)] for p in paths]).astype(np.float32)
 
 
 def _normalised(crops: np.ndarray) -> np.ndarray:

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 
 from headstart.ground.params import ValidateParams
-from headstart.ground.run_folder import MANIFEST_CSV, VALIDATION_REPORT
-from headstart.library.data.manifest import Manifest, build_manifest
+from headstart.ground.run_folder import MANIFEST_CSV, THUMBNAILS, VALIDATION_REPORT
+from headstart.library.data.manifest import Manifest, build_manifest, save_thumbnails
 
 
 @dataclass(frozen=True)
@@ -207,6 +207,7 @@ def save_report(report: ValidationReport, manifest: Manifest, out_dir: Path) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path, report_path = out_dir / MANIFEST_CSV, out_dir / VALIDATION_REPORT
     manifest.table.to_csv(manifest_path, index=False)
+    save_thumbnails(manifest.thumbnails, out_dir / THUMBNAILS)
     report_path.write_text(report.to_json())
     return manifest_path, report_path
 
