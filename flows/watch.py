@@ -82,6 +82,15 @@ def emit_change(change: DataChange) -> None:
     )
 
 
+def measured_drift(folder: Path, params: Params, registry: Registry) -> dict:
+    """The new data's drift for the event, or why not: nothing in measuring it may keep the event from being sent."""
+    try:
+        return drift_of_folder(folder, params, registry)
+    except Exception as exc:  # informational only; the triggered run validates the data and names what is wrong
+        log.warning("drift of %s not measured: %s", folder, exc)
+        return {"skipped": f"not measured ({type(exc).__name__}: {exc})"}
+
+
 def watch(
     workspace: Path, params_path: Path, overrides: list[str] | None = None, confirm_s: float = 15.0
 ) -> list[dict]:
@@ -103,7 +112,7 @@ def watch(
             results.append({**asdict(change), "emitted": False, "pending": False})
             continue
         if params.health.drift:
-            change = replace(change, drift=drift_of_folder(workspace / "data" / change.dataset, params, registry))
+            change = replace(change, drift=measured_drift(workspace / "data" / change.dataset, params, registry))
         ledger.mark_pending(change.event_id, {"event": EVENT, **asdict(change)})
         emit_change(change)
         sent.append(change)

@@ -72,6 +72,14 @@ def build_summary(ctx: StepContext) -> dict:
     }
 
 
+def _tile(path: Path) -> np.ndarray | None:
+    """An image for the health page, or None when it is gone or unreadable (the page is best shown, not owed)."""
+    try:
+        return load_rgb_array(path)
+    except (OSError, ValueError):
+        return None
+
+
 def run(ctx: StepContext) -> RunReport:
     """Write summary.json and the dashboards into the run folder."""
     summary = build_summary(ctx)
@@ -82,7 +90,9 @@ def run(ctx: StepContext) -> RunReport:
     )
     health = ctx.result("health").to_dict()
     doubtful = (health.get("label_issues") or {}).get("issues", [])[:12]
-    tiles = [load_rgb_array(Path(issue["file"])) for issue in doubtful]
+    tiles = [
+        (tile, f"{i['label']} → {i['suggested']}") for i in doubtful if (tile := _tile(Path(i["file"]))) is not None
+    ]
     pages.insert(2, health_page(health, ctx.params.registry.model_name, tiles))
     save_dashboards(pages, ctx.run.dashboard)
     ctx.run.summary.write_text(json.dumps(summary, indent=2))

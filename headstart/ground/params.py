@@ -199,7 +199,7 @@ class HealthParams(_Section):
     drift: bool = True  # the training data's features against the champion's reference sample
     drift_permutations: int = Field(500, ge=50, le=20_000)  # of the MMD permutation test
     drift_alpha: float = Field(0.01, gt=0, lt=1)  # p below it: drift flagged (reported)
-    max_drift: float | None = Field(None, ge=0)  # MMD² above it stops the run; null: report only
+    max_drift: float | None = Field(None, ge=0)  # a gate rule: MMD² above it fails the challenger; null: reported
 
 
 class GateParams(_Section):

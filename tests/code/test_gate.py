@@ -190,5 +190,8 @@ def test_the_interval_covers_a_null_difference_at_its_level() -> None:
 
 
 def test_no_per_image_predictions_means_no_interval_not_a_guess() -> None:
-    decision = decide(report(0.9), report(0.8), GateParams(min_ci_lower=0.0), "v1")
-    assert verdicts(decision)["confidence interval"] == "INFO"
+    reported = decide(report(0.9), report(0.8), GateParams(), "v1")
+    assert verdicts(reported)["confidence interval"] == "INFO" and reported.verdict == "PASS"
+    # a rule that cannot be evaluated never passes
+    judged = decide(report(0.9), report(0.8), GateParams(min_ci_lower=0.0), "v1")
+    assert verdicts(judged)["confidence interval"] == "FAIL" and judged.verdict == "FAIL"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageEnhance
 
-from headstart.ground.errors import ValidationFailed
+from headstart.ground.errors import DataError, ValidationFailed
 from headstart.ground.params import HealthParams, Params
 from headstart.ground.run_folder import RunFolder
 from headstart.library.data.fashion_mnist import read_idx
@@ -107,6 +107,14 @@ def write_split(root: Path, fashion, planted_as: str | None = None) -> pd.DataFr
     if planted_as:
         save(ImageEnhance.Brightness(Image.fromarray(test[0])).enhance(1.3), "planted.png", planted_as, "train")
     return pd.DataFrame(rows)
+
+
+def test_dropping_every_training_image_of_a_class_is_refused_naming_it(tmp_path: Path, fashion) -> None:
+    """A class whose only training image is a copy of a test image: dropping it would silently remove the class."""
+    table = write_split(tmp_path / "data", fashion, planted_as="only-copies")
+    report = find_duplicates(table, HealthParams())
+    with pytest.raises(DataError, match=r"\['only-copies'\] without a training image"):
+        apply_policy(table, report)
 
 
 @pytest.mark.parametrize("policy", ["drop", "warn", "fail"])

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from headstart.ground.errors import DataError
 from headstart.ground.params import HealthParams
 from headstart.library.data.near_duplicates import near_duplicates, thumbnails
 
@@ -48,7 +49,7 @@ class DuplicateReport:
         within = sum(self.within_class.values())
         inside = f"; {within} same-class and {len(self.across_classes)} cross-class pairs inside the training data"
         return (
-            f"{len(self.leaks)} training image(s) near-duplicate a test image ({self.policy}: "
+            f"{len(self.leaks)} pair(s) of a training image and a near-duplicate test image ({self.policy}: "
             f"{len(self.dropped)} dropped)" + (inside if self.searched_within else "")
         )
 
@@ -101,7 +102,14 @@ def apply_policy(table: pd.DataFrame, report: DuplicateReport) -> pd.DataFrame:
     """The split table without the dropped training copies (unchanged for ``fail`` and ``warn``)."""
     if report.leaks and report.policy == "warn":
         log.warning("kept %d training near-duplicate(s) of test images (health.leakage=warn)", len(report.leaks))
-    return table[~table["file"].isin(set(report.dropped))].reset_index(drop=True)
+    kept = table[~table["file"].isin(set(report.dropped))].reset_index(drop=True)
+    lost = sorted(set(table.loc[table["split"] == "train", "label"]) - set(kept.loc[kept["split"] == "train", "label"]))
+    if lost:
+        raise DataError(
+            f"dropping training near duplicates of test images left class(es) {lost} without a training image "
+            "(they are copies of the test set: add other images, or set health.leakage=warn to keep them)"
+        )
+    return kept
 
 
 def save_report(report: DuplicateReport, path: Path) -> None:

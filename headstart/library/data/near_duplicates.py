@@ -141,6 +141,9 @@ def near_duplicates(
         for row, column in zip(*np.nonzero((best >= threshold) & (edges >= edge_threshold)), strict=True):
             found.append(NearDuplicate(start + int(row), int(candidates[row, column]), float(best[row, column])))
     if within:  # a pair may be found from both sides: kept once, as (lower row, higher row)
-        pairs = {(min(d.query, d.match), max(d.query, d.match)): d.similarity for d in found}
+        pairs: dict[tuple[int, int], float] = {}
+        for d in found:
+            key = (min(d.query, d.match), max(d.query, d.match))
+            pairs[key] = max(pairs.get(key, -1.0), d.similarity)
         found = [NearDuplicate(a, b, s) for (a, b), s in sorted(pairs.items())]
     return found

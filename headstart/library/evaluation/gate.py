@@ -150,7 +150,9 @@ def _intervals(challenger: ScoreReport, champion: ScoreReport, policy: GateParam
     """Paired bootstrap intervals of the gain (primary metric, then macro-F1): a rule on the primary metric's lower
     bound when ``gate.min_ci_lower`` is set, else reported."""
     if not challenger.predicted or challenger.actual != champion.actual:
-        return [RuleResult("confidence interval", "unavailable", "needs both models' predictions per image", "INFO")]
+        judged = policy.min_ci_lower is not None  # a rule that cannot be evaluated never passes
+        return [RuleResult("confidence interval", "unavailable", "needs both models' predictions per image",
+                           "FAIL" if judged else "INFO")]  # fmt: skip
     index = {name: i for i, name in enumerate(challenger.classes)}
     truth, new, old = (
         np.array([index[c] for c in names]) for names in (challenger.actual, challenger.predicted, champion.predicted)

@@ -51,10 +51,14 @@ def examine(
 def _label_issues(
     rows: pd.DataFrame, features: np.ndarray, labels: np.ndarray, classes: list[str], params: Params
 ) -> dict:
-    counts = np.bincount(labels, minlength=len(classes))
-    if counts.min() < 2:
-        return {"checked": 0, "fraction": 0.0, "issues": [], "skipped": "a class has fewer than 2 images"}
-    found = find_label_issues(features, labels, params.health.label_folds, params.train.seed)
+    present = sorted(set(labels.tolist()))  # classes with training images (a class may be only in the test set)
+    counts = np.bincount(labels)[present]
+    if len(present) < 2 or counts.min() < 2:
+        why = "fewer than 2 classes" if len(present) < 2 else "a class has fewer than 2 training images"
+        return {"checked": 0, "fraction": 0.0, "issues": [], "skipped": why}
+    compact = np.searchsorted(present, labels)  # labels 0..len(present)-1 for the probe and cleanlab
+    found = find_label_issues(features, compact, params.health.label_folds, params.train.seed)
+    classes = [classes[i] for i in present]
     issues = [
         {
             "file": rows.at[issue["row"], "file"],
@@ -88,6 +92,9 @@ def champion_reference(registry: Registry) -> tuple[str | None, Reference | str]
 
 def compare(theirs: Reference, champion: str, features: np.ndarray, labels: list[str], params: Params) -> dict:
     """Drift of ``features`` (with class names ``labels``) from the champion's reference sample."""
+    if features.shape[1] != theirs.features.shape[1]:
+        return {"skipped": f"champion {champion}'s features are {theirs.features.shape[1]} wide, ours "
+                f"{features.shape[1]}", "champion": champion}  # fmt: skip
     classes = sorted(set(theirs.classes) | set(labels))
     index = {c: i for i, c in enumerate(classes)}
     their_labels = np.array([index[theirs.classes[i]] for i in theirs.labels], dtype=np.int64)
@@ -96,6 +103,8 @@ def compare(theirs: Reference, champion: str, features: np.ndarray, labels: list
         theirs.features, their_labels, features, our_labels, classes, params.health.drift_permutations,
         params.train.seed,
     )  # fmt: skip
+    if not (np.isfinite(report.mmd2) and np.isfinite(report.p_value)):
+        return {"skipped": "the MMD is not finite (non-finite features?)", "champion": champion}
     log.info("drift from champion %s: MMD² %.4g, p=%.3g", champion, report.mmd2, report.p_value)
     return {**report.to_dict(), "champion": champion}
 
@@ -127,7 +136,9 @@ def drift_of_folder(folder: Path, params: Params, registry: Registry, sample: in
     if not theirs.comparable_to(extractor):
         return {"skipped": f"champion {champion} used another backbone, weights or preprocessing", "champion": champion}
     entries, _, _ = scan_dataset(folder)
-    table = pd.DataFrame([{"file": str(folder / e.relpath), "label": e.label} for e in entries if e.problem is None])
+    rows = [{"file": str(folder / e.relpath), "label": e.label} for e in entries if e.problem is None]
+    # regular files only (is_file is False for a FIFO or socket): nothing here may block the watcher
+    table = pd.DataFrame([r for r in rows if Path(r["file"]).is_file()], columns=["file", "label"])
     if table.empty:
         return {"skipped": f"{folder}: no images", "champion": champion}
     table = table.sample(min(sample, len(table)), random_state=params.train.seed).reset_index(drop=True)

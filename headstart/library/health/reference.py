@@ -59,8 +59,27 @@ def from_bytes(data: bytes) -> Reference:
             with safe_open(handle.name, framework="pt") as entry:
                 metadata = entry.metadata() or {}
                 features, labels = entry.get_tensor("features"), entry.get_tensor("labels")
-            return Reference(
+            reference = Reference(
                 features.numpy(), labels.numpy(), json.loads(metadata["classes"]), json.loads(metadata["extractor"])
             )
         except Exception as exc:  # safetensors raises its own error types for a foreign or torn file
             raise ValueError(f"not a drift reference ({exc})") from None
+    _check(reference)
+    return reference
+
+
+def _check(reference: Reference) -> None:
+    """A reference comes from the registry: its shapes, types and indices are checked before any use."""
+    features, labels, classes = reference.features, reference.labels, reference.classes
+    if features.ndim != 2 or features.dtype.kind != "f" or len(features) < 2 or not np.isfinite(features).all():
+        raise ValueError(f"its features are not a finite 2-D float array of 2 or more rows ({features.shape})")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(features):
+        raise ValueError(f"its labels are not one integer per feature row ({labels.shape}, {labels.dtype})")
+    if not (
+        isinstance(classes, list) and all(isinstance(c, str) for c in classes) and len(set(classes)) == len(classes)
+    ):
+        raise ValueError("its classes are not a list of distinct names")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise ValueError(f"its labels fall outside its {len(classes)} classes")
+    if not isinstance(reference.extractor, dict):
+        raise ValueError("its extractor is not a mapping")

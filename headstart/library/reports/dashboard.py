@@ -105,7 +105,7 @@ def render_dashboards(
     return pages
 
 
-def health_page(health: dict, model_name: str, tiles: list[np.ndarray] | None = None) -> Dashboard:
+def health_page(health: dict, model_name: str, tiles: list[tuple[np.ndarray, str]] | None = None) -> Dashboard:
     """The training data's health: the figures, each warning or failure of the health suite, and the most
     doubtful labels as thumbnails (given → suggested class)."""
     figures = health["near_duplicates"]
@@ -122,16 +122,16 @@ def health_page(health: dict, model_name: str, tiles: list[np.ndarray] | None = 
         f"| suspected label errors | {issues.get('fraction', 0):.1%} of {issues.get('checked', 0)} images |"
         if issues else "| suspected label errors | not checked |",
         f"| drift from champion {drift.get('champion')} | MMD² {drift['mmd2']:.4g}, p={drift['p_value']:.3g} |"
-        if "mmd2" in drift else f"| drift | {drift.get('skipped', 'not checked')} |",
+        if drift.get("mmd2") is not None else f"| drift | {drift.get('skipped', 'not checked')} |",
     ]  # fmt: skip
     findings = health.get("failures", []) + health.get("warnings", [])
     if findings:
         lines += ["", "| severity | check | subject | finding |", "| --- | --- | --- | --- |"]
         lines += [f"| {f['severity']} | {f['check']} | {f['subject']} | {f['reason']} |" for f in findings[:50]]
     if tiles:
-        captions = [f"{i['label']} → {i['suggested']}" for i in issues["issues"][: len(tiles)]]
+        images, captions = [t for t, _ in tiles], [c for _, c in tiles]
         lines += ["", "## Most doubtful labels (given → suggested)", "", markdown_image(
-            labelled_tiles_png(tiles, captions), "suspected label errors")]  # fmt: skip
+            labelled_tiles_png(images, captions), "suspected label errors")]  # fmt: skip
     verdict = "failed" if health.get("failures") else "passed"
     return Dashboard("health", artifact_key(model_name, "health"), "markdown", "\n".join(lines),
                      f"data health {verdict}")  # fmt: skip
