@@ -195,7 +195,7 @@ class HealthParams(_Section):
     within_duplicates: bool = True  # also search the training data itself (same class: counted; across: named)
     label_issues: bool = True  # cleanlab on out-of-fold probabilities of a linear model on backbone features
     label_folds: int = Field(5, ge=2, le=20)  # cross-validation folds for those probabilities
-    max_label_issue_fraction: float | None = Field(0.25, ge=0, le=1)  # stop the run above it; null: report only
+    max_label_issue_fraction: float | None = Field(None, ge=0, le=1)  # stop the run above it; null: report only
     drift: bool = True  # the training data's features against the champion's reference sample
     drift_permutations: int = Field(500, ge=50, le=20_000)  # of the MMD permutation test
     drift_alpha: float = Field(0.01, gt=0, lt=1)  # p below it: drift flagged (reported)

@@ -21,7 +21,7 @@ from tasks.step import StepContext
 pytestmark = pytest.mark.slow  # trains a few small models
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
-BEFORE_PROMOTE = ("train", "evaluate", "gate", "register", "report")
+BEFORE_PROMOTE = ("health", "train", "evaluate", "gate", "register", "report")
 
 
 def test_a_champion_moved_before_promotion_is_judged_against_first(tiny_split, tmp_path: Path) -> None:
