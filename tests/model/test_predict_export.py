@@ -40,7 +40,7 @@ def registered(tiny_split, tmp_path_factory):
         ]
         ctx = StepContext(load_params(REPO_PARAMS, overrides), RunFolder(root / scenario), steps_by_name())
         ctx.results["split"] = SplitResult(split, 0)
-        for name in ("train", "evaluate", "gate", "register"):
+        for name in ("health", "train", "evaluate", "gate", "register"):
             ctx.results[name] = get_step(name).run(ctx)
         versions[scenario] = ctx.results["register"]
     (root / "params.yaml").write_text(json.dumps(ctx.params.as_dict()))  # JSON is YAML
