@@ -12,7 +12,7 @@ from headstart.library.health import report as health_report
 from headstart.library.health.checkup import examine
 from headstart.library.health.reference import to_bytes
 from headstart.library.registry.registry import open_registry
-from tasks.step import Step, StepContext
+from tasks.step import Step, StepContext, first_few
 
 
 def run(ctx: StepContext) -> health_report.HealthReport:
@@ -31,7 +31,7 @@ def check(ctx: StepContext, report: health_report.HealthReport) -> None:
     """Stop the run when an ``error`` check of the health suite failed."""
     if report.success:
         return
-    shown = "; ".join(f"{f.check}: {f.reason}" for f in report.failures[:5])
+    shown = first_few([f"{f.check}: {f.reason}" for f in report.failures])
     raise ValidationFailed(f"the training data failed the health checks: {shown}. Full report: {ctx.run.health}")
 
 

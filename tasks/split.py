@@ -10,7 +10,7 @@ from pathlib import Path
 from headstart.ground.errors import ValidationFailed
 from headstart.library.data.leakage import apply_policy, find_duplicates, load_report, save_report
 from headstart.library.data.split import SplitResult, load_split, make_split, save_split
-from tasks.step import Step, StepContext
+from tasks.step import Step, StepContext, first_few
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,9 @@ def check(ctx: StepContext, result: SplitResult) -> None:
     report = result.duplicates
     if report is None or report.policy != "fail" or not report.leaks:
         return
-    shown = "; ".join(f"{leak['file']} ~ {leak['test_file']} ({leak['similarity']})" for leak in report.leaks[:5])
-    more = f" (and {len(report.leaks) - 5} more)" if len(report.leaks) > 5 else ""
+    shown = first_few([f"{leak['file']} ~ {leak['test_file']} ({leak['similarity']})" for leak in report.leaks])
     raise ValidationFailed(
-        f"{len(report.leaks)} training image(s) near-duplicate test images (health.leakage=fail): {shown}{more}. "
+        f"{len(report.leaks)} training image(s) near-duplicate test images (health.leakage=fail): {shown}. "
         f"Full list: {ctx.run.near_duplicates}"
     )
 

@@ -67,6 +67,12 @@ class Step:
         return sorted(_module_file(m) for m in project_imports(self.module))  # type: ignore[type-var]
 
 
+def first_few(items: list[str], limit: int = 5) -> str:
+    """``a; b; c (and N more)``: what a stop message names, the full list being in the step's report."""
+    more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more
+
+
 def code_fingerprint(steps: Iterable[Step]) -> str:
     """sha256 over the source files the steps run (each file's name and bytes, in order): what a resume key needs
     so that results of other code are never reused."""

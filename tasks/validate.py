@@ -13,7 +13,7 @@ from headstart.ground.run_folder import Dataset
 from headstart.library.data.manifest import load_thumbnails
 from headstart.library.data.split import load_manifest_table
 from headstart.library.data.validation import ValidationReport, load_report, save_report, validate_dataset
-from tasks.step import Step, StepContext
+from tasks.step import Step, StepContext, first_few
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,8 @@ def _folders(ctx: StepContext) -> list[tuple[Dataset, Path]]:
 
 def failure_message(report: ValidationReport, report_path: Path) -> str:
     """The first failures in words, and where the full report is."""
-    shown = "; ".join(f"{f.subject}: {f.reason}" for f in report.failures[:5])
-    more = f" (and {len(report.failures) - 5} more)" if len(report.failures) > 5 else ""
-    return f"{report.root} failed validation: {shown}{more}. Full report: {report_path}"
+    shown = first_few([f"{f.subject}: {f.reason}" for f in report.failures])
+    return f"{report.root} failed validation: {shown}. Full report: {report_path}"
 
 
 def run(ctx: StepContext) -> ValidatedData:

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from headstart.ground.errors import DataError
 from headstart.ground.paths import NotRegularFile, open_regular
 from headstart.library.data.images import ImageTooLarge, open_checked, to_rgb
-from headstart.library.data.near_duplicates import thumbnail_of
+from headstart.library.data.near_duplicates import THUMBNAIL, thumbnail_of
 
 COLUMNS = ["path", "label", "bytes", "sha256", "width", "height", "mode", "decodable", "error"]
 
@@ -154,7 +154,7 @@ def build_manifest(
 def save_thumbnails(thumbnails: dict[str, np.ndarray], path: Path) -> None:
     """``thumbnails.npz``: one uint8 array per image path plus the paths (no pickle either way)."""
     paths = sorted(thumbnails)
-    stacked = np.stack([thumbnails[p] for p in paths]) if paths else np.zeros((0, 32, 32), np.uint8)
+    stacked = np.stack([thumbnails[p] for p in paths]) if paths else np.zeros((0, THUMBNAIL, THUMBNAIL), np.uint8)
     np.savez(path, paths=np.array(paths, dtype=str), thumbnails=stacked)
 
 

@@ -13,8 +13,8 @@ of 0.68). What does separate them is the correlation of small grayscale thumbnai
 3. a pair is a near duplicate when its best correlation reaches the threshold and so does that of the two images'
    gradient magnitudes (texture and seams, where distinct look-alike products differ most).
 
-Measured on 5,000 Fashion-MNIST training images (README, "Data health"): planted copies score >= 0.984; 1.8 %
-of distinct images have a distinct neighbour at >= 0.99 (Fashion-MNIST holds many near-identical products).
+Measured on Fashion-MNIST (README, "Data health"): 500 of 500 planted copies found among 8,500 training images;
+4.1 % of 1,500 clean test images flagged against them (Fashion-MNIST holds many near-identical products).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ THUMBNAIL = 32  # pixels a side
 SHIFT = 2  # pixels each way (25 shifts)
 SPECTRUM = 8  # lowest Fourier frequencies per axis in the candidate search
 CANDIDATES = 32  # pool images verified exactly per query
-CHUNK = 256  # queries per matrix product (bounds memory: CHUNK x 9 x pool floats)
+CHUNK = 256  # queries per step (bounds memory: CHUNK x pool candidate scores, CHUNK x 25 x 784 windows)
 
 
 @dataclass(frozen=True)

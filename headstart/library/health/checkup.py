@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from headstart.ground.errors import HeadstartError
 from headstart.ground.params import Params
 from headstart.ground.run_folder import HEALTH_REFERENCE
 from headstart.library.data.manifest import scan_dataset
 from headstart.library.data.split import SplitResult
+from headstart.library.data.transforms import Preprocessing
 from headstart.library.health.drift import measure_drift
 from headstart.library.health.label_issues import find_label_issues
 from headstart.library.health.reference import SAMPLE, Reference, from_bytes, sample_reference
@@ -36,16 +38,22 @@ def examine(
     health = params.health
     if not (health.label_issues or health.drift):
         return judge(health, split.duplicates, None, None), None
-    m = params.model
-    model, pre, digest = frozen_backbone(m.backbone, m.weights, m.input_size, m.head.pool)
-    rows, features = training_features(model, split.table, pre, digest, params, data_md5)
+    model, pre, extractor = _feature_extractor(params)
+    rows, features = training_features(model, split.table, pre, extractor["weights_digest"], params, data_md5)
     classes = sorted(split.table["label"].unique())
     labels = rows["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    extractor = {"backbone": m.backbone, "weights_digest": digest, "preprocessing": pre.to_dict(), "pool": m.head.pool}
     reference = sample_reference(features.features, labels, classes, extractor, params.train.seed)
     issues = _label_issues(rows, features.features, labels, classes, params) if health.label_issues else None
     drift = _drift(registry, reference, features.features, labels, params) if health.drift else None
     return judge(health, split.duplicates, issues, drift), reference
+
+
+def _feature_extractor(params: Params) -> tuple[nn.Module, Preprocessing, dict]:
+    """The frozen backbone, its preprocessing, and what its features depend on (stored with a reference)."""
+    m = params.model
+    model, pre, digest = frozen_backbone(m.backbone, m.weights, m.input_size, m.head.pool)
+    extractor = {"backbone": m.backbone, "weights_digest": digest, "preprocessing": pre.to_dict(), "pool": m.head.pool}
+    return model, pre, extractor
 
 
 def _label_issues(
@@ -109,17 +117,25 @@ def compare(theirs: Reference, champion: str, features: np.ndarray, labels: list
     return {**report.to_dict(), "champion": champion}
 
 
+def _usable(champion: str | None, theirs: Reference | str, extractor: dict) -> Reference | dict:
+    """The champion's reference when its features live in ``extractor``'s space; else ``{"skipped": why}``."""
+    if isinstance(theirs, str):
+        return {"skipped": theirs, "champion": champion}
+    if not theirs.comparable_to(extractor):
+        return {"skipped": f"champion {champion} used another backbone, weights or preprocessing", "champion": champion}
+    return theirs
+
+
 def _drift(
     registry: Registry | None, reference: Reference, features: np.ndarray, labels: np.ndarray, params: Params
 ) -> dict:
     """The champion's reference sample against these features; ``{"skipped": why}`` when there is none to use."""
     if registry is None:
         return {"skipped": "no registry"}
-    champion, theirs = champion_reference(registry)
-    if isinstance(theirs, str):
-        return {"skipped": theirs, "champion": champion}
-    if not theirs.comparable_to(reference.extractor):
-        return {"skipped": f"champion {champion} used another backbone, weights or preprocessing", "champion": champion}
+    champion, found = champion_reference(registry)
+    theirs = _usable(champion, found, reference.extractor)
+    if isinstance(theirs, dict):
+        return theirs
     return compare(theirs, champion, features, [reference.classes[i] for i in labels], params)
 
 
@@ -127,14 +143,13 @@ def drift_of_folder(folder: Path, params: Params, registry: Registry, sample: in
     """Drift of a class-per-folder dataset (a seeded sample of ``sample`` images) from the champion's training
     data, before any run: what the data watcher puts in its event. ``{"skipped": why}`` when it cannot be
     measured (no champion, no reference, another backbone, unreadable images)."""
-    champion, theirs = champion_reference(registry)
-    if isinstance(theirs, str):
-        return {"skipped": theirs, "champion": champion}
-    m = params.model
-    model, pre, digest = frozen_backbone(m.backbone, m.weights, m.input_size, m.head.pool)
-    extractor = {"backbone": m.backbone, "weights_digest": digest, "preprocessing": pre.to_dict(), "pool": m.head.pool}
-    if not theirs.comparable_to(extractor):
-        return {"skipped": f"champion {champion} used another backbone, weights or preprocessing", "champion": champion}
+    champion, found = champion_reference(registry)
+    if isinstance(found, str):  # known before the backbone is loaded
+        return {"skipped": found, "champion": champion}
+    model, pre, extractor = _feature_extractor(params)
+    theirs = _usable(champion, found, extractor)
+    if isinstance(theirs, dict):
+        return theirs
     entries, _, _ = scan_dataset(folder)
     rows = [{"file": str(folder / e.relpath), "label": e.label} for e in entries if e.problem is None]
     # regular files only (is_file is False for a FIFO or socket): nothing here may block the watcher

@@ -60,8 +60,8 @@ def derived_tables(duplicates: DuplicateReport | None, label_issues: dict | None
     figures = {
         "scope": "training data",
         "label_issue_fraction": (label_issues or {}).get("fraction", 0.0),
-        "drift_p_value": (drift or {}).get("p_value", 1.0) if drift and "p_value" in drift else 1.0,
-        "drift_mmd2": (drift or {}).get("mmd2", 0.0) if drift and "mmd2" in drift else 0.0,
+        "drift_p_value": (drift or {}).get("p_value", 1.0),  # a skipped drift ({"skipped": why}) passes
+        "drift_mmd2": (drift or {}).get("mmd2", 0.0),
     }
     across = pd.DataFrame(
         duplicates.across_classes, columns=["file", "label", "other_file", "other_label", "similarity"]
