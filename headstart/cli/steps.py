@@ -6,6 +6,7 @@ Upstream results are read back from the run folder (``--out``); the step writes 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,23 +53,37 @@ def step(
     allow_class_change: Annotated[bool, typer.Option(help="gate: allow a different class set.")] = False,
 ) -> None:
     """Run one pipeline step outside Prefect (what `dvc repro` calls); upstream results come from OUT."""
+    from headstart.ground.environment import PROJECT_LOGGERS
     from headstart.ground.params import load_params
     from headstart.ground.run_folder import RunFolder
     from tasks.pipeline import get_step, steps_by_name
     from tasks.step import StepContext
+    from tasks.train import FLOW_RUN_ENV
 
-    # Steps run outside Prefect here: their progress (epochs, resume, freezing) goes to stderr.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    # Steps run outside Prefect here: their progress (epochs, resume, freezing) goes to stderr; under torchrun
+    # only rank 0 reports (the other ranks say only what goes wrong).
+    rank = int(os.environ.get("RANK", "0"))
+    level = logging.INFO if rank == 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
+    for logger in PROJECT_LOGGERS:
+        logging.getLogger(logger).setLevel(level)
     try:
         chosen = get_step(name)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="NAME") from None
     if not chosen.in_dvc:
         raise typer.BadParameter(f"{name} runs only inside the Prefect flow (headstart run)", param_hint="NAME")
-    ctx = StepContext(load_params(params), RunFolder(out), steps_by_name(), allow_class_change=allow_class_change)
+    ctx = StepContext(
+        load_params(params),
+        RunFolder(out),
+        steps_by_name(),
+        flow_run_id=os.environ.get(FLOW_RUN_ENV) or None,  # set when a flow's train step launched torchrun
+        allow_class_change=allow_class_change,
+    )
     ctx.run.root.mkdir(parents=True, exist_ok=True)
     with progress_bars():
         result = chosen.run(ctx)
-    _describe(name, result)
+    if rank == 0:
+        _describe(name, result)
     if chosen.check is not None:
         chosen.check(ctx, result)  # e.g. ValidationFailed: exit 1 with the failures named

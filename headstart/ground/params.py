@@ -122,6 +122,12 @@ class ModelParams(_Section):
     head: HeadParams = HeadParams()
 
 
+class DistributedParams(_Section):
+    """Training across processes: ``nproc`` > 1 runs a finetune or hybrid train step under torchrun (DDP)."""
+
+    nproc: int = Field(1, ge=1, le=256)  # processes on this machine; train.batch_size is the global batch
+
+
 class TrainParams(_Section):
     scenario: Literal["auto", "features", "finetune", "hybrid"] = "auto"
     # auto: `features` when the smallest class has fewer training images than this, else `auto_large`
@@ -154,6 +160,7 @@ class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when torch sees a GPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU
     compile: bool = False  # torch.compile the model for training (pays off on long GPU runs)
+    distributed: DistributedParams = DistributedParams()
 
     @model_validator(mode="after")
     def _schedule_fits_the_epochs(self) -> TrainParams:
@@ -166,6 +173,11 @@ class TrainParams(_Section):
             raise ValueError(
                 f"train.unfreeze_milestones releases {len(milestones)} stages but train.freeze_stages freezes "
                 f"{self.freeze_stages}"
+            )
+        if self.batch_size % self.distributed.nproc:
+            raise ValueError(
+                f"train.batch_size ({self.batch_size}) is the global batch: it must divide evenly among "
+                f"train.distributed.nproc ({self.distributed.nproc}) processes"
             )
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"train.warmup_epochs ({self.warmup_epochs}) must be below train.epochs ({self.epochs})")

@@ -35,6 +35,7 @@ HEALTH_REFERENCE = "health_reference.safetensors"
 MANIFEST_CSV = "manifest.csv"
 VALIDATION_REPORT = "validation.json"
 THUMBNAILS = "thumbnails.npz"
+TRAIN_PARAMS = "train_params.yaml"
 # RunFolder properties the pipeline table may name.
 ENTRIES = (
     "split", "near_duplicates", "health", "health_reference", "model", "checkpoints", "curves", "metrics",
@@ -71,6 +72,11 @@ class RunFolder:
     def split(self) -> Path:
         """The split table: file, label, sha256, split."""
         return self.root / SPLIT
+
+    @property
+    def train_params(self) -> Path:
+        """The resolved params a train step launched under torchrun hands its ranks."""
+        return self.root / TRAIN_PARAMS
 
     @property
     def model(self) -> Path:

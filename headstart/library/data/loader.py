@@ -7,7 +7,7 @@ from pathlib import Path
 import albumentations as A
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from headstart.library.data.images import load_rgb_array
 
@@ -29,20 +29,33 @@ class ImageTable(Dataset):
         return image, self.targets[i]
 
 
-def make_loader(dataset: ImageTable, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0) -> DataLoader:
-    """A seeded DataLoader; workers stay alive across epochs.
+def make_loader(
+    dataset: ImageTable,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    seed: int = 0,
+    shard: tuple[int, int] = (0, 1),
+) -> DataLoader:
+    """A seeded DataLoader; workers stay alive across epochs. ``shard`` = (rank, world size): across training
+    processes each rank reads its own share of the images (torch's DistributedSampler, reshuffled per epoch).
 
     Shuffled (training) loaders drop a ragged last batch when there is more than one batch: a batch of one
     image breaks BatchNorm in training mode.
     """
+    rank, size = shard
+    sampler = None
+    if size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=shuffle, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         generator=generator,
-        drop_last=shuffle and len(dataset) > batch_size,
+        drop_last=shuffle and len(sampler if sampler is not None else dataset) > batch_size,
         pin_memory=torch.cuda.is_available(),  # page-locked batches copy to the GPU asynchronously
     )

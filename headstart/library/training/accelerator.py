@@ -8,6 +8,7 @@ usually slower than fp32). Weights stay fp32 and channels_last either way; the t
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -42,17 +43,22 @@ class Accelerator:
         images = images.to(self.device, non_blocking=non_blocking, memory_format=torch.channels_last)
         return images, targets.to(self.device, non_blocking=non_blocking)
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        """Move ``model`` (in place) and return what to call for the forward pass: the model itself, or its
-        compiled wrapper. State dicts are always taken from ``model``, whose keys compile does not prefix."""
+    def prepare(self, model: nn.Module, wrap: Callable[[nn.Module], nn.Module] | None = None) -> nn.Module:
+        """Move ``model`` (in place) and return what to call for the forward pass: the model itself, wrapped
+        (``wrap``: DDP across processes) and/or compiled. State dicts are always taken from ``model``, whose keys
+        neither wrapper prefixes."""
         model.to(self.device, memory_format=torch.channels_last)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
-        return torch.compile(model) if self.compile else model
+        forward = wrap(model) if wrap else model
+        return torch.compile(forward) if self.compile else forward  # DDP first, then compile (torch's advice)
 
 
-def resolve_accelerator(device: str = "auto", precision: str = "auto", compile: bool = False) -> Accelerator:
-    """Turn ``train.device`` / ``train.precision`` / ``train.compile`` into a placement this machine can run."""
+def resolve_accelerator(
+    device: str = "auto", precision: str = "auto", compile: bool = False, local_rank: int = 0
+) -> Accelerator:
+    """Turn ``train.device`` / ``train.precision`` / ``train.compile`` into a placement this machine can run;
+    ``local_rank``: which of this machine's GPUs (one per training process)."""
     has_cuda = torch.cuda.is_available()
     if device == "auto":
         device = "cuda" if has_cuda else "cpu"
@@ -61,7 +67,7 @@ def resolve_accelerator(device: str = "auto", precision: str = "auto", compile: 
             f"train.device is cuda but torch {torch.__version__} sees no CUDA device "
             f"(built for CUDA {torch.version.cuda}); set train.device to auto or cpu, or run on the gpu pool"
         )
-    placed = torch.device(device)
+    placed = torch.device(device, local_rank) if device == "cuda" else torch.device(device)
     bf16_ok = placed.type == "cpu" or torch.cuda.is_bf16_supported()
     if precision == "bf16" and not bf16_ok:
         raise ConfigError(f"train.precision is bf16 but {torch.cuda.get_device_name(placed)} does not support bf16")

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from headstart.ground import progress
 from headstart.ground.params import Params
 from headstart.library.models.saved_model import host_state_dict
+from headstart.library.training import distributed
 from headstart.library.training.accelerator import Accelerator, resolve_accelerator
 from headstart.library.training.checkpoints import (
     BEST_WEIGHTS,
@@ -23,6 +24,7 @@ from headstart.library.training.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
+from headstart.library.training.distributed import World
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +117,20 @@ def fit(
     schedule: UnfreezeSchedule,
     num_classes: int,
     resume_key: str | None = None,
+    world: World | None = None,
 ) -> list[dict[str, float]]:
     """Train ``params.train.epochs`` epochs (fewer when early stopping fires), resuming from a checkpoint only when
-    its ``resume_key`` (default: the params digest) matches: other data or code never resume."""
+    its ``resume_key`` (default: the params digest) matches: other data or code never resume.
+
+    Across processes (``world``, under torchrun) every rank trains on its shard in DDP; rank 0 alone scores the
+    validation split (and tells the others, so all stop together) and writes the checkpoints."""
     from timm.loss import SoftTargetCrossEntropy
     from timm.utils import ModelEmaV3
 
-    p, digest = params.train, resume_key or params.digest()
-    accelerator = resolve_accelerator(p.device, p.precision, p.compile)
-    log.info("%s", accelerator.describe())
+    p, digest, world = params.train, resume_key or params.digest(), world or World()
+    accelerator = resolve_accelerator(p.device, p.precision, p.compile, world.local_rank)
+    backend = distributed.start(world, accelerator.device.type)
+    log.info("%s, world size %d%s", accelerator.describe(), world.size, f" ({backend})" if backend else "")
     per_epoch = len(train_loader)
     mixup = make_mixup(params, num_classes)
     loss_fn = SoftTargetCrossEntropy() if mixup else nn.CrossEntropyLoss(label_smoothing=p.label_smoothing)
@@ -139,7 +146,13 @@ def fit(
         rows = [dict(zip(saved["history_keys"], row, strict=True)) for row in saved["history"].tolist()]
         history = [{**row, "epoch": int(row["epoch"])} for row in rows]
         log.info("resuming after epoch %d from %s", start, checkpoint.folder)
-    forward = accelerator.prepare(model)  # the model moves to the device before the optimizer sees it
+
+    def in_ddp(module: nn.Module) -> nn.Module:
+        return distributed.wrap(module, world, accelerator.device)
+
+    # the model moves to the device before the optimizer sees it; DDP (built after every rank read the same
+    # checkpoint) starts all ranks from rank 0's weights
+    forward = accelerator.prepare(model, in_ddp)
     # one EMA for the whole run: it averages every parameter and buffer, frozen or not, so releasing a stage
     # needs no new one (a new one would forget the average so far)
     ema = ModelEmaV3(model, decay=p.ema_decay) if p.ema_decay else None
@@ -156,47 +169,61 @@ def fit(
             if schedule.release_for(model, epoch + 1, p.unfreeze_milestones):
                 optimizer, scheduler = build_optimizer(model, params, per_epoch)  # frozen params were skipped
                 scheduler.step_update(num_updates=epoch * per_epoch)
+                if world.distributed:
+                    forward = accelerator.prepare(model, in_ddp)  # DDP syncs only the parameters it was built with
+            if isinstance(train_loader.sampler, DistributedSampler):
+                train_loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
             parts = (optimizer, scheduler, loss_fn, mixup, accelerator)
             row = _train_epoch(forward, model, ema, train_loader, parts, epoch)
             judged = ema.module if ema is not None else model
             if val_loader is not None:
-                row["val_accuracy"] = accuracy_on(judged, val_loader, accelerator)
+                distributed.sync_buffers(model)  # rank 0's BatchNorm statistics: the model that is judged and saved
+                score = accuracy_on(judged, val_loader, accelerator) if world.is_main else 0.0
+                row["val_accuracy"] = distributed.from_main(score)
                 if row["val_accuracy"] > best:
                     best, bad = row["val_accuracy"], 0
-                    # a copy: on the CPU host_state_dict shares the tensors that training goes on changing
-                    best_state = {k: t.clone() for k, t in host_state_dict(judged).items()}
+                    if world.is_main:  # a copy: on the CPU host_state_dict shares the tensors training changes
+                        best_state = {k: t.clone() for k, t in host_state_dict(judged).items()}
                 else:
                     bad += 1
             history.append(row)
             log.info("epoch %d/%d %s", epoch + 1, p.epochs, {k: round(v, 4) for k, v in row.items()})
-            keys = list(history[0])
-            table = torch.tensor([[r.get(k, float("nan")) for k in keys] for r in history], dtype=torch.double)
-            tensors = {WEIGHTS: host_state_dict(model)}
-            if ema is not None:
-                tensors[EMA_WEIGHTS] = host_state_dict(ema.module)
-            if best_state is not None and p.early_stopping_patience:
-                tensors[BEST_WEIGHTS] = best_state
-            state = {
-                "best": best,
-                "bad_epochs": bad,
-                "resume_key": digest,
-                "history": table,
-                "history_keys": keys,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(),
-            }
-            save_checkpoint(checkpoint_dir, epoch + 1, tensors, state)
+            if world.is_main:
+                _save(checkpoint_dir, epoch + 1, model, ema, best_state, history, optimizer, scheduler, p, best, bad,
+                      digest)  # fmt: skip
             epoch_done()
             if p.early_stopping_patience and bad >= p.early_stopping_patience:
                 log.info("early stopping after epoch %d: no val-accuracy gain for %d epochs", epoch + 1, bad)
                 break
+    distributed.sync_buffers(model)
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())  # the EMA is the model that ships
     if p.early_stopping_patience and best_state is not None:
         model.load_state_dict(best_state)  # the best epoch, not the last
     model.to("cpu")  # saving, evaluation and export take it from here
     return history
+
+
+def _save(directory: Path, epoch: int, model, ema, best_state, history, optimizer, scheduler, p, best, bad, digest):
+    """Epoch ``epoch``'s checkpoint: weights, EMA and best weights as safetensors, the rest in the state."""
+    keys = list(history[0])
+    table = torch.tensor([[r.get(k, float("nan")) for k in keys] for r in history], dtype=torch.double)
+    tensors = {WEIGHTS: host_state_dict(model)}
+    if ema is not None:
+        tensors[EMA_WEIGHTS] = host_state_dict(ema.module)
+    if best_state is not None and p.early_stopping_patience:
+        tensors[BEST_WEIGHTS] = best_state
+    state = {
+        "best": best,
+        "bad_epochs": bad,
+        "resume_key": digest,
+        "history": table,
+        "history_keys": keys,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+    }
+    save_checkpoint(directory, epoch, tensors, state)
 
 
 def _mix(mixup, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,4 +257,5 @@ def _train_epoch(forward, model, ema, loader, step_parts: tuple, epoch: int) -> 
         total += loss.item() * len(targets)
         seen += len(targets)
     scheduler.step(epoch + 1)
+    total, seen = distributed.summed(total, seen)  # every rank's images count in the epoch's loss
     return {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}

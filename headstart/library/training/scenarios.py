@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from headstart.ground.errors import ConfigError
 from headstart.ground.params import Params
 from headstart.ground.run_folder import RunFolder
 from headstart.library.data.loader import ImageTable, make_loader
@@ -37,6 +38,9 @@ from headstart.library.models.backbones import (
 from headstart.library.models.classical import make_classifier
 from headstart.library.models.saved_model import ModelConfig, read_config, save_model
 from headstart.library.models.weights import weights_digest
+from headstart.library.training import distributed
+from headstart.library.training.accelerator import resolve_accelerator
+from headstart.library.training.distributed import World
 from headstart.library.training.epochs import UnfreezeSchedule, fit
 from headstart.library.training.features import training_features
 from headstart.library.training.linear_probe import fit_head
@@ -80,8 +84,22 @@ def resolve_scenario(split: pd.DataFrame, params: Params) -> Params:
 
 
 def train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict) -> TrainResult:
-    """Train the configured scenario on the ``train`` rows (``val`` rows are reported per epoch)."""
+    """Train the configured scenario on the ``train`` rows (``val`` rows are reported per epoch).
+
+    Under torchrun (:mod:`distributed`) every rank runs this; rank 0 alone saves the model and curves."""
     params = resolve_scenario(split, params)
+    world = distributed.current()
+    if world.distributed and params.train.scenario == "features":
+        raise ConfigError("the features scenario fits a classifier in one process: run it without torchrun")
+    try:
+        p = params.train
+        distributed.start(world, resolve_accelerator(p.device, p.precision, p.compile, world.local_rank).device.type)
+        return _train(split, params, run, lineage, world)
+    finally:
+        distributed.stop()
+
+
+def _train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict, world: World) -> TrainResult:
     p, m = params.train, params.model
     seed_everything(p.seed)
     if p.threads:
@@ -92,8 +110,9 @@ def train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict) ->
     check_input_size(m.backbone, pre.input_size)
     digest = weights_digest(model)  # before the head changes: shared by features and hybrid caches
     trainer = {"features": _train_features, "finetune": _train_finetune, "hybrid": _train_hybrid}[p.scenario]
-    result = trainer(model, split, classes, pre, params, run, lineage, digest)
-    write_curves(result.history, run.curves)
+    result = trainer(model, split, classes, pre, params, run, lineage, digest, world)
+    if world.is_main:
+        write_curves(result.history, run.curves)
     return result
 
 
@@ -115,16 +134,17 @@ def _targets(rows: pd.DataFrame, classes: list[str]) -> np.ndarray:
     return np.array([index[label] for label in rows["label"]], dtype=np.int64)
 
 
-def _features(model, split, pre, params: Params, lineage: dict, digest: str):
-    """Cached pooled features of the train and val rows."""
-    return training_features(model, split, pre, digest, params, lineage.get("data_md5"))
+def _features(model, split, pre, params: Params, lineage: dict, digest: str, world: World):
+    """Cached pooled features of the train and val rows (across processes: rank 0 fills the cache first)."""
+    with distributed.main_first(world):
+        return training_features(model, split, pre, digest, params, lineage.get("data_md5"))
 
 
-def _train_features(model, split, classes, pre, params, run, lineage, digest) -> TrainResult:
+def _train_features(model, split, classes, pre, params, run, lineage, digest, world) -> TrainResult:
     p = params.train
     model.reset_classifier(0, global_pool=params.model.head.pool)
     freeze_all(model)
-    rows, feats = _features(model, split, pre, params, lineage, digest)
+    rows, feats = _features(model, split, pre, params, lineage, digest, world)
     y, is_train = _targets(rows, classes), (rows["split"] == "train").to_numpy()
     classifier = make_classifier(p.classifier, p.classifier_c, p.seed).fit(feats.features[is_train], y[is_train])
     row = {"epoch": 1, "train_accuracy": float(classifier.score(feats.features[is_train], y[is_train]))}
@@ -136,26 +156,31 @@ def _train_features(model, split, classes, pre, params, run, lineage, digest) ->
     return TrainResult(model_dir, config, [row], 0, feats.from_cache)
 
 
-def _train_finetune(model, split, classes, pre, params, run, lineage, digest) -> TrainResult:
+def _train_finetune(model, split, classes, pre, params, run, lineage, digest, world) -> TrainResult:
     p = params.train
     attach_head(model, len(classes), params.model.head)
     freeze(model, p.freeze_stages, p.bn, p.freeze_patterns)
-    history, still_frozen = _fit_on_images(model, split, classes, pre, params, run, lineage)
+    history, still_frozen = _fit_on_images(model, split, classes, pre, params, run, lineage, world)
     config = _config(classes, pre, params, lineage, still_frozen)
-    return TrainResult(save_model(model, config, run.model), config, history, _trainable(model))
+    return TrainResult(_saved(model, config, run, world), config, history, _trainable(model))
 
 
-def _train_hybrid(model, split, classes, pre, params, run, lineage, digest) -> TrainResult:
+def _train_hybrid(model, split, classes, pre, params, run, lineage, digest, world) -> TrainResult:
     p = params.train
     attach_head(model, len(classes), params.model.head)
-    rows, feats = _features(model, split, pre, params, lineage, digest)
+    rows, feats = _features(model, split, pre, params, lineage, digest, world)
     is_train = (rows["split"] == "train").to_numpy()
     probe_loss = fit_head(model.get_classifier(), feats.features[is_train], _targets(rows, classes)[is_train], params)
     log.info("linear probe: head fitted on %d cached features, loss %.4f", int(is_train.sum()), probe_loss)
     freeze(model, p.freeze_stages, p.bn, p.freeze_patterns)
-    history, still_frozen = _fit_on_images(model, split, classes, pre, params, run, lineage)
+    history, still_frozen = _fit_on_images(model, split, classes, pre, params, run, lineage, world)
     config = _config(classes, pre, params, lineage, still_frozen)
-    return TrainResult(save_model(model, config, run.model), config, history, _trainable(model), feats.from_cache)
+    return TrainResult(_saved(model, config, run, world), config, history, _trainable(model), feats.from_cache)
+
+
+def _saved(model: nn.Module, config: ModelConfig, run: RunFolder, world: World) -> Path:
+    """The model folder, written by rank 0 alone (the other ranks hold the same weights)."""
+    return save_model(model, config, run.model) if world.is_main else run.model
 
 
 def _trainable(model: nn.Module) -> int:
@@ -172,18 +197,22 @@ def resume_key(split: pd.DataFrame, params: Params, lineage: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _fit_on_images(model, split, classes, pre, params: Params, run: RunFolder, lineage: dict) -> tuple[list[dict], int]:
-    """Fine-tune on images; returns the history and how many stages are still frozen at the end."""
+def _fit_on_images(
+    model, split, classes, pre, params: Params, run: RunFolder, lineage: dict, world: World
+) -> tuple[list[dict], int]:
+    """Fine-tune on images (each rank on its shard, with its share of the global batch); returns the history and
+    how many stages are still frozen at the end."""
     p = params.train
     schedule = UnfreezeSchedule(stage_modules(model, p.freeze_stages), p.bn)
     train_rows, val_rows = split[split["split"] == "train"], split[split["split"] == "val"]
     train_set = ImageTable(train_rows, classes, build_transform(pre, params.augment))
-    train_loader = make_loader(train_set, p.batch_size, True, p.num_workers, p.seed)
+    batch = distributed.per_rank_batch(p.batch_size, world)
+    train_loader = make_loader(train_set, batch, True, p.num_workers, p.seed, (world.rank, world.size))
     val_loader = None
-    if len(val_rows):
+    if len(val_rows):  # built on every rank (so all know there is one); rank 0 alone scores it
         val_loader = make_loader(ImageTable(val_rows, classes, build_transform(pre)), p.batch_size, False, 0)
     key = resume_key(split, params, lineage)
-    history = fit(model, train_loader, val_loader, params, run.checkpoints, schedule, len(classes), key)
+    history = fit(model, train_loader, val_loader, params, run.checkpoints, schedule, len(classes), key, world)
     return history, schedule.still_frozen
 
 

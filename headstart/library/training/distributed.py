@@ -1,0 +1,177 @@
+"""Training across processes with torch's own tools: ``torchrun`` (``torch.distributed.run``) starts the ranks,
+``torch.distributed`` (gloo on the CPU, nccl on CUDA) connects them, DDP averages the gradients.
+
+The train step launches ``python -m torch.distributed.run --standalone --nproc-per-node N -m headstart
+step train --out RUN``; each rank runs the ordinary train step and finds itself in a process group
+(:func:`current`). Rank 0 alone evaluates, writes checkpoints and saves the model; every rank resumes from the
+same checkpoint. On many machines the same command runs with ``--nnodes`` and a rendezvous endpoint instead of
+``--standalone``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from headstart.ground.errors import ConfigError, RunFailed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that evaluates, checkpoints, saves and logs."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """Whether there are other ranks to talk to."""
+        return self.size > 1
+
+
+def under_torchrun() -> bool:
+    """Whether torchrun started this process (it sets these for every rank)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def current() -> World:
+    """This process's rank and world size, from the environment torchrun sets."""
+    if not under_torchrun():
+        return World()
+    return World(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
+
+
+def start(world: World, device_type: str) -> str | None:
+    """Join the process group (once); returns the backend, or None for a single process. nccl on CUDA (each rank
+    on its own GPU, ``cuda:LOCAL_RANK``), gloo on the CPU."""
+    if not world.distributed:
+        return None
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        if device_type == "cuda":
+            torch.cuda.set_device(world.local_rank)
+        dist.init_process_group(backend=backend)
+    return backend
+
+
+def stop() -> None:
+    """Leave the process group (after the last collective)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op for one process)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_first(world: World) -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. filling the feature cache), the others after it, reading what it wrote."""
+    if not world.is_main:
+        barrier()
+    yield
+    if world.is_main:
+        barrier()
+
+
+def from_main(value: float) -> float:
+    """Rank 0's value on every rank (a score only rank 0 computed, so all ranks stop at the same epoch)."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)  # tiny, once per epoch; objects pickled between our own ranks
+    return float(box[0])
+
+
+def summed(*values: float) -> tuple[float, ...]:
+    """Each value summed over all ranks (as given, for one process)."""
+    if not dist.is_initialized():
+        return values
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # nccl reduces GPU tensors only
+    totals = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(totals)
+    return tuple(totals.tolist())
+
+
+def sync_buffers(model: nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics, which every rank updates on its own batches) to all
+    ranks, so the model rank 0 evaluates and saves is the model every rank holds."""
+    if not dist.is_initialized():
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
+def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:
+    """The model in DDP (gradients averaged across ranks in backward), or as it is for one process."""
+    if not world.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def per_rank_batch(batch_size: int, world: World) -> int:
+    """``train.batch_size`` is the global batch: each rank takes its share, so N processes take the same steps
+    with the same effective batch as one."""
+    if batch_size % world.size:
+        raise ConfigError(f"train.batch_size ({batch_size}) must divide evenly among {world.size} processes")
+    return batch_size // world.size
+
+
+def launch_command(nproc: int, step_args: Sequence[str]) -> list[str]:
+    """``torchrun --standalone --nproc-per-node N -m headstart step ...`` with this interpreter.
+    ``--max-restarts 0``: a failed rank fails the step (the run's retry resumes from the checkpoint)."""
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+        "--max-restarts=0", "-m", "headstart", "step", *step_args,
+    ]  # fmt: skip
+
+
+def run_ranks(command: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """Run the torchrun command, passing every line it prints to this process's log (so epochs show in the
+    Prefect UI); raises RunFailed naming the exit status and the last lines when any rank failed. If this
+    process is interrupted (a step timeout, Ctrl-C) the ranks are stopped too."""
+    log.info("launching %s", " ".join(command[2:]))
+    tail: list[str] = []
+    with subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip()
+                log.info("rank output: %s", line)
+                tail = [*tail[-11:], line]
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.terminate()  # torchrun forwards it to the ranks
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    if code != 0:
+        last = "\n".join(tail)
+        raise RunFailed(f"training under torchrun failed (exit status {code}); its last lines:\n{last}")

@@ -1,0 +1,94 @@
+"""Training across processes: the train step under torchrun (2 ranks, gloo on the CPU) trains to the same
+accuracy band as one process, rank 0 alone writes, a SIGKILLed rank fails the step, and a retry resumes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from headstart.library.evaluation.metrics import evaluate
+from headstart.library.training.checkpoints import checkpoint_epoch
+from tests.support.waiting import wait_for
+
+REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+EPOCHS = 4
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data(tiny_split):
+    return tiny_split(30, 20, 5)
+
+
+def step_train(data, tmp_path: Path, name: str, nproc: int, epochs: int) -> tuple[list[str], Path]:
+    """The `headstart step train` command of a fresh run folder holding the split, with ``nproc`` processes."""
+    base, _ = data
+    out = tmp_path / name
+    out.mkdir()
+    (out / "split.csv").write_text((base / "split.csv").read_text())
+    params = yaml.safe_load(REPO_PARAMS.read_text())
+    params["train"].update(
+        epochs=epochs, num_workers=0, batch_size=16, scenario="finetune", distributed={"nproc": nproc}
+    )
+    params["model"]["input_size"] = 32
+    params["augment"] = {}
+    (out.parent / f"{name}.yaml").write_text(yaml.safe_dump(params))
+    return ["headstart", "step", "train", "--params", str(out.parent / f"{name}.yaml"), "--out", str(out)], out
+
+
+def test_two_processes_train_like_one_across_a_killed_rank_and_a_retry(data, tmp_path: Path) -> None:
+    _, split = data
+    test_rows = split[split["split"] == "test"]
+    command, single = step_train(data, tmp_path, "nproc1", 1, EPOCHS)
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "world size 1" in done.stdout + done.stderr
+
+    command, out = step_train(data, tmp_path, "nproc2", 2, EPOCHS)
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: published_epoch(out / "checkpoints") >= 2, 180, 0.1, "the epoch-2 checkpoint")
+    rank1 = wait_for(lambda: rank_process(first.pid, 1), 10, 0.1, "rank 1's process")
+    rank1.send_signal(signal.SIGKILL)
+    output, _ = first.communicate(timeout=120)
+    killed_at = checkpoint_epoch(out / "checkpoints")
+    assert first.returncode != 0, output
+    assert "world size 2 (gloo)" in output
+    assert "training under torchrun failed" in output  # one clear message naming what failed
+    assert 2 <= killed_at < EPOCHS and not (out / "model").exists()  # nothing half-trained ships
+
+    second = subprocess.run(command, capture_output=True, text=True)
+    log = second.stdout + second.stderr
+    assert second.returncode == 0, log
+    assert f"resuming after epoch {killed_at}" in log  # every rank resumed the same checkpoint
+    assert sum(f"epoch {EPOCHS}/{EPOCHS} " in line for line in log.splitlines()) == 1  # rank 0 alone reports
+    curves = (out / "curves.csv").read_text().splitlines()[1:]
+    assert [int(line.split(",")[0]) for line in curves] == list(range(1, EPOCHS + 1))  # every epoch once
+    # DDP averages the gradients of two half-batches: the same data and seed land in the same band as one
+    # process, a killed rank and a resume included
+    accuracy = {n: evaluate(folder / "model", test_rows).metrics["accuracy"] for n, folder in ((1, single), (2, out))}
+    assert accuracy[1] > 0.5 and abs(accuracy[2] - accuracy[1]) <= 0.1, accuracy
+    print("test accuracy by process count:", accuracy)
+
+
+def published_epoch(checkpoints: Path) -> int:
+    try:
+        return checkpoint_epoch(checkpoints)
+    except (OSError, RuntimeError, EOFError):
+        return 0
+
+
+def rank_process(root: int, rank: int) -> psutil.Process | None:
+    """The descendant of ``root`` that torchrun started as ``rank``."""
+    for child in psutil.Process(root).children(recursive=True):
+        try:
+            env = child.environ()
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+        if env.get("RANK") == str(rank) and "TORCHELASTIC_RUN_ID" in env:
+            return child
+    return None
