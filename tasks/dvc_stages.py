@@ -83,11 +83,12 @@ def write_dvc_yaml(root: Path) -> Path:
     return target
 
 
-def init_pipeline_workspace(root: Path, params_template: Path | None = None) -> Path:
-    """A workspace (git + DVC, params.yaml, a default remote) with the pipeline's ``dvc.yaml``, committed."""
+def init_pipeline_workspace(root: Path, params_template: Path | None = None, remote: str | None = None) -> Path:
+    """A workspace (git + DVC, params.yaml, a default remote: ``remote`` when given) with the pipeline's
+    ``dvc.yaml``, committed."""
     from headstart.library.data.workspace import commit, init_workspace
 
-    root = init_workspace(root, params_template)
+    root = init_workspace(root, params_template, remote)
     write_dvc_yaml(root)
     commit(root, "headstart pipeline (dvc.yaml)", ["dvc.yaml"])
     return root

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headstart.cli import data_remote
 from headstart.cli import registry as cli_registry
 from headstart.cli.options import ParamsOpt, SetOpt, settings
 from headstart.cli.output import print_decision, print_report
@@ -27,6 +28,8 @@ import_app = typer.Typer(help="Import a dataset into data/<name>/ and track it w
 backbones_app = typer.Typer(help="Backbone presets and their pretrained weights.", invoke_without_command=True)
 app.add_typer(data_app, name="data")
 data_app.add_typer(import_app, name="import")
+data_app.command("remote")(data_remote.remote)
+data_app.command("pull")(data_remote.pull)
 app.command("step")(step)
 app.add_typer(backbones_app, name="backbones")
 app.add_typer(registry_app, name="registry")
@@ -71,14 +74,24 @@ def _use_workspace_api_auth() -> None:
 def init(
     directory: Annotated[Path, typer.Argument(help="Workspace folder (created if missing).")],
     params_template: Annotated[Path | None, typer.Option(help="params.yaml to start from.")] = None,
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            help="DVC remote: s3://BUCKET/PATH (endpoint and keys from the AWS_* environment) or a local folder; "
+            "replaces an existing workspace's remote."
+        ),
+    ] = None,
 ) -> None:
-    """Create a workspace: a git + DVC repository with params.yaml, dvc.yaml (the pipeline, for `dvc repro`) and
-    a default DVC remote."""
-    from headstart.library.data.versioning import ensure_default_remote
+    """Create (or complete) a workspace: a git + DVC repository with params.yaml, dvc.yaml (the pipeline, for
+    `dvc repro`) and a default DVC remote, kept in .dvc/config.local (never committed)."""
+    from headstart.library.data.versioning import check_remote_url, ensure_default_remote
+
+    remote = check_remote_url(remote) if remote is not None else None  # fails before anything is made (or imported)
     from tasks.dvc_stages import init_pipeline_workspace
 
-    root = init_pipeline_workspace(directory, params_template)
-    console.print(f"workspace {root}: git + DVC, params.yaml, dvc.yaml, DVC remote {ensure_default_remote(root)}")
+    root = init_pipeline_workspace(directory, params_template, remote)
+    described = data_remote.describe_remote(ensure_default_remote(root))
+    console.print(f"workspace {root}: git + DVC, params.yaml, dvc.yaml, {described}")
 
 
 @import_app.command("fashion-mnist")

@@ -70,3 +70,31 @@ def collect(cwd: Path, params: Params, flow_run_id: str | None) -> dict:
 def split_lineage(params: Params) -> dict:
     """The split parameters a model is trained under, as the gate compares them."""
     return {**params.split.model_dump(), "fixed_test_set": params.data.test_dir is not None}
+
+
+def read_lineage(path: Path) -> dict:
+    """The lineage record in ``path``: a registered version's ``lineage.json``, or a file holding it under
+    ``"lineage"`` (a model's ``config.json``, a run's ``summary.json``)."""
+    import json
+
+    from headstart.ground.errors import DataError
+
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; give a version's lineage.json or a model's config.json") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a JSON lineage record ({exc})") from None
+    if isinstance(record, dict) and isinstance(record.get("lineage"), dict):
+        record = record["lineage"]
+    if not isinstance(record, dict) or "data_md5" not in record:
+        raise DataError(
+            f"{path}: no lineage here (no data_md5); give a version's lineage.json or a model's config.json"
+        )
+    return record
+
+
+def data_versions(lineage: dict) -> dict[str, str]:
+    """The data versions a lineage record names, label → DVC md5: the training data and the fixed test set."""
+    named = {lineage.get("dataset") or "data": lineage.get("data_md5"), "test data": lineage.get("test_data_md5")}
+    return {label: md5 for label, md5 in named.items() if md5}

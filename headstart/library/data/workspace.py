@@ -10,7 +10,7 @@ import yaml
 
 from headstart.ground.errors import ToolError
 from headstart.ground.params import Params
-from headstart.library.data.versioning import ensure_default_remote
+from headstart.library.data.versioning import check_remote_url, ensure_default_remote, set_remote
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]  # the checkout (or the installed package's parent)
 WORKSPACE_GITIGNORE = """\
@@ -50,13 +50,16 @@ def ensure_identity(cwd: Path) -> None:
     git(cwd, "config", "user.email", "headstart@localhost")
 
 
-def init_workspace(root: Path, params_template: Path | None = None) -> Path:
+def init_workspace(root: Path, params_template: Path | None = None, remote: str | None = None) -> Path:
     """Create (or complete) a workspace at ``root``: git init, dvc init, params.yaml, a default DVC remote.
 
-    Idempotent: existing repositories and an existing params.yaml are kept.
+    Idempotent: existing repositories and an existing params.yaml are kept. ``remote`` (``s3://BUCKET/PATH`` or a
+    local folder, checked before anything is created) replaces the default remote, in ``.dvc/config.local`` only.
     """
     from dvc.repo import Repo
 
+    if remote is not None:
+        remote = check_remote_url(remote)
     root.mkdir(parents=True, exist_ok=True)
     if not (root / ".git").exists():
         git(root, "init", "-q")
@@ -73,6 +76,9 @@ def init_workspace(root: Path, params_template: Path | None = None) -> Path:
             raise ToolError(f"{template}: params template not found; pass --params-template FILE")
     if not (root / ".gitignore").exists():
         (root / ".gitignore").write_text(WORKSPACE_GITIGNORE)
-    ensure_default_remote(root)
+    if remote is not None:
+        set_remote(root, remote)
+    else:
+        ensure_default_remote(root)
     commit(root, "headstart workspace", [".dvc", ".dvcignore", ".gitignore", "params.yaml"])
     return root
