@@ -60,6 +60,31 @@ def check_step_names(params: Params) -> None:
         raise ConfigError(f"run.step_timeout_minutes names no step {unknown}; the steps: {', '.join(steps_by_name())}")
 
 
+def load_run_params(
+    params_path: str, overrides: list[str] | None, run_dir: str | None = None, dataset: str | None = None
+) -> Params:
+    """The run's params, every path it was given checked to stay inside the workspace (deployments run there)
+    and the fixed test set present."""
+    workspace = Path.cwd()
+    inside(workspace, params_path, "params_path")
+    if run_dir:
+        inside(workspace, run_dir, "run_dir")
+    if dataset:
+        inside(workspace / "data", dataset, "dataset")
+        overrides = [*(overrides or []), f"data.dir={json.dumps(f'data/{dataset}')}"]  # JSON: YAML reads it as is
+    params = load_params(params_path, overrides)
+    check_step_names(params)
+    for what, folder in (("data.dir", params.data.dir), ("data.test_dir", params.data.test_dir)):
+        if folder is not None:
+            inside(workspace, folder, what)
+    if params.data.test_dir is not None and not Path(params.data.test_dir).is_dir():
+        raise DataError(
+            f"{params.data.test_dir}: the fixed test set (data.test_dir) was not found; pass --test-data DIR, "
+            f"or --set data.test_dir=null to draw the test split from {params.data.dir} by content hash"
+        )
+    return params
+
+
 @flow(name="retrain")
 def retrain(
     params_path: str = "params.yaml",
@@ -78,23 +103,7 @@ def retrain(
     """
     log_project_at_info()
     try:
-        workspace = Path.cwd()  # deployments run in the workspace: names they are given must stay inside it
-        inside(workspace, params_path, "params_path")
-        if run_dir:
-            inside(workspace, run_dir, "run_dir")
-        if dataset:
-            inside(workspace / "data", dataset, "dataset")
-            overrides = [*(overrides or []), f"data.dir={json.dumps(f'data/{dataset}')}"]  # JSON: YAML reads it as is
-        params = load_params(params_path, overrides)
-        check_step_names(params)
-        for what, folder in (("data.dir", params.data.dir), ("data.test_dir", params.data.test_dir)):
-            if folder is not None:
-                inside(workspace, folder, what)
-        if params.data.test_dir is not None and not Path(params.data.test_dir).is_dir():
-            raise DataError(
-                f"{params.data.test_dir}: the fixed test set (data.test_dir) was not found; pass --test-data DIR, "
-                f"or --set data.test_dir=null to draw the test split from {params.data.dir} by content hash"
-            )
+        params = load_run_params(params_path, overrides, run_dir, dataset)
         get_run_logger().info(
             "taking the retrain slot of %s (waits while another run holds it, or until a crashed run's lease lapses)",
             params.registry.model_name,
@@ -108,15 +117,30 @@ def retrain(
 
 
 def run_pipeline(params: Params, run_dir: str | None, allow_class_change: bool, trigger: dict | None = None) -> dict:
-    """Every step of the pipeline table in order, each result handed to the next in memory; returns the summary.
+    """Every step of the pipeline table in order, each result handed to the next in memory; returns the summary."""
+    ctx = new_context(params, run_dir, allow_class_change, trigger)
+    run_steps(ctx, PIPELINE)
+    return ctx.results.get("publish") or final_summary(ctx)
+
+
+def new_context(
+    params: Params, run_dir: str | None, allow_class_change: bool = False, trigger: dict | None = None
+) -> StepContext:
+    """The context of a run of this flow run: its run folder (``runs/<time>-<flow run>`` unless given)."""
+    run_id = str(flow_run.id or "local")
+    run = RunFolder(Path(run_dir)) if run_dir else run_folder_for(Path("runs"), run_id)
+    return StepContext(
+        params, run, steps_by_name(), flow_run_id=run_id, allow_class_change=allow_class_change, trigger=trigger
+    )
+
+
+def run_steps(ctx: StepContext, steps: tuple[Step, ...]) -> None:
+    """``steps`` (a stretch of the pipeline table) in order, as Prefect tasks; results of earlier steps are read
+    back from the run folder when a step asks for them.
 
     Steps marked best-effort run after the champion moved: their failure is logged, never fails the run.
     """
-    run_id = str(flow_run.id or "local")
-    run = RunFolder(Path(run_dir)) if run_dir else run_folder_for(Path("runs"), run_id)
-    ctx = StepContext(
-        params, run, steps_by_name(), flow_run_id=run_id, allow_class_change=allow_class_change, trigger=trigger
-    )
+    params, run = ctx.params, ctx.run
     done = read_back(ctx)
     if done:
         get_run_logger().info(
@@ -125,7 +149,7 @@ def run_pipeline(params: Params, run_dir: str | None, allow_class_change: bool, 
             ", ".join(step.name for step in done),
         )
     started = time.monotonic()
-    for step in PIPELINE:
+    for step in steps:
         if step in done:
             ctx.result(step.name)  # read back (and checked) from the run folder
             continue
@@ -144,4 +168,3 @@ def run_pipeline(params: Params, run_dir: str | None, allow_class_change: bool, 
             ctx.results[step.name] = as_task(step, step_time_limit(params, step, started))(ctx)
         except Exception as exc:  # after the promote step nothing may turn the run Failed: say so and carry on
             get_run_logger().warning("%s failed after the promote step (the run stands): %s", step.name, exc)
-    return ctx.results.get("publish") or final_summary(ctx)

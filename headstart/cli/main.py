@@ -205,7 +205,54 @@ def run(
         )
     if state.is_failed():
         raise RunFailed(f"retrain run failed: {state.message}")
+    _print_summary(state.result(), summary_json)
+
+
+@app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="SWEEP.yaml: `grid` (key: [values]) and/or `trials` (a list).")],
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    cluster: Annotated[
+        str, typer.Option(help="local:N (a Dask LocalCluster of N worker processes) or tcp://HOST:8786.")
+    ] = "local:2",
+    run_dir: Annotated[Path | None, typer.Option(help="The sweep's folder (default runs/<time>-<id>).")] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the chosen run's summary here.")] = None,
+    allow_class_change: Annotated[
+        bool, typer.Option(help="Let a challenger with a different class set replace the champion.")
+    ] = False,
+) -> None:
+    """Train every trial of SWEEP_FILE on a Dask cluster, each scored on the validation split; the best goes
+    through evaluate → gate → register → promote like any run. `--set` applies to every trial."""
+    from flows.sweep import sweep as sweep_flow
+    from flows.sweep import task_runner
+
+    runner = task_runner(cluster)
+    state = sweep_flow.with_options(task_runner=runner)(
+        sweep_path=str(sweep_file),
+        params_path=str(params),
+        overrides=list(set_ or []),
+        run_dir=str(run_dir) if run_dir else None,
+        cluster=cluster,
+        allow_class_change=allow_class_change,
+        return_state=True,
+    )
+    if state.is_failed():
+        raise RunFailed(f"sweep failed: {state.message}")
     summary = state.result()
+    table = Table("trial", "overrides", "val accuracy", "val macro-F1", "seconds", "attempts", title="sweep")
+    for row in summary["sweep"]["trials"]:
+        chosen = row["trial"] == summary["sweep"]["chosen"]
+        scores = [f"{row[k]:.4f}" if k in row else "failed" for k in ("val_accuracy", "val_macro_f1")]
+        overrides = ", ".join(f"{k}={v}" for k, v in row["overrides"].items())
+        cells = (row["trial"] + (" (chosen)" if chosen else ""), overrides, *scores)
+        table.add_row(*cells, str(row.get("seconds", "")), str(row.get("attempts", "")))
+    console.print(table)
+    _print_summary(summary, summary_json)
+
+
+def _print_summary(summary: dict, summary_json: Path | None) -> None:
+    """A finished run's test figures, decision and registration, for the terminal (and as JSON)."""
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,172 @@
+"""Sweeps: a SWEEP.yaml's trials, each trained and scored on the validation split in its own run folder.
+
+A trial is a set of ``--set`` overrides of ``model``, ``train`` or ``augment`` keys. The data steps (validate,
+split, health) run once for the whole sweep, so every trial is judged on the same validation rows; the test
+split is never looked at here (the chosen trial then goes through evaluate → gate → register → promote).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from headstart.ground.errors import ConfigError
+from headstart.ground.params import Params, load_params, read_yaml
+from headstart.ground.run_folder import CHECKPOINTS, MODEL, RunFolder
+from headstart.library import lineage
+from headstart.library.data.split import load_split
+from headstart.library.evaluation.metrics import evaluate
+from headstart.library.training.scenarios import train
+from tasks import train as train_step
+from tasks.step import code_fingerprint
+
+TRIAL_SECTIONS = ("model", "train", "augment")  # what a trial may change: not the data it is judged on
+TRIAL_RECORD = "trial.json"
+SWEEP_RECORD = "sweep.json"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of the sweep: its number and the params keys it sets."""
+
+    number: int
+    overrides: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """Its run folder's name inside the sweep folder."""
+        return f"trial-{self.number:02d}"
+
+    def set_args(self) -> list[str]:
+        """The overrides as ``--set key=value`` arguments (JSON values: YAML reads them as they are)."""
+        return [f"{key}={json.dumps(value)}" for key, value in self.overrides.items()]
+
+
+def load_sweep(path: Path) -> list[Trial]:
+    """The trials of a SWEEP.yaml: ``grid`` (key → list of values: their product) and/or ``trials`` (a list of
+    key → value mappings); with both, every listed trial is crossed with the grid. Keys are dotted params keys
+    of the ``model``, ``train`` or ``augment`` sections."""
+    try:
+        spec = read_yaml(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: sweep file not found") from None
+    except Exception as exc:  # ruamel raises several YAML error types
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(spec, dict) or not spec or set(spec) - {"grid", "trials"}:
+        raise ConfigError(f"{path}: a sweep is a mapping with `grid` and/or `trials` (found {_keys(spec)})")
+    grid, listed = spec.get("grid") or {}, spec.get("trials") or [{}]
+    if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
+        raise ConfigError(f"{path}: `grid` maps each params key to a non-empty list of values")
+    if not isinstance(listed, list) or any(not isinstance(t, dict) for t in listed):
+        raise ConfigError(f"{path}: `trials` is a list of mappings (params key → value)")
+    points = [
+        {**fixed, **dict(zip(grid, values, strict=True))}
+        for fixed in listed
+        for values in itertools.product(*grid.values())
+    ]
+    for key in {k for point in points for k in point}:
+        if not isinstance(key, str) or key.split(".")[0] not in TRIAL_SECTIONS:
+            raise ConfigError(
+                f"{path}: a trial may set {', '.join(TRIAL_SECTIONS)} keys, not {key!r} (every trial is judged on "
+                "the same data; change data, split or health settings with --set for the whole sweep)"
+            )
+    return [Trial(number, point) for number, point in enumerate(points)]
+
+
+def _keys(spec: Any) -> str:
+    return ", ".join(map(str, spec)) if isinstance(spec, dict) and spec else type(spec).__name__
+
+
+def trial_params(params_path: Path, overrides: list[str], trial: Trial) -> Params:
+    """The params a trial trains with: the file, the sweep's ``--set`` overrides, then the trial's own."""
+    try:
+        return load_params(params_path, [*overrides, *trial.set_args()])
+    except ConfigError as exc:
+        raise ConfigError(f"{trial.name} {trial.overrides}: {exc}") from None
+
+
+def run_trial(params: Params, sweep_root: Path, trial: Trial, flow_run_id: str | None, threads: int | None) -> dict:
+    """Train one trial in ``sweep_root/trial-NN`` (a copy of the sweep's prepared run folder) and score it on
+    the validation split. Every attempt is recorded in the trial's ``trial.json`` (host, pid, time), so a trial
+    rerun after a lost worker shows it; a rerun resumes the trial's checkpoint."""
+    if threads:
+        params = params.model_copy(update={"train": params.train.model_copy(update={"threads": threads})})
+    run = RunFolder(sweep_root / trial.name)
+    _prepare(sweep_root, run.root)
+    attempts = _record_attempt(run.root / TRIAL_RECORD, trial)
+    started = time.monotonic()
+    split = load_split(run.split)
+    record = {
+        **lineage.collect(Path.cwd(), params, flow_run_id),
+        "code_sha256": code_fingerprint([train_step.STEP]),
+        "sweep_trial": {"sweep": sweep_root.name, "trial": trial.name, "overrides": trial.overrides},
+    }
+    result = train(split, params, run, record)
+    val = split[split["split"] == "val"]
+    if val.empty:
+        raise ConfigError("the sweep needs validation images to choose a trial; raise split.val_fraction")
+    metrics = evaluate(result.model_dir, val.assign(split="test"), params.evaluate.batch_size).metrics
+    row = {
+        "trial": trial.name,
+        "overrides": trial.overrides,
+        "scenario": result.config.scenario,
+        "val_accuracy": metrics["accuracy"],
+        "val_macro_f1": metrics["macro_f1"],
+        "val_images": len(val),
+        "seconds": round(time.monotonic() - started, 2),
+        "attempts": attempts,
+        "run_dir": str(run.root),
+    }
+    (run.root / TRIAL_RECORD).write_text(json.dumps({**_read(run.root / TRIAL_RECORD), "result": row}, indent=2))
+    return row
+
+
+def _prepare(sweep_root: Path, trial_root: Path) -> None:
+    """The trial's run folder: the prepared data steps' files (manifests, split, health) copied from the
+    sweep's folder, so the chosen trial's folder is a whole run folder for the steps after training."""
+    trial_root.mkdir(parents=True, exist_ok=True)
+    for entry in sweep_root.iterdir():
+        target = trial_root / entry.name
+        if entry.name.startswith("trial-") or entry.name in (SWEEP_RECORD, MODEL, CHECKPOINTS) or target.exists():
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, target)
+        else:
+            shutil.copy2(entry, target)
+
+
+def _record_attempt(path: Path, trial: Trial) -> int:
+    record = _read(path) or {"trial": trial.name, "overrides": trial.overrides, "attempts": []}
+    record["attempts"].append({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(record, indent=2))
+    partial.replace(path)
+    return len(record["attempts"])
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def best_trial(rows: list[dict], params: Params) -> dict:
+    """The trial with the best validation score on ``gate.primary_metric`` (its direction); the first on a tie."""
+    key = f"val_{params.gate.primary_metric}"
+    sign = 1 if params.gate.direction == "maximize" else -1
+    return max(rows, key=lambda row: sign * row[key])
+
+
+def save_sweep(sweep_root: Path, record: dict) -> Path:
+    """``sweep.json``: the spec, every trial (done or failed) and the chosen one."""
+    path = sweep_root / SWEEP_RECORD
+    path.write_text(json.dumps(record, indent=2))
+    return path

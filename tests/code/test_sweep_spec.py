@@ -1,0 +1,93 @@
+"""SWEEP.yaml: grid and trials expand to the right points, and what a trial may not change is refused by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.sweep import task_runner, worker_threads
+from headstart.ground.errors import ConfigError
+from tasks.sweep import best_trial, load_sweep, trial_params
+
+REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
+def sweep_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_grid_is_a_product_crossed_with_each_listed_trial(tmp_path: Path) -> None:
+    spec = """
+grid: {train.lr: [0.001, 0.003], model.backbone: [tf_efficientnet_lite0, mobilenetv2_100]}
+trials: [{train.scenario: finetune}, {train.scenario: hybrid, train.epochs: 2}]
+"""
+    trials = load_sweep(sweep_file(tmp_path, spec))
+    assert len(trials) == 8 and [t.name for t in trials][:2] == ["trial-00", "trial-01"]
+    assert trials[0].overrides == {
+        "train.scenario": "finetune",
+        "train.lr": 0.001,
+        "model.backbone": "tf_efficientnet_lite0",
+    }
+    assert trials[7].overrides == {
+        "train.scenario": "hybrid", "train.epochs": 2, "train.lr": 0.003, "model.backbone": "mobilenetv2_100"
+    }  # fmt: skip
+    assert len({tuple(sorted(t.overrides.items())) for t in trials}) == 8
+    params = trial_params(REPO_PARAMS, ["train.seed=3"], trials[7])
+    assert (params.train.scenario, params.train.epochs, params.train.lr, params.train.seed) == ("hybrid", 2, 0.003, 3)
+    assert params.model.backbone == "mobilenetv2_100"
+    only_grid = load_sweep(sweep_file(tmp_path, "grid: {train.classifier_c: [0.1, 1, 10]}"))
+    assert [t.overrides["train.classifier_c"] for t in only_grid] == [0.1, 1, 10]
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("grid: {split.seed: [1, 2]}", "'split.seed'"),  # every trial must be judged on the same validation rows
+        ("trials: [{health.drift: false}]", "'health.drift'"),
+        ("grid: {train.lr: []}", "non-empty list"),
+        ("trials: {train.lr: 0.1}", "list of mappings"),
+        ("sweep: {train.lr: [0.1]}", "`grid` and/or `trials`"),
+        ("grid: [", "not valid YAML"),
+    ],
+)
+def test_a_bad_sweep_file_is_named_with_its_problem(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=r"sweep\.yaml: .*") as caught:
+        load_sweep(sweep_file(tmp_path, text))
+    assert named in str(caught.value)
+
+
+def test_a_trial_with_an_invalid_value_is_named_before_anything_runs(tmp_path: Path) -> None:
+    [trial] = load_sweep(sweep_file(tmp_path, "trials: [{train.epochs: 0}]"))
+    with pytest.raises(ConfigError, match=r"(?s)trial-00 \{'train.epochs': 0\}: .*train.epochs"):
+        trial_params(REPO_PARAMS, [], trial)
+
+
+def test_the_best_trial_follows_the_primary_metric_and_its_direction() -> None:
+    from headstart.ground.params import load_params
+
+    rows = [
+        {"trial": "trial-00", "val_accuracy": 0.8, "val_macro_f1": 0.7},
+        {"trial": "trial-01", "val_accuracy": 0.9, "val_macro_f1": 0.6},
+        {"trial": "trial-02", "val_accuracy": 0.9, "val_macro_f1": 0.8},
+    ]
+    assert best_trial(rows, load_params(REPO_PARAMS))["trial"] == "trial-01"  # accuracy; the first on a tie
+    by_f1 = load_params(REPO_PARAMS, ["gate.primary_metric=macro_f1"])
+    assert best_trial(rows, by_f1)["trial"] == "trial-02"
+    lowest = load_params(REPO_PARAMS, ["gate.primary_metric=macro_f1", "gate.direction=minimize"])
+    assert best_trial(rows, lowest)["trial"] == "trial-01"
+
+
+@pytest.mark.parametrize("cluster", ["local", "local:0", "local:x", "http://host:8786", "dask"])
+def test_a_bad_cluster_is_refused(cluster: str) -> None:
+    with pytest.raises(ConfigError, match=r"local:N .* or tcp://HOST:PORT"):
+        task_runner(cluster)
+
+
+def test_cluster_forms() -> None:
+    local = task_runner("local:3")
+    assert local.cluster_kwargs["n_workers"] == 3 and local.cluster_kwargs["host"] == "127.0.0.1"
+    assert task_runner("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
+    assert worker_threads("local:1") >= 1 and worker_threads("tcp://h:1") is None
