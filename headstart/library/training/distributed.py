@@ -11,6 +11,7 @@ same checkpoint. On many machines the same command runs with ``--nnodes`` and a 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import subprocess
@@ -120,6 +121,21 @@ def sync_buffers(model: nn.Module) -> None:
         return
     for buffer in model.buffers():
         dist.broadcast(buffer.data, src=0)
+
+
+def check_in_step(model: nn.Module) -> int:
+    """Raise when the ranks' weights differ: DDP's averaged gradients keep every rank's parameters bitwise equal,
+    so any difference means a rank trained on its own. Returns the number of ranks compared."""
+    if not dist.is_initialized():
+        return 1
+    fingerprint = hashlib.sha256()
+    for tensor in [*model.parameters(), *model.buffers()]:
+        fingerprint.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    seen: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(seen, fingerprint.hexdigest())
+    if len(set(seen)) != 1:
+        raise RuntimeError(f"the training ranks' weights diverged: {seen}")
+    return len(seen)
 
 
 def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:

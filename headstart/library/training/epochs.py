@@ -196,6 +196,8 @@ def fit(
                 log.info("early stopping after epoch %d: no val-accuracy gain for %d epochs", epoch + 1, bad)
                 break
     distributed.sync_buffers(model)
+    if world.distributed:
+        log.info("ranks in step: identical weights on all %d ranks", distributed.check_in_step(model))
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())  # the EMA is the model that ships
     if p.early_stopping_patience and best_state is not None:
