@@ -25,7 +25,7 @@ from tasks import evaluate as evaluate_step
 from tasks import train as train_step
 from tasks.pipeline import PIPELINE
 from tasks.publish import final_summary
-from tasks.sweep import Trial, best_trial, load_sweep, run_trial, save_sweep, trial_params
+from tasks.sweep import Trial, best_trial, load_sweep, run_trial, save_sweep, trial_params, validation_rows
 
 
 def task_runner(cluster: str):
@@ -57,9 +57,21 @@ def worker_threads(cluster: str) -> int | None:
     return max(1, (os.cpu_count() or 1) // int(cluster.partition(":")[2]))
 
 
+def _retry_unless_expected(task, task_run, state) -> bool:
+    """Retry what may pass next time (a lost file system, a killed DataLoader); never an expected failure (bad
+    params, invalid data), which would only fail again after training once more."""
+    return not isinstance(state.result(raise_on_failure=False), HeadstartError)
+
+
 # A trial that raises is retried by Prefect; a trial whose Dask worker died is rescheduled by Dask on another
 # worker (distributed.scheduler.allowed-failures). Either way the trial resumes its own checkpoint.
-trial_task = task(name="sweep-trial", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)(run_trial)
+trial_task = task(
+    name="sweep-trial",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=_retry_unless_expected,
+    cache_policy=NO_CACHE,
+)(run_trial)
 
 
 @flow(name="sweep")
@@ -73,7 +85,10 @@ def sweep(
 ) -> dict | State:
     """Run every trial of ``sweep_path`` (``--set`` overrides apply to all), choose the best on the validation
     split, and take it through evaluate → gate → register → promote; returns the chosen run's summary with a
-    ``sweep`` entry."""
+    ``sweep`` entry.
+
+    The Dask cluster is the flow's task runner, chosen by the caller: ``sweep.with_options(task_runner=
+    task_runner(cluster))`` (what ``headstart sweep`` does); ``cluster`` only records it."""
     from prefect.artifacts import create_table_artifact
 
     log_project_at_info()
@@ -86,6 +101,7 @@ def sweep(
         ctx = new_context(params, run_dir)
         logger.info("sweep of %d trials on %s in %s", len(trials), cluster, ctx.run.root)
         run_steps(ctx, PIPELINE[: PIPELINE.index(train_step.STEP)])  # validate, split, health: once for all
+        validation_rows(ctx.result("split").table)  # before any trial trains: no validation rows, no choice
         threads = params.train.threads or worker_threads(cluster)
         futures = {
             t.name: trial_task.submit(by_trial[t.name], ctx.run.root, t, ctx.flow_run_id, threads) for t in trials
@@ -120,13 +136,11 @@ def _collect(trials: list[Trial], futures: dict) -> list[dict]:
     """Every trial's row, a failed one (after its retries) with its error: one trial never loses the others."""
     rows = []
     for trial in trials:
-        future = futures[trial.name]
-        future.wait()
-        if future.state.is_completed():
-            rows.append(future.result())
-        else:
-            error = future.result(raise_on_failure=False)
-            rows.append({"trial": trial.name, "overrides": trial.overrides, "error": str(error)})
+        try:
+            rows.append(futures[trial.name].result())
+        except Exception as exc:  # its own failure after retries, or Dask's KilledWorker past allowed-failures
+            error = f"{type(exc).__name__}: {exc}"
+            rows.append({"trial": trial.name, "overrides": trial.overrides, "error": error})
             get_run_logger().warning("%s failed: %s", trial.name, error)
     return rows
 

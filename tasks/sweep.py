@@ -17,9 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import torch
+
 from headstart.ground.errors import ConfigError
 from headstart.ground.params import Params, load_params, read_yaml
-from headstart.ground.run_folder import CHECKPOINTS, MODEL, RunFolder
+from headstart.ground.run_folder import (
+    HEALTH,
+    HEALTH_REFERENCE,
+    NEAR_DUPLICATES,
+    SPLIT,
+    SWEEP_RECORD,
+    TRIAL_RECORD,
+    VALIDATE_DATA,
+    VALIDATE_TEST,
+    RunFolder,
+)
 from headstart.library import lineage
 from headstart.library.data.split import load_split
 from headstart.library.evaluation.metrics import evaluate
@@ -28,8 +41,8 @@ from tasks import train as train_step
 from tasks.step import code_fingerprint
 
 TRIAL_SECTIONS = ("model", "train", "augment")  # what a trial may change: not the data it is judged on
-TRIAL_RECORD = "trial.json"
-SWEEP_RECORD = "sweep.json"
+# What the data steps wrote, copied into each trial's folder.
+PREPARED = (VALIDATE_DATA, VALIDATE_TEST, SPLIT, NEAR_DUPLICATES, HEALTH, HEALTH_REFERENCE)
 
 
 @dataclass(frozen=True)
@@ -93,26 +106,28 @@ def trial_params(params_path: Path, overrides: list[str], trial: Trial) -> Param
 
 
 def run_trial(params: Params, sweep_root: Path, trial: Trial, flow_run_id: str | None, threads: int | None) -> dict:
-    """Train one trial in ``sweep_root/trial-NN`` (a copy of the sweep's prepared run folder) and score it on
-    the validation split. Every attempt is recorded in the trial's ``trial.json`` (host, pid, time), so a trial
-    rerun after a lost worker shows it; a rerun resumes the trial's checkpoint."""
-    if threads:
-        params = params.model_copy(update={"train": params.train.model_copy(update={"threads": threads})})
+    """Train one trial in ``sweep_root/trial-NN`` (the sweep's prepared data files copied in) and score it on the
+    validation split. Every attempt is recorded in the trial's ``trial.json`` (host, pid, time), so a trial rerun
+    after a lost worker shows it; a rerun resumes the trial's checkpoint, and a trial already scored (a sweep run
+    again in the same folder) is not trained again: its model may be the one a gate judged."""
     run = RunFolder(sweep_root / trial.name)
+    recorded = _read(run.root / TRIAL_RECORD).get("result")
+    if recorded is not None and (run.model / "config.json").is_file():
+        return recorded
+    if threads:
+        torch.set_num_threads(threads)  # this worker's share of the cores; not a param (it changes no result)
     _prepare(sweep_root, run.root)
     attempts = _record_attempt(run.root / TRIAL_RECORD, trial)
     started = time.monotonic()
     split = load_split(run.split)
+    val = validation_rows(split)
     record = {
         **lineage.collect(Path.cwd(), params, flow_run_id),
         "code_sha256": code_fingerprint([train_step.STEP]),
         "sweep_trial": {"sweep": sweep_root.name, "trial": trial.name, "overrides": trial.overrides},
     }
     result = train(split, params, run, record)
-    val = split[split["split"] == "val"]
-    if val.empty:
-        raise ConfigError("the sweep needs validation images to choose a trial; raise split.val_fraction")
-    metrics = evaluate(result.model_dir, val.assign(split="test"), params.evaluate.batch_size).metrics
+    metrics = evaluate(result.model_dir, val, params.evaluate.batch_size).metrics
     row = {
         "trial": trial.name,
         "overrides": trial.overrides,
@@ -124,17 +139,28 @@ def run_trial(params: Params, sweep_root: Path, trial: Trial, flow_run_id: str |
         "attempts": attempts,
         "run_dir": str(run.root),
     }
-    (run.root / TRIAL_RECORD).write_text(json.dumps({**_read(run.root / TRIAL_RECORD), "result": row}, indent=2))
+    _write(run.root / TRIAL_RECORD, {**_read(run.root / TRIAL_RECORD), "result": row})
     return row
+
+
+def validation_rows(split: pd.DataFrame) -> pd.DataFrame:
+    """The validation rows, labelled as the evaluator's ``test`` rows; a ConfigError when there are none."""
+    val = split[split["split"] == "val"]
+    if val.empty:
+        raise ConfigError(
+            "a sweep chooses its trial on the validation split, and it is empty: raise split.val_fraction"
+        )
+    return val.assign(split="test")
 
 
 def _prepare(sweep_root: Path, trial_root: Path) -> None:
     """The trial's run folder: the prepared data steps' files (manifests, split, health) copied from the
-    sweep's folder, so the chosen trial's folder is a whole run folder for the steps after training."""
+    sweep's folder, so the chosen trial's folder is a whole run folder for the steps after training. Only those
+    files: anything else in the sweep's folder (an earlier run's records) must not be read back as this trial's."""
     trial_root.mkdir(parents=True, exist_ok=True)
-    for entry in sweep_root.iterdir():
-        target = trial_root / entry.name
-        if entry.name.startswith("trial-") or entry.name in (SWEEP_RECORD, MODEL, CHECKPOINTS) or target.exists():
+    for name in PREPARED:
+        entry, target = sweep_root / name, trial_root / name
+        if not entry.exists() or target.exists():
             continue
         if entry.is_dir():
             shutil.copytree(entry, target)
@@ -145,10 +171,14 @@ def _prepare(sweep_root: Path, trial_root: Path) -> None:
 def _record_attempt(path: Path, trial: Trial) -> int:
     record = _read(path) or {"trial": trial.name, "overrides": trial.overrides, "attempts": []}
     record["attempts"].append({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
-    partial = path.with_suffix(".tmp")
+    _write(path, record)
+    return len(record["attempts"])
+
+
+def _write(path: Path, record: dict) -> None:
+    partial = path.with_suffix(".tmp")  # replaced whole: a killed worker never leaves half a record
     partial.write_text(json.dumps(record, indent=2))
     partial.replace(path)
-    return len(record["attempts"])
 
 
 def _read(path: Path) -> dict:

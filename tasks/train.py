@@ -7,12 +7,13 @@ same step (``headstart step train``), in DDP, on the params the parent wrote int
 from __future__ import annotations
 
 import logging
-import os
 
 import yaml
 
+from headstart.ground.params import Params
 from headstart.library import lineage
 from headstart.library.training import distributed
+from headstart.library.training.accelerator import resolve_accelerator
 from headstart.library.training.scenarios import TrainResult, load_train_result, resolve_scenario, train
 from tasks.step import Step, StepContext, code_fingerprint
 
@@ -27,23 +28,25 @@ def run(ctx: StepContext) -> TrainResult:
     nproc = params.train.distributed.nproc
     if nproc > 1 and not distributed.under_torchrun():
         if params.train.scenario != "features":
-            return _launch(ctx, params.as_dict(), nproc)
+            return _launch(ctx, params, nproc)
         log.info("train.distributed.nproc=%d: the features scenario fits its classifier in one process", nproc)
-    # the code's fingerprint: recorded in lineage, and part of the resume key (other training code never resumes)
-    record = {**lineage.collect(ctx.workspace, params, ctx.flow_run_id), "code_sha256": code_fingerprint([STEP])}
+    # the code's fingerprint: recorded in lineage, and part of the resume key (other training code never resumes);
+    # the params digest is of the params as given (auto unresolved), so it matches params.yaml and --set
+    record = {**lineage.collect(ctx.workspace, ctx.params, ctx.flow_run_id), "code_sha256": code_fingerprint([STEP])}
     return train(split, params, ctx.run, record)
 
 
-def _launch(ctx: StepContext, params: dict, nproc: int) -> TrainResult:
+def _launch(ctx: StepContext, params: Params, nproc: int) -> TrainResult:
     """This step in ``nproc`` processes under torchrun, on the resolved params (``auto`` already decided, so
     every rank trains the same scenario); the model is read back from the run folder once they finish."""
+    p = params.train
+    env = distributed.launch_environment(nproc, resolve_accelerator(p.device, p.precision, p.compile).device.type)
     ctx.run.root.mkdir(parents=True, exist_ok=True)
-    ctx.run.train_params.write_text(yaml.safe_dump(params, sort_keys=False))
+    ctx.run.train_params.write_text(yaml.safe_dump(params.as_dict(), sort_keys=False))
     command = distributed.launch_command(
         nproc, ["train", "--out", str(ctx.run.root.resolve()), "--params", str(ctx.run.train_params.resolve())]
     )
-    env = {**os.environ, FLOW_RUN_ENV: ctx.flow_run_id or ""}
-    distributed.run_ranks(command, ctx.workspace, env)
+    distributed.run_ranks(command, ctx.workspace, {**env, FLOW_RUN_ENV: ctx.flow_run_id or ""})
     return load_train_result(ctx.run)
 
 

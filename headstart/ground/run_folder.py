@@ -36,6 +36,8 @@ MANIFEST_CSV = "manifest.csv"
 VALIDATION_REPORT = "validation.json"
 THUMBNAILS = "thumbnails.npz"
 TRAIN_PARAMS = "train_params.yaml"
+VALIDATE_DATA, VALIDATE_TEST = "validate", "validate-test"  # the validate step's folders
+SWEEP_RECORD, TRIAL_RECORD = "sweep.json", "trial.json"  # a sweep's folder, and each trial's
 # RunFolder properties the pipeline table may name.
 ENTRIES = (
     "split", "near_duplicates", "health", "health_reference", "model", "checkpoints", "curves", "metrics",
@@ -54,7 +56,7 @@ class RunFolder:
 
     def validation_dir(self, dataset: Dataset = "data") -> Path:
         """Where the validate step writes the manifest and report of the training data (or the fixed test set)."""
-        return self.root / ("validate" if dataset == "data" else "validate-test")
+        return self.root / (VALIDATE_DATA if dataset == "data" else VALIDATE_TEST)
 
     def manifest(self, dataset: Dataset = "data") -> Path:
         """One row per image of that dataset."""

@@ -90,4 +90,8 @@ def test_cluster_forms() -> None:
     local = task_runner("local:3")
     assert local.cluster_kwargs["n_workers"] == 3 and local.cluster_kwargs["host"] == "127.0.0.1"
     assert task_runner("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
-    assert worker_threads("local:1") >= 1 and worker_threads("tcp://h:1") is None
+    import os
+
+    cores = os.cpu_count() or 1
+    assert worker_threads("local:1") == cores and worker_threads(f"local:{cores * 2}") == 1  # never zero
+    assert worker_threads("tcp://h:1") is None  # a remote worker keeps its own default

