@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -284,3 +285,41 @@ def test_the_ema_is_not_restarted_when_a_stage_is_released(tmp_path: Path) -> No
     shipped = model.state_dict()
     for name, tensor in ema_1.items():
         assert torch.allclose(shipped[name], tensor, atol=1e-3), name
+
+
+def test_a_second_writer_of_the_same_checkpoints_is_refused_and_nothing_is_touched(data, tmp_path: Path) -> None:
+    """A retry started while a killed run's training process (or a torchrun rank) still writes the checkpoints
+    must not train into them: the live writer's lock (flock, held by another process here) refuses it."""
+    import fcntl
+
+    from headstart.ground.errors import RunFailed
+
+    checkpoints = RunFolder(tmp_path / "busy").checkpoints
+    first = run(data, "busy-first", "train.epochs=1")  # a published checkpoint to guard
+    checkpoints.parent.mkdir(parents=True)
+    (data[0] / "busy-first" / "checkpoints").rename(checkpoints)
+    before = {p.name: p.stat().st_mtime_ns for p in checkpoints.rglob("*")}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(checkpoints / ".lock")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        _, split = data
+        with pytest.raises(RunFailed, match=r"busy/checkpoints: another process is training into these checkpoints"):
+            train(split, load_params(REPO_PARAMS, [*BASE, "train.epochs=2"]), RunFolder(tmp_path / "busy"), {})
+        assert {p.name: p.stat().st_mtime_ns for p in checkpoints.rglob("*")} == before  # nothing written or removed
+        assert not (tmp_path / "busy" / "model").exists() and first.model_dir.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with open(checkpoints / ".lock", "a") as handle:  # the lock died with its process: nothing stale is left
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+HOLD_LOCK = """
+import fcntl, sys, time
+handle = open(sys.argv[1], "a")
+fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print("locked", flush=True)
+time.sleep(600)
+"""

@@ -8,21 +8,26 @@ previous complete checkpoint; a folder it does not name is debris from a killed 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from headstart.ground.errors import RunFailed
 from headstart.library.storage.backends import fsync_dir
 
 log = logging.getLogger(__name__)
 LATEST = "LATEST"
+LOCK = ".lock"  # held by the one process writing the checkpoints
 FOLDER = re.compile(r"^epoch-\d{4}-[0-9a-f]{8}$")
 WEIGHTS, EMA_WEIGHTS, BEST_WEIGHTS, STATE = "model.safetensors", "ema.safetensors", "best.safetensors", "state.pt"
 
@@ -38,6 +43,23 @@ class Checkpoint:
         """The weights file ``name`` (:data:`WEIGHTS`, :data:`EMA_WEIGHTS`, :data:`BEST_WEIGHTS`), if saved."""
         path = self.folder / name
         return load_file(path) if path.is_file() else None
+
+
+@contextlib.contextmanager
+def exclusive(directory: Path) -> Iterator[None]:
+    """Hold ``directory``'s lock while training writes there: a second writer (a retry started while a killed
+    run's training process or torchrun rank still lives) would delete the checkpoints the first publishes, so it
+    is refused, naming the folder. The lock is the kernel's (flock): it dies with its process, never goes stale."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / LOCK).open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFailed(
+                f"{directory}: another process is training into these checkpoints (a killed run's training still "
+                "running?); stop it or let it finish, then retry"
+            ) from None
+        yield  # released when the file closes
 
 
 def latest_folder(directory: Path) -> Path | None:
