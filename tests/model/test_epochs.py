@@ -289,7 +289,7 @@ def test_the_ema_is_not_restarted_when_a_stage_is_released(tmp_path: Path) -> No
 
 def test_a_second_writer_of_the_same_checkpoints_is_refused_and_nothing_is_touched(data, tmp_path: Path) -> None:
     """A retry started while a killed run's training process (or a torchrun rank) still writes the checkpoints
-    must not train into them: the live writer's lock (flock, held by another process here) refuses it."""
+    must not train into them: the live writer's lock (lockf, held by another process here) refuses it."""
     import fcntl
 
     from headstart.ground.errors import RunFailed
@@ -313,13 +313,13 @@ def test_a_second_writer_of_the_same_checkpoints_is_refused_and_nothing_is_touch
         holder.kill()
         holder.wait()
     with open(checkpoints / ".lock", "a") as handle:  # the lock died with its process: nothing stale is left
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 HOLD_LOCK = """
 import fcntl, sys, time
 handle = open(sys.argv[1], "a")
-fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
 print("locked", flush=True)
 time.sleep(600)
 """

@@ -49,12 +49,13 @@ class Checkpoint:
 def exclusive(directory: Path) -> Iterator[None]:
     """Hold ``directory``'s lock while training writes there: a second writer (a retry started while a killed
     run's training process or torchrun rank still lives) would delete the checkpoints the first publishes, so it
-    is refused, naming the folder. The lock is the kernel's (flock): it dies with its process, never goes stale."""
+    is refused, naming the folder. A POSIX record lock (lockf): it dies with its process, never goes stale, and
+    unlike flock is not inherited by forked children (DataLoader workers outliving a killed trainer hold none)."""
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / LOCK).open("a") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # EAGAIN or EACCES: held by another process
             raise RunFailed(
                 f"{directory}: another process is training into these checkpoints (a killed run's training still "
                 "running?); stop it or let it finish, then retry"
