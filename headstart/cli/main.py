@@ -15,7 +15,7 @@ from rich.table import Table
 
 from headstart.cli import data_remote
 from headstart.cli import registry as cli_registry
-from headstart.cli.options import ParamsOpt, SetOpt, settings
+from headstart.cli.options import AllowClassChangeOpt, ParamsOpt, SetOpt, settings
 from headstart.cli.output import print_decision, print_report
 from headstart.cli.registry import registry_app
 from headstart.cli.steps import step
@@ -180,9 +180,7 @@ def run(
     set_: SetOpt = None,
     run_dir: Annotated[Path | None, typer.Option(help="Output folder (default runs/<time>-<id>).")] = None,
     summary_json: Annotated[Path | None, typer.Option(help="Also write the run summary here.")] = None,
-    allow_class_change: Annotated[
-        bool, typer.Option(help="Let a challenger with a different class set replace the champion.")
-    ] = False,
+    allow_class_change: AllowClassChangeOpt = False,
 ) -> None:
     """Run the retrain flow: the pipeline table's steps (validate → split → train → evaluate → gate → register →
     report → promote → publish)."""
@@ -218,9 +216,7 @@ def sweep(
     ] = "local:2",
     run_dir: Annotated[Path | None, typer.Option(help="The sweep's folder (default runs/<time>-<id>).")] = None,
     summary_json: Annotated[Path | None, typer.Option(help="Also write the chosen run's summary here.")] = None,
-    allow_class_change: Annotated[
-        bool, typer.Option(help="Let a challenger with a different class set replace the champion.")
-    ] = False,
+    allow_class_change: AllowClassChangeOpt = False,
 ) -> None:
     """Train every trial of SWEEP_FILE on a Dask cluster, each scored on the validation split; the best goes
     through evaluate → gate → register → promote like any run. `--set` applies to every trial."""

@@ -12,6 +12,9 @@ if TYPE_CHECKING:
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a params key: KEY=VALUE (repeatable).")]
+AllowClassChangeOpt = Annotated[
+    bool, typer.Option(help="Let a challenger with a different class set replace the champion.")
+]
 
 
 def settings(params: Path, overrides: list[str] | None) -> Params:

@@ -300,7 +300,10 @@ def test_a_second_writer_of_the_same_checkpoints_is_refused_and_nothing_is_touch
     (data[0] / "busy-first" / "checkpoints").rename(checkpoints)
     before = {p.name: p.stat().st_mtime_ns for p in checkpoints.rglob("*")}
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(checkpoints / ".lock")], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_LOCK, str(checkpoints / ".lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -317,9 +320,9 @@ def test_a_second_writer_of_the_same_checkpoints_is_refused_and_nothing_is_touch
 
 
 HOLD_LOCK = """
-import fcntl, sys, time
+import fcntl, sys
 handle = open(sys.argv[1], "a")
 fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
 print("locked", flush=True)
-time.sleep(600)
+sys.stdin.read()  # held until the test closes this pipe (or kills the holder)
 """

@@ -101,17 +101,20 @@ def from_main(value: float) -> float:
     """Rank 0's value on every rank (a score only rank 0 computed, so all ranks stop at the same epoch)."""
     if not dist.is_initialized():
         return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)  # tiny, once per epoch; objects pickled between our own ranks
-    return float(box[0])
+    box = torch.tensor([value], dtype=torch.float64, device=_collective_device())
+    dist.broadcast(box, src=0)
+    return float(box.item())
+
+
+def _collective_device() -> str:
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"  # nccl moves GPU tensors only
 
 
 def summed(*values: float) -> tuple[float, ...]:
     """Each value summed over all ranks (as given, for one process)."""
     if not dist.is_initialized():
         return values
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # nccl reduces GPU tensors only
-    totals = torch.tensor(values, dtype=torch.float64, device=device)
+    totals = torch.tensor(values, dtype=torch.float64, device=_collective_device())
     dist.all_reduce(totals)
     return tuple(totals.tolist())
 
@@ -133,11 +136,13 @@ def check_in_step(model: nn.Module) -> int:
     fingerprint = hashlib.sha256()
     for tensor in [*model.parameters(), *model.buffers()]:
         fingerprint.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    seen: list[str | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(seen, fingerprint.hexdigest())
-    if len(set(seen)) != 1:
-        raise RuntimeError(f"the training ranks' weights diverged: {seen}")
-    return len(seen)
+    mine = torch.tensor(list(fingerprint.digest()), dtype=torch.uint8, device=_collective_device())
+    seen = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(seen, mine)
+    digests = [bytes(t.cpu().tolist()).hex() for t in seen]
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"the training ranks' weights diverged: {digests}")
+    return len(digests)
 
 
 def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:

@@ -4,7 +4,6 @@ and checkpoints that a rerun resumes from."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ from headstart.library.training.checkpoints import (
     BEST_WEIGHTS,
     EMA_WEIGHTS,
     WEIGHTS,
-    exclusive,
     load_checkpoint,
     save_checkpoint,
 )
@@ -111,25 +109,6 @@ def accuracy_on(model: nn.Module, loader: DataLoader, accelerator: Accelerator) 
 
 
 def fit(
-    model: nn.Module,
-    train_loader: DataLoader,
-    val_loader: DataLoader | None,
-    params: Params,
-    checkpoint_dir: Path,
-    schedule: UnfreezeSchedule,
-    num_classes: int,
-    resume_key: str | None = None,
-    world: World | None = None,
-) -> list[dict[str, float]]:
-    """Train ``params.train.epochs`` epochs (see :func:`_fit`), the process that writes the checkpoints (rank 0)
-    holding their folder's lock throughout: nothing else may write or delete them meanwhile."""
-    world = world or World()
-    holding = exclusive(checkpoint_dir) if world.is_main else contextlib.nullcontext()
-    with holding:
-        return _fit(model, train_loader, val_loader, params, checkpoint_dir, schedule, num_classes, resume_key, world)
-
-
-def _fit(
     model: nn.Module,
     train_loader: DataLoader,
     val_loader: DataLoader | None,

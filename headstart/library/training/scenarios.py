@@ -9,6 +9,7 @@ All three save the same kind of model folder (see ``headstart/library/models/sav
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -40,6 +41,7 @@ from headstart.library.models.saved_model import ModelConfig, read_config, save_
 from headstart.library.models.weights import weights_digest
 from headstart.library.training import distributed
 from headstart.library.training.accelerator import resolve_accelerator
+from headstart.library.training.checkpoints import exclusive
 from headstart.library.training.distributed import World
 from headstart.library.training.epochs import UnfreezeSchedule, fit
 from headstart.library.training.features import training_features
@@ -213,7 +215,9 @@ def _fit_on_images(
     if len(val_rows):  # built on every rank (so all know there is one); rank 0 alone scores it
         val_loader = make_loader(ImageTable(val_rows, classes, build_transform(pre)), p.batch_size, False, 0)
     key = resume_key(split, params, lineage)
-    history = fit(model, train_loader, val_loader, params, run.checkpoints, schedule, len(classes), key, world)
+    # the process that writes the checkpoints holds their folder's lock throughout: no second writer meanwhile
+    with exclusive(run.checkpoints) if world.is_main else contextlib.nullcontext():
+        history = fit(model, train_loader, val_loader, params, run.checkpoints, schedule, len(classes), key, world)
     return history, schedule.still_frozen
 
 
