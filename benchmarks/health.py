@@ -50,7 +50,7 @@ def validation_and_health(pool: Path, params) -> tuple[float, dict]:
     duplicates = find_duplicates(split.table, params.health, params.validate_.workers, known)
     marks["near duplicates"] = time.perf_counter() - start - sum(marks.values())
     split = replace(split, duplicates=duplicates)
-    report, reference = examine(split, params, None, None)
+    report, reference = examine(split, params, None)
     marks["features (cached) + label issues"] = time.perf_counter() - start - sum(marks.values())
     compare(reference, "self", reference.features, [reference.classes[i] for i in reference.labels], params)
     marks["drift"] = time.perf_counter() - start - sum(marks.values())
@@ -74,9 +74,9 @@ def main() -> None:
         manifest, _ = validate_dataset(pool, params.validate_)  # warm the page cache for both sides
         split = make_split(manifest.table, pool, params.split)
         m = params.model
-        model, pre, digest = frozen_backbone(m.backbone, m.weights, m.input_size, m.head.pool)
+        model, extractor = frozen_backbone(m.backbone, m.weights, m.input_size, m.head.pool)
         start = time.perf_counter()
-        rows, _ = training_features(model, split.table, pre, digest, params, None)
+        rows, _ = training_features(model, split.table, extractor, params)
         cold = time.perf_counter() - start
         print(f"feature extraction, cold cache: {len(rows)} images in {cold:.1f} s ({len(rows) / cold:.0f} img/s)")
         validation, health = [], []

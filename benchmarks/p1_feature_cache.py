@@ -24,8 +24,8 @@ from headstart.library.data.manifest import build_manifest
 from headstart.library.data.split import make_split
 from headstart.library.data.transforms import preprocessing_for
 from headstart.library.models.backbones import attach_head, create_pretrained, freeze_all
-from headstart.library.models.weights import weights_digest
-from headstart.library.training.features import cache_key, cached_features, extract
+from headstart.library.training.feature_store import FeatureStore
+from headstart.library.training.features import extract, extractor_of, features_for
 from headstart.library.training.linear_probe import fit_head
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,14 +37,13 @@ def setup(per_class: int, size: int, workdir: Path) -> tuple:
     rows = make_split(build_manifest(pool).table, pool, params.split).table
     rows = rows[rows["split"] == "train"].reset_index(drop=True)
     model = create_pretrained(params.model.backbone, params.model.weights)
-    digest = weights_digest(model)
     classes = sorted(set(rows["label"]))
     attach_head(model, len(classes), params.model.head)
     freeze_all(model)
     for p in model.get_classifier().parameters():
         p.requires_grad_(True)
     targets = np.array([classes.index(c) for c in rows["label"]])
-    return params, rows, model.to(memory_format=torch.channels_last), digest, targets
+    return params, rows, model.to(memory_format=torch.channels_last), targets
 
 
 def main() -> None:
@@ -56,13 +55,14 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        params, rows, model, digest, targets = setup(args.per_class, args.size, workdir)
+        params, rows, model, targets = setup(args.per_class, args.size, workdir)
         pre = preprocessing_for(model, args.size)
-        key = cache_key("bench", params.model.backbone, digest, pre, params.model.head.pool)
+        extractor = extractor_of(model, params.model.backbone, pre, params.model.head.pool)
+        store = FeatureStore(workdir / "fc", 10**9)
         batch = params.evaluate.batch_size
 
         start = time.perf_counter()
-        cached_features(model, rows, pre, key, workdir / "fc", batch, 0)  # cold: extract once and store
+        features_for(model, rows, extractor, store, batch, 0)  # cold: extract once and store
         cold = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -72,7 +72,7 @@ def main() -> None:
         recompute = time.perf_counter() - start
 
         start = time.perf_counter()
-        warm = cached_features(model, rows, pre, key, workdir / "fc", batch, 0)
+        warm = features_for(model, rows, extractor, store, batch, 0)
         assert warm.from_cache
         all_epochs = load_params(REPO / "params.yaml", [f"train.head_epochs={args.epochs}"])
         fit_head(model.get_classifier(), warm.features, targets, all_epochs)

@@ -47,8 +47,8 @@ imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 start = time.perf_counter()
 if name == "extract":
     m = ctx.params.model
-    model, pre, digest = frozen_backbone(m.backbone, m.weights, m.input_size, m.head.pool)
-    training_features(model, load_split(ctx.run.split), pre, digest, ctx.params, None)
+    model, extractor = frozen_backbone(m.backbone, m.weights, m.input_size, m.head.pool)
+    training_features(model, load_split(ctx.run.split), extractor, ctx.params)
 else:
     ctx.steps[name].run(ctx)
 seconds = time.perf_counter() - start

@@ -13,6 +13,7 @@ from headstart.library.evaluation.champion import challenger_report, score_champ
 from headstart.library.evaluation.gate import Decision, data_health_rules, decide
 from headstart.library.registry.registry import open_registry
 from headstart.library.reports.model_card import render_model_card
+from headstart.library.training.features import feature_store
 from tasks.step import Step, StepContext
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def judge(ctx: StepContext) -> Decision:
     report = None
     if version is not None:
         split, batch_size = ctx.result("split").table, ctx.params.evaluate.batch_size
-        report = score_champion(registry, version, split, ctx.run.champion, batch_size)
+        report = score_champion(registry, version, split, ctx.run.champion, batch_size, feature_store(ctx.params))
     decision = decide(challenger, report, ctx.params.gate, version, ctx.allow_class_change)
     health = data_health_rules(ctx.result("health").summary(), ctx.params.health.max_drift)
     return replace(decision.with_rules(health), champion_seq=seq)

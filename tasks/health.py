@@ -4,10 +4,7 @@ training features it writes is registered with the version (the next run's drift
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from headstart.ground.errors import ValidationFailed
-from headstart.library.data.versioning import data_md5_of
 from headstart.library.health import report as health_report
 from headstart.library.health.checkup import examine
 from headstart.library.health.reference import to_bytes
@@ -18,8 +15,7 @@ from tasks.step import Step, StepContext, first_few
 def run(ctx: StepContext) -> health_report.HealthReport:
     """Examine the split's training rows; write ``health.json`` and the drift reference."""
     registry = open_registry(ctx.params.registry) if ctx.params.health.drift else None
-    data_md5 = data_md5_of(Path(ctx.params.data.dir))
-    report, reference = examine(ctx.result("split"), ctx.params, registry, data_md5)
+    report, reference = examine(ctx.result("split"), ctx.params, registry)
     health_report.save(report, ctx.run.health)
     ctx.run.health_reference.unlink(missing_ok=True)  # never a stale reference from an earlier attempt
     if reference is not None:

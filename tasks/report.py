@@ -61,6 +61,7 @@ def build_summary(ctx: StepContext) -> dict:
         "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "test_images")},
         "history": trained.history,
         "features_from_cache": trained.features_from_cache,
+        "features_extracted": trained.features_extracted,  # images run through the backbone (the rest: the store)
         "model_dir": str(trained.model_dir),
         "lineage": lineage,
         "trigger": ctx.trigger,

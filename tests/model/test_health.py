@@ -35,13 +35,13 @@ def backbone():
 
 def features_of(images: list[Image.Image], folder: Path, backbone) -> np.ndarray:
     """The default backbone's features of these images, written as PNG files first (as a dataset is)."""
-    model, pre, _ = backbone
+    model, extractor = backbone
     folder.mkdir(parents=True)
     files = []
     for i, image in enumerate(images):
         files.append(str(folder / f"{i}.png"))
         image.save(files[-1])
-    return extract(model, pd.DataFrame({"file": files, "label": "x"}), pre, 128, 0, "cpu")
+    return extract(model, pd.DataFrame({"file": files, "label": "x"}), extractor.pre, 128, 0, "cpu")
 
 
 def test_flipped_labels_are_found_with_the_measured_precision_and_recall(fashion, backbone, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The three scenarios train on tiny Fashion-MNIST, share the feature cache, and save one kind of model folder."""
+"""The three scenarios train on tiny Fashion-MNIST, share the feature store, and save one kind of model folder."""
 
 from __future__ import annotations
 
@@ -51,26 +51,12 @@ def test_features_scenario_with_each_classifier(data, classifier: str) -> None:
     assert result.history[0]["train_accuracy"] >= metrics["accuracy"] - 0.2
 
 
-def test_feature_cache_hits_and_keys(data) -> None:
-    base, split = data
-    first = train(split, params(base, "train.scenario=features"), RunFolder(base / "c1"), {"data_md5": "v1"})
-    again = train(split, params(base, "train.scenario=features", "train.classifier=rbf_svm"), RunFolder(base / "c2"),
-                  {"data_md5": "v1"})  # fmt: skip
-    assert (first.features_from_cache, again.features_from_cache) == (False, True)
-    other_size = train(split, params(base, "train.scenario=features", "model.input_size=48"), RunFolder(base / "c3"),
-                       {"data_md5": "v1"})  # fmt: skip
-    other_data = train(split, params(base, "train.scenario=features"), RunFolder(base / "c4"), {"data_md5": "v2"})
-    assert not other_size.features_from_cache and not other_data.features_from_cache
-    entries = sorted((base / "fc").glob("*.safetensors"))
-    assert len(entries) >= 3 and not list((base / "fc").glob("*.partial"))
-
-
 def test_hybrid_probes_then_fine_tunes(data) -> None:
     base, split = data
     train(split, params(base, "train.scenario=features"), RunFolder(base / "warm"), {"data_md5": "h"})
     result = train(split, params(base, "train.scenario=hybrid", "train.freeze_stages=3"), RunFolder(base / "hybrid"),
                    {"data_md5": "h"})  # fmt: skip
-    assert result.features_from_cache  # the linear probe reuses the features scenario's cache
+    assert result.features_from_cache  # the linear probe reuses the features scenario's stored features
     weights = load_file(result.model_dir / "model.safetensors")
     assert "classifier.weight" in weights and weights["classifier.weight"].shape == (10, 1280)
     assert not (result.model_dir / "classifier.skops").exists()
@@ -94,30 +80,3 @@ def test_untrusted_classifier_types_are_refused(tmp_path: Path) -> None:
     sio.dump(make_pipeline(FunctionTransformer(os.getcwd)), tmp_path / "classifier.skops")
     with pytest.raises(WeightsError, match=r"untrusted types \['posix.getcwd'\]"):
         load_classifier(tmp_path)
-
-
-def test_a_damaged_feature_cache_entry_is_rebuilt_with_a_warning(data, caplog) -> None:
-    from safetensors.torch import load
-
-    base, split = data
-    settings = params(base, "train.scenario=features", f"train.feature_cache={base / 'fc-damage'}")
-    first = train(split, settings, RunFolder(base / "d1"), {"data_md5": "d"})
-    [entry] = (base / "fc-damage").glob("*.safetensors")
-    good = entry.read_bytes()
-    assert not first.features_from_cache
-
-    flipped = bytearray(good)
-    flipped[-5] ^= 0xFF  # inside the feature values: only the checksum can tell
-    entry.write_bytes(bytes(flipped))
-    with caplog.at_level("WARNING"):
-        rebuilt = train(split, settings, RunFolder(base / "d2"), {"data_md5": "d"})
-    assert not rebuilt.features_from_cache and "does not match its checksum" in caplog.text
-    assert torch.equal(load(entry.read_bytes())["features"], load(good)["features"])
-
-    entry.write_bytes(good[:100])  # torn
-    caplog.clear()
-    with caplog.at_level("WARNING"):
-        assert not train(split, settings, RunFolder(base / "d3"), {"data_md5": "d"}).features_from_cache
-    assert "is unreadable" in caplog.text
-    assert train(split, settings, RunFolder(base / "d4"), {"data_md5": "d"}).features_from_cache  # whole again
-    assert not list((base / "fc-damage").glob("*.partial")) and not list((base / "fc-damage").glob(".*"))

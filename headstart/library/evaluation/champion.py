@@ -11,6 +11,7 @@ from headstart.library.evaluation.gate import ScoreReport
 from headstart.library.evaluation.metrics import Evaluation, evaluate
 from headstart.library.models.saved_model import ModelConfig, read_config
 from headstart.library.registry.registry import Registry
+from headstart.library.training.feature_store import FeatureStore
 
 
 def challenger_report(config: ModelConfig, evaluation: Evaluation) -> ScoreReport:
@@ -26,7 +27,12 @@ def challenger_report(config: ModelConfig, evaluation: Evaluation) -> ScoreRepor
 
 
 def score_champion(
-    registry: Registry, version: str, split: pd.DataFrame, pull_to: Path, batch_size: int
+    registry: Registry,
+    version: str,
+    split: pd.DataFrame,
+    pull_to: Path,
+    batch_size: int,
+    store: FeatureStore | None = None,
 ) -> ScoreReport:
     """Pull the champion ``version`` (verified) into ``pull_to/<version>`` and score it on the challenger's test
     split.
@@ -38,5 +44,5 @@ def score_champion(
     champion_split = config.lineage.get("split", {})
     if set(split.loc[split["split"] == "test", "label"]) - set(config.classes):
         return ScoreReport({}, config.classes, champion_split)
-    scored = evaluate(model_dir, split, batch_size)
+    scored = evaluate(model_dir, split, batch_size, store)
     return ScoreReport(scored.metrics, config.classes, champion_split, scored.correct, scored.actual, scored.predicted)

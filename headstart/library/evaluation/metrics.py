@@ -16,7 +16,10 @@ from headstart.ground.errors import DataError
 from headstart.ground.run_folder import RunFolder
 from headstart.library.data.loader import ImageTable, make_loader
 from headstart.library.data.transforms import build_transform
+from headstart.library.models.classical import probabilities
 from headstart.library.models.saved_model import Predictor, load_predictor
+from headstart.library.training.feature_store import FeatureStore
+from headstart.library.training.features import extractor_of, features_for
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,22 @@ class Evaluation:
         return [a == p for a, p in zip(self.actual, self.predicted, strict=True)]
 
 
-def evaluate(model_dir: Path, split: pd.DataFrame, batch_size: int = 64) -> Evaluation:
-    """Score the saved model on the ``test`` rows of the split."""
+def predict_from_store(predictor: Predictor, table: pd.DataFrame, store: FeatureStore, batch_size: int) -> Predictions:
+    """Score a features-scenario model through the feature store: only images the store has not seen with this
+    backbone's weights are run through it (an unchanged test set costs nothing on the next run)."""
+    config = predictor.config
+    extractor = extractor_of(predictor.network, config.backbone, config.pre, config.head["pool"])
+    features = features_for(predictor.network, table, extractor, store, batch_size, 0).features
+    proba = probabilities(predictor.classifier, features, len(config.classes))
+    index = {name: i for i, name in enumerate(config.classes)}
+    return Predictions(table["label"].map(index).to_numpy(), proba.argmax(1), proba)
+
+
+def evaluate(
+    model_dir: Path, split: pd.DataFrame, batch_size: int = 64, store: FeatureStore | None = None
+) -> Evaluation:
+    """Score the saved model on the ``test`` rows of the split (a features-scenario model through ``store``,
+    when given)."""
     predictor = load_predictor(model_dir)
     config = predictor.config
     test = split[split["split"] == "test"]
@@ -85,8 +102,11 @@ def evaluate(model_dir: Path, split: pd.DataFrame, batch_size: int = 64) -> Eval
     unknown = sorted(set(test["label"]) - set(config.classes))
     if unknown:
         raise DataError(f"test classes {unknown} are not among the model's classes {config.classes}")
-    loader = make_loader(ImageTable(test, config.classes, build_transform(config.pre)), batch_size, False, 0)
-    pred = predict_loader(predictor, loader)
+    if predictor.classifier is not None and store is not None:
+        pred = predict_from_store(predictor, test, store, batch_size)
+    else:
+        loader = make_loader(ImageTable(test, config.classes, build_transform(config.pre)), batch_size, False, 0)
+        pred = predict_loader(predictor, loader)
     names = config.classes
     return Evaluation(compute_metrics(pred, names), [names[i] for i in pred.y_true], [names[i] for i in pred.y_pred])
 

@@ -19,41 +19,37 @@ from headstart.ground.params import Params
 from headstart.ground.run_folder import HEALTH_REFERENCE
 from headstart.library.data.manifest import scan_dataset
 from headstart.library.data.split import SplitResult
-from headstart.library.data.transforms import Preprocessing
 from headstart.library.health.drift import measure_drift
 from headstart.library.health.label_issues import find_label_issues
 from headstart.library.health.reference import SAMPLE, Reference, from_bytes, sample_reference
 from headstart.library.health.report import HealthReport, judge
 from headstart.library.registry.registry import Registry
+from headstart.library.training.feature_store import Extractor
 from headstart.library.training.features import extract, frozen_backbone, training_features
 
 log = logging.getLogger(__name__)
 
 
-def examine(
-    split: SplitResult, params: Params, registry: Registry | None, data_md5: str | None
-) -> tuple[HealthReport, Reference | None]:
+def examine(split: SplitResult, params: Params, registry: Registry | None) -> tuple[HealthReport, Reference | None]:
     """The health report of the split's train and val rows, and their reference sample (None when neither label
     issues nor drift are asked for: no features are extracted then)."""
     health = params.health
     if not (health.label_issues or health.drift):
         return judge(health, split.duplicates, None, None), None
-    model, pre, extractor = _feature_extractor(params)
-    rows, features = training_features(model, split.table, pre, extractor["weights_digest"], params, data_md5)
+    model, extractor = _feature_extractor(params)
+    rows, features = training_features(model, split.table, extractor, params)
     classes = sorted(split.table["label"].unique())
     labels = rows["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    reference = sample_reference(features.features, labels, classes, extractor, params.train.seed)
+    reference = sample_reference(features.features, labels, classes, extractor.to_dict(), params.train.seed)
     issues = _label_issues(rows, features.features, labels, classes, params) if health.label_issues else None
     drift = _drift(registry, reference, features.features, labels, params) if health.drift else None
     return judge(health, split.duplicates, issues, drift), reference
 
 
-def _feature_extractor(params: Params) -> tuple[nn.Module, Preprocessing, dict]:
-    """The frozen backbone, its preprocessing, and what its features depend on (stored with a reference)."""
+def _feature_extractor(params: Params) -> tuple[nn.Module, Extractor]:
+    """The frozen backbone and the identity of its features."""
     m = params.model
-    model, pre, digest = frozen_backbone(m.backbone, m.weights, m.input_size, m.head.pool)
-    extractor = {"backbone": m.backbone, "weights_digest": digest, "preprocessing": pre.to_dict(), "pool": m.head.pool}
-    return model, pre, extractor
+    return frozen_backbone(m.backbone, m.weights, m.input_size, m.head.pool)
 
 
 def _label_issues(
@@ -146,8 +142,8 @@ def drift_of_folder(folder: Path, params: Params, registry: Registry, sample: in
     champion, found = champion_reference(registry)
     if isinstance(found, str):  # known before the backbone is loaded
         return {"skipped": found, "champion": champion}
-    model, pre, extractor = _feature_extractor(params)
-    theirs = _usable(champion, found, extractor)
+    model, extractor = _feature_extractor(params)
+    theirs = _usable(champion, found, extractor.to_dict())
     if isinstance(theirs, dict):
         return theirs
     entries, _, _ = scan_dataset(folder)
@@ -158,7 +154,7 @@ def drift_of_folder(folder: Path, params: Params, registry: Registry, sample: in
         return {"skipped": f"{folder}: no images", "champion": champion}
     table = table.sample(min(sample, len(table)), random_state=params.train.seed).reset_index(drop=True)
     try:
-        features = extract(model, table, pre, params.evaluate.batch_size, 0, params.train.device)
+        features = extract(model, table, extractor.pre, params.evaluate.batch_size, 0, params.train.device)
     except (OSError, ValueError) as exc:  # an unreadable image: the run's validation will name it
         return {"skipped": f"features not extracted ({exc})", "champion": champion}
     return compare(theirs, champion, features, table["label"].tolist(), params)

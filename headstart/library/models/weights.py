@@ -197,10 +197,13 @@ def create_with_weights(architecture: str, source: str) -> nn.Module:
     return model
 
 
-def weights_digest(model: nn.Module) -> str:
-    """sha256 over the model's tensors: identifies the weights whatever their source."""
+def weights_digest(model: nn.Module, skip: Callable[[str], bool] | None = None) -> str:
+    """sha256 over the model's tensors (but those whose key ``skip`` accepts): identifies the weights whatever
+    their source."""
     digest = hashlib.sha256()
     for key, tensor in model.state_dict().items():
+        if skip is not None and skip(key):
+            continue
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()

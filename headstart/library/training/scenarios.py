@@ -38,13 +38,12 @@ from headstart.library.models.backbones import (
 )
 from headstart.library.models.classical import make_classifier
 from headstart.library.models.saved_model import ModelConfig, read_config, save_model
-from headstart.library.models.weights import weights_digest
 from headstart.library.training import distributed
 from headstart.library.training.accelerator import resolve_accelerator
 from headstart.library.training.checkpoints import exclusive
 from headstart.library.training.distributed import World
 from headstart.library.training.epochs import UnfreezeSchedule, fit
-from headstart.library.training.features import training_features
+from headstart.library.training.features import extractor_of, training_features
 from headstart.library.training.linear_probe import fit_head
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,12 @@ class TrainResult:
     config: ModelConfig  # as saved: `auto` resolved to the scenario that ran
     history: list[dict[str, float]]
     trainable_parameters: int | None  # None when read back from a run folder
-    features_from_cache: bool | None = None  # features and hybrid: whether the feature cache was hit
+    features_extracted: int | None = None  # features and hybrid: images extracted (the rest read from the store)
+
+    @property
+    def features_from_cache(self) -> bool | None:
+        """Features and hybrid: whether every feature came from the store."""
+        return None if self.features_extracted is None else self.features_extracted == 0
 
 
 def seed_everything(seed: int) -> None:
@@ -111,9 +115,8 @@ def _train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict, w
     model = create_pretrained(m.backbone, m.weights)
     pre = preprocessing_for(model, m.input_size)
     check_input_size(m.backbone, pre.input_size)
-    digest = weights_digest(model)  # before the head changes: shared by features and hybrid caches
     trainer = {"features": _train_features, "finetune": _train_finetune, "hybrid": _train_hybrid}[p.scenario]
-    result = trainer(model, split, classes, pre, params, run, lineage, digest, world)
+    result = trainer(model, split, classes, pre, params, run, lineage, world)
     if world.is_main:
         write_curves(result.history, run.curves)
     return result
@@ -137,17 +140,19 @@ def _targets(rows: pd.DataFrame, classes: list[str]) -> np.ndarray:
     return np.array([index[label] for label in rows["label"]], dtype=np.int64)
 
 
-def _features(model, split, pre, params: Params, lineage: dict, digest: str, world: World):
-    """Cached pooled features of the train and val rows (across processes: rank 0 fills the cache first)."""
+def _features(model, split, pre, params: Params, world: World):
+    """Pooled features of the train and val rows from the feature store (across processes: rank 0 fills the
+    store first). The store keys them without the classifier, so the features and hybrid scenarios share them."""
+    extractor = extractor_of(model, params.model.backbone, pre, params.model.head.pool)
     with distributed.main_first(world):
-        return training_features(model, split, pre, digest, params, lineage.get("data_md5"))
+        return training_features(model, split, extractor, params)
 
 
-def _train_features(model, split, classes, pre, params, run, lineage, digest, world) -> TrainResult:
+def _train_features(model, split, classes, pre, params, run, lineage, world) -> TrainResult:
     p = params.train
     model.reset_classifier(0, global_pool=params.model.head.pool)
     freeze_all(model)
-    rows, feats = _features(model, split, pre, params, lineage, digest, world)
+    rows, feats = _features(model, split, pre, params, world)
     y, is_train = _targets(rows, classes), (rows["split"] == "train").to_numpy()
     classifier = make_classifier(p.classifier, p.classifier_c, p.seed).fit(feats.features[is_train], y[is_train])
     row = {"epoch": 1, "train_accuracy": float(classifier.score(feats.features[is_train], y[is_train]))}
@@ -156,10 +161,10 @@ def _train_features(model, split, classes, pre, params, run, lineage, digest, wo
     log.info("%s on %d cached features: %s", p.classifier, int(is_train.sum()), row)
     config = _config(classes, pre, params, lineage, classifier=p.classifier)
     model_dir = save_model(model, config, run.model, classifier)
-    return TrainResult(model_dir, config, [row], 0, feats.from_cache)
+    return TrainResult(model_dir, config, [row], 0, feats.extracted)
 
 
-def _train_finetune(model, split, classes, pre, params, run, lineage, digest, world) -> TrainResult:
+def _train_finetune(model, split, classes, pre, params, run, lineage, world) -> TrainResult:
     p = params.train
     attach_head(model, len(classes), params.model.head)
     freeze(model, p.freeze_stages, p.bn, p.freeze_patterns)
@@ -168,17 +173,17 @@ def _train_finetune(model, split, classes, pre, params, run, lineage, digest, wo
     return TrainResult(_saved(model, config, run, world), config, history, _trainable(model))
 
 
-def _train_hybrid(model, split, classes, pre, params, run, lineage, digest, world) -> TrainResult:
+def _train_hybrid(model, split, classes, pre, params, run, lineage, world) -> TrainResult:
     p = params.train
     attach_head(model, len(classes), params.model.head)
-    rows, feats = _features(model, split, pre, params, lineage, digest, world)
+    rows, feats = _features(model, split, pre, params, world)
     is_train = (rows["split"] == "train").to_numpy()
     probe_loss = fit_head(model.get_classifier(), feats.features[is_train], _targets(rows, classes)[is_train], params)
     log.info("linear probe: head fitted on %d cached features, loss %.4f", int(is_train.sum()), probe_loss)
     freeze(model, p.freeze_stages, p.bn, p.freeze_patterns)
     history, still_frozen = _fit_on_images(model, split, classes, pre, params, run, lineage, world)
     config = _config(classes, pre, params, lineage, still_frozen)
-    return TrainResult(_saved(model, config, run, world), config, history, _trainable(model), feats.from_cache)
+    return TrainResult(_saved(model, config, run, world), config, history, _trainable(model), feats.extracted)
 
 
 def _saved(model: nn.Module, config: ModelConfig, run: RunFolder, world: World) -> Path:

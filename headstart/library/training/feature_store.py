@@ -1,0 +1,162 @@
+"""The feature store: one backbone feature vector per image, content-addressed, with a size cap.
+
+An entry's key is (the image's sha256, the extractor's id), where the extractor id digests everything a vector
+depends on besides the pixels: backbone, weights (of the headless network), preprocessing, pooling, view and
+the timm and torch versions. So a new data version extracts only the images the store has not seen, and a
+re-score of the champion on an unchanged test set extracts nothing.
+
+Storage is python-diskcache (SQLite, process- and thread-safe, least-recently-used eviction above
+``max_bytes``). Values are raw bytes, ``sha256(vector) + float32 vector``; the store refuses to unpickle
+anything (a tampered store cannot run code), and a value whose digest does not match is treated as missing.
+The store is a cache: deleting its folder at any time loses only time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import diskcache
+import numpy as np
+import torch
+
+from headstart.library.data.transforms import Preprocessing
+
+log = logging.getLogger(__name__)
+
+_DIGEST = 32  # bytes of sha256 before each vector
+_BATCH = 512  # entries per write transaction: other writers wait at most one batch
+
+
+class _VectorDisk(diskcache.Disk):
+    """diskcache's Disk for bytes only: storing anything else is a bug, and reading a pickled row is refused."""
+
+    def store(self, value, read, key=diskcache.core.UNKNOWN):
+        if type(value) is not bytes:
+            raise TypeError(f"the feature store holds bytes, not {type(value).__name__}")
+        return super().store(value, read, key)
+
+    def fetch(self, mode, filename, value, read):
+        if mode == diskcache.core.MODE_PICKLE:
+            raise ValueError("the feature store holds no pickled values; refusing to unpickle one")
+        return super().fetch(mode, filename, value, read)
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """What a feature vector depends on besides the image."""
+
+    backbone: str
+    weights_digest: str  # sha256 of the headless network's tensors (models.weights.weights_digest)
+    pre: Preprocessing
+    pool: str
+    view: str = "plain"
+
+    @property
+    def id(self) -> str:
+        """sha256 of the fields and the timm and torch versions (a release may compute the same layers
+        differently)."""
+        import timm
+
+        versions = {"timm": timm.__version__, "torch": torch.__version__}
+        blob = [self.backbone, self.weights_digest, self.pre.to_dict(), self.pool, self.view, versions]
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+    def to_dict(self) -> dict:
+        """JSON-friendly form (recorded beside drift references and in metrics)."""
+        return {
+            "backbone": self.backbone, "weights_digest": self.weights_digest, "preprocessing": self.pre.to_dict(),
+            "pool": self.pool, "view": self.view,
+        }  # fmt: skip
+
+
+class FeatureStore:
+    """Per-image feature vectors in ``directory``, at most ``max_bytes`` on disk (least recently used evicted)."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = int(max_bytes)
+
+    def _open(self) -> diskcache.Cache:
+        return diskcache.Cache(
+            str(self.directory), size_limit=self.max_bytes, eviction_policy="least-recently-used",
+            disk=_VectorDisk, timeout=60, cull_limit=0,  # culled once per write batch, below
+        )  # fmt: skip
+
+    def lookup(self, extractor: Extractor, images: Iterable[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of these image sha256s (missing or damaged ones absent); marks them used.
+
+        A store that cannot be opened (deleted meanwhile, disk full, another version's files) is reported and
+        read as empty: it is a cache, the run extracts instead."""
+        found: dict[str, np.ndarray] = {}
+        damaged = 0
+        prefix = extractor.id
+        try:
+            with self._open() as cache:
+                for sha in dict.fromkeys(images):
+                    value = cache.get(f"{prefix}/{sha}")
+                    if value is None:
+                        continue
+                    vector = _decode(value)
+                    if vector is None:
+                        damaged += 1
+                        continue
+                    found[sha] = vector
+        except (OSError, sqlite3.Error, diskcache.Timeout, ValueError) as exc:
+            log.warning("feature store %s unreadable (%s); extracting instead", self.directory, exc)
+            return {}
+        widths = {v.shape[0] for v in found.values()}
+        if len(widths) > 1:  # a torn or foreign store: trust none of it
+            log.warning(
+                "feature store %s holds vectors of widths %s for one extractor; extracting all",
+                self.directory,
+                sorted(widths),
+            )
+            return {}
+        if damaged:
+            log.warning(
+                "feature store %s: %d entries do not match their checksum; extracting them again",
+                self.directory,
+                damaged,
+            )
+        return found
+
+    def save(self, extractor: Extractor, vectors: dict[str, np.ndarray]) -> None:
+        """Store vectors by image sha256, in batches, then evict least-recently-used entries above the cap.
+        A store that cannot be written is reported; the run goes on with the features it has."""
+        prefix = extractor.id
+        items = list(vectors.items())
+        try:
+            with self._open() as cache:
+                for start in range(0, len(items), _BATCH):
+                    with cache.transact():
+                        for sha, vector in items[start : start + _BATCH]:
+                            cache.set(f"{prefix}/{sha}", _encode(vector))
+                cache.cull()
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+            log.warning("feature store %s not written (%s); features of this run are not kept", self.directory, exc)
+
+    def volume(self) -> int:
+        """Bytes the store occupies (diskcache's estimate: database pages plus value files)."""
+        with self._open() as cache:
+            return cache.volume()
+
+
+def _encode(vector: np.ndarray) -> bytes:
+    data = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+    return hashlib.sha256(data).digest() + data
+
+
+def _decode(value: bytes) -> np.ndarray | None:
+    """The vector, or None when the value is not whole (its digest does not match)."""
+    if len(value) <= _DIGEST or (len(value) - _DIGEST) % 4:
+        return None
+    digest, data = value[:_DIGEST], value[_DIGEST:]
+    if hashlib.sha256(data).digest() != digest:
+        return None
+    return np.frombuffer(data, dtype=np.float32)
