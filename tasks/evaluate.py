@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from headstart.library.evaluation.metrics import Evaluation, evaluate, load_evaluation, save_evaluation
+from headstart.library.evaluation.transfer import transfer_report
 from headstart.library.training.features import feature_store
 from tasks.step import Step, StepContext
 
 
 def run(ctx: StepContext) -> Evaluation:
     """Score the challenger on the test rows of the split."""
-    model_dir, split = ctx.result("train").model_dir, ctx.result("split").table
-    evaluation = evaluate(model_dir, split, ctx.params.evaluate.batch_size, feature_store(ctx.params))
+    trained, split, store = ctx.result("train"), ctx.result("split").table, feature_store(ctx.params)
+    evaluation = evaluate(trained.model_dir, split, ctx.params.evaluate.batch_size, store)
+    if ctx.params.evaluate.transfer_report:
+        transfer = transfer_report(trained.config, split, ctx.params, store)
+        evaluation = replace(evaluation, metrics={**evaluation.metrics, "transfer": transfer})
     save_evaluation(evaluation, ctx.run)
     return evaluation
 
@@ -27,5 +33,5 @@ STEP = Step(
     reads=("model", "split"),
     metrics=("metrics",),
     plots=("confusion",),
-    params=("evaluate",),
+    params=("evaluate", "model.weights", "train.classifier", "train.features_fit", "train.seed"),
 )

@@ -118,7 +118,9 @@ class HeadParams(_Section):
 class ModelParams(_Section):
     backbone: str = "tf_efficientnet_lite0"
     weights: str = "package:efficientnet-lite0"
-    input_size: int | None = Field(64, ge=16)
+    input_size: int | None = Field(64, ge=16)  # what fine-tuning sees; null: the backbone's pretrained size
+    # what frozen-backbone features are extracted at (features scenario, data health); null: the pretrained size
+    features_input_size: int | None = Field(None, ge=16)
     head: HeadParams = HeadParams()
 
 
@@ -134,7 +136,11 @@ class TrainParams(_Section):
     auto_features_below: int = Field(30, ge=1)
     auto_large: Literal["finetune", "hybrid"] = "finetune"
     classifier: Literal["logreg", "linear_svm", "rbf_svm", "random_forest"] = "logreg"  # features scenario
-    classifier_c: float = Field(1.0, gt=0)  # inverse regularisation of logreg and the SVMs
+    # inverse regularisation of logreg and the SVMs; auto: chosen by stratified cross-validation
+    classifier_c: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"
+    # features scenario: the rows the classifier is fitted on (train+val: every labelled image; with tiny data a
+    # held-out validation split costs more than it tells, and classifier_c auto cross-validates instead)
+    features_fit: Literal["train", "train+val"] = "train+val"
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(2e-3, gt=0)
@@ -197,6 +203,7 @@ class TrainParams(_Section):
 
 class EvaluateParams(_Section):
     batch_size: int = Field(64, ge=1)
+    transfer_report: bool = True  # the same head on pretrained vs randomly initialised backbone features
 
 
 class HealthParams(_Section):

@@ -49,7 +49,7 @@ def examine(split: SplitResult, params: Params, registry: Registry | None) -> tu
 def _feature_extractor(params: Params) -> tuple[nn.Module, Extractor]:
     """The frozen backbone and the identity of its features."""
     m = params.model
-    return frozen_backbone(m.backbone, m.weights, m.input_size, m.head.pool)
+    return frozen_backbone(m.backbone, m.weights, m.features_input_size, m.head.pool)
 
 
 def _label_issues(

@@ -10,6 +10,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
@@ -37,6 +38,27 @@ def make_classifier(name: str, c: float, seed: int) -> Pipeline:
         "random_forest": RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=-1),
     }
     return make_pipeline(StandardScaler(), estimators[name])
+
+
+C_GRID = (0.001, 0.01, 0.1, 1.0)  # classifier_c auto: searched by cross-validation
+FALLBACK_C = 0.1  # classifier_c auto when a class has a single image (no fold split possible)
+
+
+def fit_classifier(name: str, c: float | str, seed: int, x: np.ndarray, y: np.ndarray) -> tuple[Pipeline, dict]:
+    """Fit the named classifier; with ``c == "auto"`` choose C on ``C_GRID`` by stratified k-fold
+    cross-validation (scikit-learn's GridSearchCV, k = min(5, smallest class)) and refit on every row. Returns the
+    classifier and what the search found (``classifier_c``, ``cv_accuracy``), empty when there was no search."""
+    if c != "auto" or name == "random_forest":  # a random forest has no C
+        return make_classifier(name, FALLBACK_C if c == "auto" else float(c), seed).fit(x, y), {}
+    folds = min(5, int(np.unique(y, return_counts=True)[1].min()))
+    if folds < 2:
+        return make_classifier(name, FALLBACK_C, seed).fit(x, y), {"classifier_c": FALLBACK_C}
+    pipeline = make_classifier(name, FALLBACK_C, seed)
+    [c_param] = [k for k in pipeline.get_params() if k.endswith("__C")]
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    search = GridSearchCV(pipeline, {c_param: list(C_GRID)}, cv=cv).fit(x, y)
+    found = {"classifier_c": search.best_params_[c_param], "cv_accuracy": float(search.best_score_)}
+    return search.best_estimator_, found
 
 
 def probabilities(classifier: Pipeline, features: np.ndarray, num_classes: int) -> np.ndarray:

@@ -39,6 +39,7 @@ class ModelConfig:
     lineage: dict[str, Any]
     freeze_patterns: list[str] = field(default_factory=list)
     classifier: str | None = None  # the scikit-learn classifier of the features scenario
+    classifier_c: float | None = None  # its C (chosen by cross-validation under classifier_c: auto)
 
     @property
     def pre(self) -> Preprocessing:

@@ -51,7 +51,13 @@ def metrics_rows(metrics: dict) -> list[dict]:
         "f1": round(metrics["macro_f1"], 4),
         "support": metrics["test_images"],
     }
-    return [overall, *per_class]
+    empty = dict.fromkeys(("precision", "recall", "f1"))
+    transfer = [  # what transfer bought: the same head on pretrained vs randomly initialised backbone features
+        {"class": f"transfer: head on {arm} features", "accuracy": round(metrics["transfer"][key], 4), **empty,
+         "support": metrics["transfer"]["test_images"]}
+        for arm, key in (("pretrained", "pretrained_accuracy"), ("random-init", "random_init_accuracy"))
+    ] if metrics.get("transfer") else []  # fmt: skip
+    return [overall, *per_class, *transfer]
 
 
 def render_dashboards(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from headstart.library.evaluation.gate import Decision
+from headstart.library.evaluation.transfer import transfer_markdown
 
 
 def render_model_card(config: dict, metrics: dict, decision: Decision, version: str | None = None) -> str:
@@ -28,6 +29,9 @@ Accuracy **{metrics["accuracy"]:.4f}**, macro-F1 **{metrics["macro_f1"]:.4f}** o
 | class | precision | recall | F1 | support |
 | --- | --- | --- | --- | --- |
 {per_class}
+
+## What transfer bought
+{transfer_markdown(metrics.get("transfer"))}
 
 ## Gate
 {decision.to_markdown()}

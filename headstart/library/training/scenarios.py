@@ -36,7 +36,7 @@ from headstart.library.models.backbones import (
     freeze_all,
     stage_modules,
 )
-from headstart.library.models.classical import make_classifier
+from headstart.library.models.classical import fit_classifier
 from headstart.library.models.saved_model import ModelConfig, read_config, save_model
 from headstart.library.training import distributed
 from headstart.library.training.accelerator import resolve_accelerator
@@ -113,7 +113,9 @@ def _train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict, w
         torch.set_num_threads(p.threads)
     classes = class_names(split)
     model = create_pretrained(m.backbone, m.weights)
-    pre = preprocessing_for(model, m.input_size)
+    # frozen features are extracted at their own size (a linear probe gains from the pretrained resolution,
+    # measured in benchmarks/recipes.py); fine-tuning at model.input_size
+    pre = preprocessing_for(model, m.features_input_size if p.scenario == "features" else m.input_size)
     check_input_size(m.backbone, pre.input_size)
     trainer = {"features": _train_features, "finetune": _train_finetune, "hybrid": _train_hybrid}[p.scenario]
     result = trainer(model, split, classes, pre, params, run, lineage, world)
@@ -153,13 +155,15 @@ def _train_features(model, split, classes, pre, params, run, lineage, world) -> 
     model.reset_classifier(0, global_pool=params.model.head.pool)
     freeze_all(model)
     rows, feats = _features(model, split, pre, params, world)
-    y, is_train = _targets(rows, classes), (rows["split"] == "train").to_numpy()
-    classifier = make_classifier(p.classifier, p.classifier_c, p.seed).fit(feats.features[is_train], y[is_train])
-    row = {"epoch": 1, "train_accuracy": float(classifier.score(feats.features[is_train], y[is_train]))}
-    if (~is_train).any():
-        row["val_accuracy"] = float(classifier.score(feats.features[~is_train], y[~is_train]))
-    log.info("%s on %d cached features: %s", p.classifier, int(is_train.sum()), row)
-    config = _config(classes, pre, params, lineage, classifier=p.classifier)
+    y = _targets(rows, classes)
+    fit = (rows["split"] == "train").to_numpy() | (p.features_fit == "train+val")
+    classifier, search = fit_classifier(p.classifier, p.classifier_c, p.seed, feats.features[fit], y[fit])
+    row = {"epoch": 1, "train_accuracy": float(classifier.score(feats.features[fit], y[fit])), **search}
+    if (~fit).any():  # held-out validation rows (features_fit: train)
+        row["val_accuracy"] = float(classifier.score(feats.features[~fit], y[~fit]))
+    log.info("%s on the features of %d images (%s): %s", p.classifier, int(fit.sum()), p.features_fit, row)
+    chosen_c = search.get("classifier_c", p.classifier_c if p.classifier_c != "auto" else None)
+    config = _config(classes, pre, params, lineage, classifier=p.classifier, classifier_c=chosen_c)
     model_dir = save_model(model, config, run.model, classifier)
     return TrainResult(model_dir, config, [row], 0, feats.extracted)
 
