@@ -121,6 +121,8 @@ def run_trial(params: Params, sweep_root: Path, trial: Trial, flow_run_id: str |
     started = time.monotonic()
     split = load_split(run.split)
     val = validation_rows(split)
+    # trials are compared on the validation rows: a features trial must not have been fitted on them
+    params = params.model_copy(update={"train": params.train.model_copy(update={"features_fit": "train"})})
     record = {
         **lineage.collect(Path.cwd(), params, flow_run_id),
         "code_sha256": code_fingerprint([train_step.STEP]),
