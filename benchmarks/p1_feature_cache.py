@@ -68,7 +68,7 @@ def main() -> None:
         start = time.perf_counter()
         one_epoch = load_params(REPO / "params.yaml", ["train.head_epochs=1"])
         for _ in range(args.epochs):
-            fit_head(model.get_classifier(), extract(model, rows, pre, batch, 0), targets, one_epoch)
+            fit_head(model.get_classifier(), extract(model, rows, extractor, batch, 0), targets, one_epoch)
         recompute = time.perf_counter() - start
 
         start = time.perf_counter()

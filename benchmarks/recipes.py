@@ -40,6 +40,7 @@ RECIPES: dict[str, list[str]] = {
     # 224 px (the backbone's pretrained size), fitted on train + val, C by 5-fold cross-validation
     "probe-224": ["train.scenario=features"],
     "probe-224-heldout": ["train.scenario=features", "train.features_fit=train"],  # the same without the val rows
+    "probe-224-stages2": ["train.scenario=features", "model.feature_stages=2"],  # the last 2 stages, pooled
     "plain-finetune": ["train.scenario=finetune"],
     "finetune-96": ["train.scenario=finetune", "model.input_size=96"],
     "finetune-ema": ["train.scenario=finetune", "train.ema_decay=0.998"],

@@ -121,6 +121,9 @@ class ModelParams(_Section):
     input_size: int | None = Field(64, ge=16)  # what fine-tuning sees; null: the backbone's pretrained size
     # what frozen-backbone features are extracted at (features scenario, data health); null: the pretrained size
     features_input_size: int | None = Field(None, ge=16)
+    # frozen-backbone features: 0 = what the classifier sees (pre-logits); n = the last n stages' outputs, pooled
+    # and concatenated (mid-level features transfer better to images unlike ImageNet's: benchmarks/recipes.py)
+    feature_stages: int = Field(0, ge=0)
     head: HeadParams = HeadParams()
 
 

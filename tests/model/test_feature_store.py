@@ -24,7 +24,12 @@ PRE = Preprocessing(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
 
 
 def params(store: Path, *overrides: str):
-    common = ["train.num_workers=0", "model.input_size=32", "train.scenario=features", f"train.feature_cache={store}"]
+    common = [
+        "train.num_workers=0",
+        "model.features_input_size=32",
+        "train.scenario=features",
+        f"train.feature_cache={store}",
+    ]
     return load_params(REPO_PARAMS, [*common, *overrides])
 
 
@@ -53,7 +58,9 @@ def test_a_new_data_version_extracts_only_its_new_images_and_evaluation_reuses_t
     assert v2.features_extracted == len(new)  # the data version changed; only its new images were extracted
     # another classifier on the same data: nothing extracted; another input size: everything again
     assert train(grown, params(store, "train.classifier=rbf_svm"), RunFolder(tmp_path / "v3"), {}).features_from_cache
-    assert not train(grown, params(store, "model.input_size=48"), RunFolder(tmp_path / "v4"), {}).features_from_cache
+    assert not train(
+        grown, params(store, "model.features_input_size=48"), RunFolder(tmp_path / "v4"), {}
+    ).features_from_cache
 
     store_obj = FeatureStore(store, 10**9)
     direct = evaluate(v2.model_dir, grown)  # no store: every test image through the network

@@ -41,7 +41,7 @@ def features_of(images: list[Image.Image], folder: Path, backbone) -> np.ndarray
     for i, image in enumerate(images):
         files.append(str(folder / f"{i}.png"))
         image.save(files[-1])
-    return extract(model, pd.DataFrame({"file": files, "label": "x"}), extractor.pre, 128, 0, "cpu")
+    return extract(model, pd.DataFrame({"file": files, "label": "x"}), extractor, 128, 0, "cpu")
 
 
 def test_flipped_labels_are_found_with_the_measured_precision_and_recall(fashion, backbone, tmp_path: Path) -> None:

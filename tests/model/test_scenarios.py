@@ -30,7 +30,8 @@ def data(tiny_split):
 
 
 def params(base: Path, *overrides: str):
-    common = ["train.num_workers=0", "model.input_size=32", "train.epochs=1", f"train.feature_cache={base / 'fc'}"]
+    common = ["train.num_workers=0", "model.input_size=32", "model.features_input_size=32", "train.epochs=1",
+              f"train.feature_cache={base / 'fc'}"]  # fmt: skip
     return load_params(REPO_PARAMS, [*common, *overrides])
 
 
@@ -62,6 +63,20 @@ def test_hybrid_probes_then_fine_tunes(data) -> None:
     assert not (result.model_dir / "classifier.skops").exists()
     metrics = evaluate(result.model_dir, split).metrics
     assert metrics["accuracy"] > 0.3, metrics["accuracy"]
+
+
+def test_mid_level_features_predict_the_same_through_the_network_and_the_store(data) -> None:
+    from headstart.library.models.classical import load_classifier
+    from headstart.library.training.feature_store import FeatureStore
+
+    base, split = data
+    settings = params(base, "train.scenario=features", "model.feature_stages=2")
+    result = train(split, settings, RunFolder(base / "stages"), {})
+    assert result.config.feature_stages == 2
+    assert load_classifier(result.model_dir)[-1].n_features_in_ == 112 + 320  # lite0's last two stages, pooled
+    through_network = evaluate(result.model_dir, split)
+    through_store = evaluate(result.model_dir, split, store=FeatureStore(base / "fc", 10**9))
+    assert through_network.predicted == through_store.predicted and through_network.metrics["accuracy"] > 0.3
 
 
 def test_freeze_by_name_patterns_only() -> None:

@@ -82,7 +82,7 @@ def predict_from_store(predictor: Predictor, table: pd.DataFrame, store: Feature
     """Score a features-scenario model through the feature store: only images the store has not seen with this
     backbone's weights are run through it (an unchanged test set costs nothing on the next run)."""
     config = predictor.config
-    extractor = extractor_of(predictor.network, config.backbone, config.pre, config.head["pool"])
+    extractor = extractor_of(predictor.network, config.backbone, config.pre, config.head["pool"], config.feature_stages)
     features = features_for(predictor.network, table, extractor, store, batch_size, 0).features
     proba = probabilities(predictor.classifier, features, len(config.classes))
     index = {name: i for i, name in enumerate(config.classes)}

@@ -42,7 +42,7 @@ def transfer_report(config: ModelConfig, split: pd.DataFrame, params: Params, st
         model = create_pretrained(config.backbone, weights)
         model.reset_classifier(0, global_pool=config.head["pool"])
         freeze_all(model)
-        extractor = extractor_of(model, config.backbone, config.pre, config.head["pool"])
+        extractor = extractor_of(model, config.backbone, config.pre, config.head["pool"], config.feature_stages)
         batch = params.evaluate.batch_size
         fitted = features_for(model, split[fit_rows], extractor, store, batch, p.num_workers, p.device).features
         tested = features_for(model, split[test_rows], extractor, store, batch, p.num_workers, p.device).features

@@ -49,7 +49,7 @@ def examine(split: SplitResult, params: Params, registry: Registry | None) -> tu
 def _feature_extractor(params: Params) -> tuple[nn.Module, Extractor]:
     """The frozen backbone and the identity of its features."""
     m = params.model
-    return frozen_backbone(m.backbone, m.weights, m.features_input_size, m.head.pool)
+    return frozen_backbone(m.backbone, m.weights, m.features_input_size, m.head.pool, m.feature_stages)
 
 
 def _label_issues(
@@ -154,7 +154,7 @@ def drift_of_folder(folder: Path, params: Params, registry: Registry, sample: in
         return {"skipped": f"{folder}: no images", "champion": champion}
     table = table.sample(min(sample, len(table)), random_state=params.train.seed).reset_index(drop=True)
     try:
-        features = extract(model, table, extractor.pre, params.evaluate.batch_size, 0, params.train.device)
+        features = extract(model, table, extractor, params.evaluate.batch_size, 0, params.train.device)
     except (OSError, ValueError) as exc:  # an unreadable image: the run's validation will name it
         return {"skipped": f"features not extracted ({exc})", "champion": champion}
     return compare(theirs, champion, features, table["label"].tolist(), params)

@@ -169,6 +169,25 @@ def freeze_all(model: nn.Module) -> None:
     timm_freeze(model, [n for n, _ in model.named_children()], include_bn_running_stats=True)
 
 
-def pooled_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """What the classifier sees: timm's ``forward_head(..., pre_logits=True)``."""
-    return model.forward_head(model.forward_features(images), pre_logits=True)
+def pooled_features(model: nn.Module, images: torch.Tensor, stages: int = 0, pool: str = "avg") -> torch.Tensor:
+    """``stages == 0``: what the classifier sees (timm's ``forward_head(..., pre_logits=True)``); else the last
+    ``stages`` stages' feature maps (timm's ``forward_intermediates``), each pooled (``pool``, timm's adaptive
+    pooling) and concatenated: mid-level features, which transfer better to images unlike ImageNet's."""
+    if stages == 0:
+        return model.forward_head(model.forward_features(images), pre_logits=True)
+    from timm.layers import SelectAdaptivePool2d
+
+    pooling = SelectAdaptivePool2d(pool_type=pool, flatten=True)
+    maps = model.forward_intermediates(images, indices=stages, intermediates_only=True)
+    return torch.cat([pooling(m) for m in maps], 1)
+
+
+def check_feature_stages(model: nn.Module, backbone: str, stages: int) -> None:
+    """``model.feature_stages`` needs timm's ``forward_intermediates`` and at most as many stages as there are."""
+    if stages == 0:
+        return
+    info = getattr(model, "feature_info", None)
+    if not hasattr(model, "forward_intermediates") or info is None:
+        raise ConfigError(f"model.feature_stages={stages}: {backbone} has no forward_intermediates in timm; use 0")
+    if stages > len(info):
+        raise ConfigError(f"model.feature_stages={stages}: {backbone} has {len(info)} feature stages")

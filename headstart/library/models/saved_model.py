@@ -40,6 +40,7 @@ class ModelConfig:
     freeze_patterns: list[str] = field(default_factory=list)
     classifier: str | None = None  # the scikit-learn classifier of the features scenario
     classifier_c: float | None = None  # its C (chosen by cross-validation under classifier_c: auto)
+    feature_stages: int = 0  # the features scenario's features: 0 the classifier's input, n the last n stages
 
     @property
     def pre(self) -> Preprocessing:
@@ -62,7 +63,8 @@ class Predictor:
         with torch.inference_mode():
             if self.classifier is None:
                 return self.network(images).softmax(1).float().numpy()
-            features = pooled_features(self.network, images).float().numpy()
+            features = pooled_features(self.network, images, self.config.feature_stages, self.config.head["pool"])
+            features = features.float().numpy()
         return probabilities(self.classifier, features, len(self.config.classes))
 
 

@@ -55,6 +55,7 @@ class Extractor:
     weights_digest: str  # sha256 of the headless network's tensors (models.weights.weights_digest)
     pre: Preprocessing
     pool: str
+    stages: int = 0  # 0: the classifier's input; n: the last n stages, pooled (backbones.pooled_features)
     view: str = "plain"
 
     @property
@@ -64,14 +65,14 @@ class Extractor:
         import timm
 
         versions = {"timm": timm.__version__, "torch": torch.__version__}
-        blob = [self.backbone, self.weights_digest, self.pre.to_dict(), self.pool, self.view, versions]
+        blob = [self.backbone, self.weights_digest, self.pre.to_dict(), self.pool, self.stages, self.view, versions]
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict:
         """JSON-friendly form (recorded beside drift references and in metrics)."""
         return {
             "backbone": self.backbone, "weights_digest": self.weights_digest, "preprocessing": self.pre.to_dict(),
-            "pool": self.pool, "view": self.view,
+            "pool": self.pool, "stages": self.stages, "view": self.view,
         }  # fmt: skip
 
 

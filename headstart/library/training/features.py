@@ -23,7 +23,7 @@ from headstart.ground.params import Params
 from headstart.ground.paths import cache_dir
 from headstart.library.data.loader import ImageTable, make_loader
 from headstart.library.data.transforms import Preprocessing, build_transform
-from headstart.library.models.backbones import pooled_features
+from headstart.library.models.backbones import check_feature_stages, pooled_features
 from headstart.library.models.weights import weights_digest
 from headstart.library.training.accelerator import resolve_accelerator
 from headstart.library.training.feature_store import Extractor, FeatureStore
@@ -46,13 +46,12 @@ class FeatureSet:
 
 
 def extract(
-    model: nn.Module, table: pd.DataFrame, pre: Preprocessing, batch_size: int, workers: int, device: str = "auto"
+    model: nn.Module, table: pd.DataFrame, extractor: Extractor, batch_size: int, workers: int, device: str = "auto"
 ) -> np.ndarray:
-    """Pooled features of every image (eval transform, no augmentation), in table order. Always fp32 (cached
-    features must not depend on the machine's precision); on the GPU when ``device`` resolves to one."""
-    loader = make_loader(
-        ImageTable(table, sorted(set(table["label"])), build_transform(pre)), batch_size, False, workers
-    )
+    """``extractor``'s pooled features of every image (eval transform, no augmentation), in table order. Always
+    fp32 (cached features must not depend on the machine's precision); on the GPU when ``device`` resolves to one."""
+    transform = build_transform(extractor.pre)
+    loader = make_loader(ImageTable(table, sorted(set(table["label"])), transform), batch_size, False, workers)
     accelerator = resolve_accelerator(device, "fp32")
     accelerator.prepare(model)
     model.eval()
@@ -60,7 +59,7 @@ def extract(
     with torch.inference_mode(), _exact_fp32():
         for batch in progress.iterate(loader, "extracting features", len(loader)):
             images, _ = accelerator.to_device(*batch)
-            chunks.append(pooled_features(model, images).float().cpu())
+            chunks.append(pooled_features(model, images, extractor.stages, extractor.pool).float().cpu())
     model.to("cpu")
     return torch.cat(chunks).numpy()
 
@@ -90,9 +89,10 @@ def feature_digest(model: nn.Module) -> str:
     return weights_digest(model, skip)
 
 
-def extractor_of(model: nn.Module, backbone: str, pre: Preprocessing, pool: str) -> Extractor:
-    """The store's identity of this network's features."""
-    return Extractor(backbone, feature_digest(model), pre, pool)
+def extractor_of(model: nn.Module, backbone: str, pre: Preprocessing, pool: str, stages: int = 0) -> Extractor:
+    """The store's identity of this network's features (``stages``: see ``backbones.pooled_features``)."""
+    check_feature_stages(model, backbone, stages)
+    return Extractor(backbone, feature_digest(model), pre, pool, stages)
 
 
 def feature_store(params: Params) -> FeatureStore:
@@ -119,7 +119,7 @@ def features_for(
     missing = table[~table["sha256"].isin(found)].drop_duplicates("sha256")
     start = time.perf_counter()
     if len(missing):
-        fresh = extract(model, missing, extractor.pre, batch_size, workers, device)
+        fresh = extract(model, missing, extractor, batch_size, workers, device)
         new = dict(zip(missing["sha256"], fresh, strict=True))
         if store is not None:
             store.save(extractor, new)
@@ -130,9 +130,11 @@ def features_for(
     return FeatureSet(np.stack([found[s] for s in shas]).astype(np.float32), len(missing), seconds)
 
 
-def frozen_backbone(backbone: str, weights: str, input_size: int | None, pool: str) -> tuple[nn.Module, Extractor]:
+def frozen_backbone(
+    backbone: str, weights: str, input_size: int | None, pool: str, stages: int = 0
+) -> tuple[nn.Module, Extractor]:
     """The pretrained backbone as a frozen feature extractor (classifier removed, ``pool`` pooling) and the
-    identity of its features."""
+    identity of its features (``stages``: see ``backbones.pooled_features``)."""
     from headstart.library.data.transforms import preprocessing_for
     from headstart.library.models.backbones import check_input_size, create_pretrained, freeze_all
 
@@ -141,7 +143,7 @@ def frozen_backbone(backbone: str, weights: str, input_size: int | None, pool: s
     check_input_size(backbone, pre.input_size)
     model.reset_classifier(0, global_pool=pool)
     freeze_all(model)
-    return model, extractor_of(model, backbone, pre, pool)
+    return model, extractor_of(model, backbone, pre, pool, stages)
 
 
 def training_features(

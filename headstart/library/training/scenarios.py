@@ -145,7 +145,9 @@ def _targets(rows: pd.DataFrame, classes: list[str]) -> np.ndarray:
 def _features(model, split, pre, params: Params, world: World):
     """Pooled features of the train and val rows from the feature store (across processes: rank 0 fills the
     store first). The store keys them without the classifier, so the features and hybrid scenarios share them."""
-    extractor = extractor_of(model, params.model.backbone, pre, params.model.head.pool)
+    m = params.model
+    stages = m.feature_stages if params.train.scenario == "features" else 0  # LP-FT's probe: the classifier's input
+    extractor = extractor_of(model, m.backbone, pre, m.head.pool, stages)
     with distributed.main_first(world):
         return training_features(model, split, extractor, params)
 
@@ -163,7 +165,10 @@ def _train_features(model, split, classes, pre, params, run, lineage, world) -> 
         row["val_accuracy"] = float(classifier.score(feats.features[~fit], y[~fit]))
     log.info("%s on the features of %d images (%s): %s", p.classifier, int(fit.sum()), p.features_fit, row)
     chosen_c = search.get("classifier_c", p.classifier_c if p.classifier_c != "auto" else None)
-    config = _config(classes, pre, params, lineage, classifier=p.classifier, classifier_c=chosen_c)
+    config = _config(
+        classes, pre, params, lineage, classifier=p.classifier, classifier_c=chosen_c,
+        feature_stages=params.model.feature_stages,
+    )  # fmt: skip
     model_dir = save_model(model, config, run.model, classifier)
     return TrainResult(model_dir, config, [row], 0, feats.extracted)
 
