@@ -57,17 +57,19 @@ RECIPES: dict[str, list[str]] = {
 }  # fmt: skip
 
 
-def one_run(idx_dir: Path, size: int, seed: int, recipe: str, work: Path) -> dict:
+def one_run(idx_dir: Path, size: int, seed: int, recipe: str, work: Path, shared_store: bool) -> dict:
     pool = export_split(idx_dir, "train", size, seed, work / f"pool-{size}-{seed}").root
     fixed = export_split(idx_dir, "test", 100, 0, work / "fixed").root
-    store = work / f"features-{size}-{seed}-{recipe}"  # an empty feature store: the time of a first run
+    # an empty feature store: the time of a first run; shared (per seed): the accuracy study's extractions once
+    store = work / (f"features-{seed}" if shared_store else f"features-{size}-{seed}-{recipe}")
     overrides = [*COMMON, f"train.seed={seed}", f"train.feature_cache={store}", *RECIPES[recipe]]
     params = load_params(REPO / "params.yaml", overrides)
     split = make_split(build_manifest(pool).table, pool, params.split, build_manifest(fixed).table, fixed).table
     start = time.perf_counter()
     result = train(split, params, RunFolder(work / f"run-{size}-{seed}-{recipe}"), {"data_md5": f"{size}-{seed}"})
     metrics = evaluate(result.model_dir, split, params.evaluate.batch_size, feature_store(params)).metrics
-    shutil.rmtree(store, ignore_errors=True)
+    if not shared_store:
+        shutil.rmtree(store, ignore_errors=True)
     return {
         "size": size,
         "seed": seed,
@@ -104,6 +106,9 @@ def main() -> None:
     parser.add_argument("--merge", type=Path, nargs="*", default=[], help="earlier results (JSON) to tabulate too")
     parser.add_argument("--table-sizes", type=int, nargs="*", help="sizes to tabulate (default: --sizes)")
     parser.add_argument("--table-recipes", nargs="*", help="recipes to tabulate (default: --recipes)")
+    parser.add_argument(
+        "--shared-store", action="store_true", help="one feature store per seed (times: warm after the first run)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     idx_dir = locate_idx_dir(cache_dir() / "debs")
@@ -112,7 +117,7 @@ def main() -> None:
         for size in args.sizes:
             for seed in args.seeds:
                 for recipe in args.recipes:
-                    results.append(one_run(idx_dir, size, seed, recipe, Path(tmp)))
+                    results.append(one_run(idx_dir, size, seed, recipe, Path(tmp), args.shared_store))
                     print(json.dumps(results[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

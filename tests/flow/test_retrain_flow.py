@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from headstart.cli.main import app
+from headstart.library.training.feature_store import FeatureStore
 from headstart.ground.run_folder import RunFolder
 from headstart.library.data.versioning import read_dvc_md5
 from headstart.library.registry.registry import Registry
@@ -81,14 +82,16 @@ def test_flow_fine_tunes_far_above_chance(workspace: Path, prefect_server, fashi
 def test_flow_runs_the_features_scenario(workspace: Path, prefect_server, fashion_idx_dir, tmp_path: Path) -> None:
     import_data(per_class=10, test_per_class=5)
     sets = ["train.scenario=features", "train.classifier=logreg", f"train.feature_cache={tmp_path / 'fc'}"]
+    store, volumes = FeatureStore(tmp_path / "fc", 10**9), []
     for run_dir in ("runs/features", "runs/features-again"):
         args = ["run", *[a for s in sets for a in ("--set", s)], "--run-dir", run_dir, "--summary-json", "s.json"]
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         summary = json.loads((workspace / "s.json").read_text())
-        # the health step extracted the features first: training reads that entry, in both runs
-        assert summary["scenario"] == "features" and summary["features_from_cache"] is True
-    assert len(list((tmp_path / "fc").glob("*.safetensors"))) == 1  # one entry shared by health and training
+        # the health step extracted the features first: training reads them from the store, in both runs
+        assert summary["scenario"] == "features" and summary["features_extracted"] == 0
+        volumes.append(store.volume())
+    assert volumes[0] == volumes[1]  # the second run (same data) stored nothing new: health, training, test set
     assert summary["metrics"]["accuracy"] > 0.4, summary["metrics"]
     assert (workspace / "runs/features/model/classifier.skops").is_file()
 
