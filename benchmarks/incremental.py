@@ -13,6 +13,7 @@ and their ratios B / A (goals: >= 8x and >= 3x).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -75,6 +76,8 @@ def main() -> None:
             wall, seconds, images = retrain(base, warm_store, env, "v1")
             print(f"first run (v1, {args.per_class * 10} images, empty store): {wall:.0f} s, extracted {images} "
                   f"images in {seconds:.0f} s")  # fmt: skip
+            transfer = json.loads((base / "runs/v1/metrics.json").read_text()).get("transfer")
+            print(f"  its transfer report: {transfer}")
             grown = round(args.per_class * (1 + args.new_fraction))
             headstart([*import_data, str(grown)], base, env)  # a superset: the same images plus the new ones
             print(f"v2: {grown * 10} images ({(grown - args.per_class) * 10} new); retrain A = the v1 store, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from headstart.library.evaluation.metrics import Evaluation, evaluate, load_evaluation, save_evaluation
-from headstart.library.evaluation.transfer import transfer_report
+from headstart.library.evaluation.transfer import measure_transfer
 from headstart.library.training.features import feature_store
 from tasks.step import Step, StepContext
 
@@ -15,7 +15,7 @@ def run(ctx: StepContext) -> Evaluation:
     trained, split, store = ctx.result("train"), ctx.result("split").table, feature_store(ctx.params)
     evaluation = evaluate(trained.model_dir, split, ctx.params.evaluate.batch_size, store)
     if ctx.params.evaluate.transfer_report:
-        transfer = transfer_report(trained.config, split, ctx.params, store)
+        transfer = measure_transfer(trained.config, split, ctx.params, store)
         evaluation = replace(evaluation, metrics={**evaluation.metrics, "transfer": transfer})
     save_evaluation(evaluation, ctx.run)
     return evaluation

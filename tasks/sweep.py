@@ -98,11 +98,13 @@ def _keys(spec: Any) -> str:
 
 
 def trial_params(params_path: Path, overrides: list[str], trial: Trial) -> Params:
-    """The params a trial trains with: the file, the sweep's ``--set`` overrides, then the trial's own."""
+    """The params a trial trains with: the file, the sweep's ``--set`` overrides, then the trial's own; a
+    features trial is fitted on the train rows only (trials are compared on the validation rows)."""
     try:
-        return load_params(params_path, [*overrides, *trial.set_args()])
+        params = load_params(params_path, [*overrides, *trial.set_args()])
     except ConfigError as exc:
         raise ConfigError(f"{trial.name} {trial.overrides}: {exc}") from None
+    return params.model_copy(update={"train": params.train.model_copy(update={"features_fit": "train"})})
 
 
 def run_trial(params: Params, sweep_root: Path, trial: Trial, flow_run_id: str | None, threads: int | None) -> dict:
@@ -121,8 +123,6 @@ def run_trial(params: Params, sweep_root: Path, trial: Trial, flow_run_id: str |
     started = time.monotonic()
     split = load_split(run.split)
     val = validation_rows(split)
-    # trials are compared on the validation rows: a features trial must not have been fitted on them
-    params = params.model_copy(update={"train": params.train.model_copy(update={"features_fit": "train"})})
     record = {
         **lineage.collect(Path.cwd(), params, flow_run_id),
         "code_sha256": code_fingerprint([train_step.STEP]),

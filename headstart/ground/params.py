@@ -162,7 +162,7 @@ class TrainParams(_Section):
     resume: bool = True  # continue from the run folder's last checkpoint when one exists for these params
     head_epochs: int = Field(100, ge=1)  # hybrid: full-batch steps fitting the head on cached features
     head_lr: float = Field(1e-2, gt=0)
-    feature_cache: str | None = None  # null: the user cache (~/.cache/headstart/features)
+    feature_cache: str | None = None  # the feature store; null: the user cache (~/.cache/headstart/feature-store)
     feature_cache_max_gb: float = Field(4.0, gt=0)  # the feature store's cap (least recently used evicted)
     seed: int = 0
     num_workers: int = Field(2, ge=0)

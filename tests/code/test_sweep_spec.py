@@ -38,6 +38,7 @@ trials: [{train.scenario: finetune}, {train.scenario: hybrid, train.epochs: 2}]
     params = trial_params(REPO_PARAMS, ["train.seed=3"], trials[7])
     assert (params.train.scenario, params.train.epochs, params.train.lr, params.train.seed) == ("hybrid", 2, 0.003, 3)
     assert params.model.backbone == "mobilenetv2_100"
+    assert params.train.features_fit == "train"  # trials are compared on val: never fitted on it (run defaults differ)
     only_grid = load_sweep(sweep_file(tmp_path, "grid: {train.classifier_c: [0.1, 1, 10]}"))
     assert [t.overrides["train.classifier_c"] for t in only_grid] == [0.1, 1, 10]
 

@@ -13,11 +13,11 @@ import yaml
 from typer.testing import CliRunner
 
 from headstart.cli.main import app
-from headstart.library.training.feature_store import FeatureStore
 from headstart.ground.run_folder import RunFolder
 from headstart.library.data.versioning import read_dvc_md5
 from headstart.library.registry.registry import Registry
 from headstart.library.storage.backends import LocalStorage
+from headstart.library.training.feature_store import FeatureStore
 from tasks.pipeline import PIPELINE
 
 pytestmark = pytest.mark.slow  # trains models end to end (`pytest -m 'not slow'` skips them)

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score
 
+from headstart.ground.errors import HeadstartError
 from headstart.ground.params import Params
 from headstart.library.models.backbones import create_pretrained, freeze_all
 from headstart.library.models.classical import FALLBACK_C, fit_classifier
@@ -24,13 +25,24 @@ from headstart.library.training.features import extractor_of, features_for
 log = logging.getLogger(__name__)
 
 
+def measure_transfer(config: ModelConfig, split: pd.DataFrame, params: Params, store: FeatureStore | None) -> dict:
+    """:func:`transfer_report`, or ``{"skipped": why}`` when it cannot be measured (weights unreachable, a class
+    too small to fit, non-finite features): a report never fails the run it describes."""
+    try:
+        return transfer_report(config, split, params, store)
+    except (HeadstartError, ValueError, OSError, RuntimeError) as exc:
+        log.warning("transfer report skipped: %s", exc)
+        return {"skipped": str(exc)}
+
+
 def transfer_report(config: ModelConfig, split: pd.DataFrame, params: Params, store: FeatureStore | None) -> dict:
     """Test accuracy of the head on pretrained vs randomly initialised backbone features, and the gap.
 
     A features-scenario model's head is its own classifier with the C it chose; other scenarios are compared with
     a linear probe (``train.classifier`` at C = the fallback, no search: the report stays cheap)."""
     p = params.train
-    fit_rows = split["split"].eq("train") | (split["split"].eq("val") & (p.features_fit == "train+val"))
+    fitted_on = config.features_fit or p.features_fit  # the model's own rows (a sweep trial: train only)
+    fit_rows = split["split"].eq("train") | (split["split"].eq("val") & (fitted_on == "train+val"))
     test_rows = split["split"].eq("test")
     index = {name: i for i, name in enumerate(config.classes)}
     y_fit, y_test = split.loc[fit_rows, "label"].map(index), split.loc[test_rows, "label"].map(index)
@@ -38,8 +50,9 @@ def transfer_report(config: ModelConfig, split: pd.DataFrame, params: Params, st
     classifier = config.classifier or p.classifier
     accuracy = {}
     for arm, weights in (("pretrained", params.model.weights), ("random_init", "none")):
-        torch.manual_seed(p.seed)  # the random arm's initialisation: the same backbone on every run
-        model = create_pretrained(config.backbone, weights)
+        with torch.random.fork_rng():  # the caller's random state is left as it was
+            torch.manual_seed(p.seed)  # the random arm's initialisation: the same backbone on every run
+            model = create_pretrained(config.backbone, weights)
         model.reset_classifier(0, global_pool=config.head["pool"])
         freeze_all(model)
         extractor = extractor_of(model, config.backbone, config.pre, config.head["pool"], config.feature_stages)
@@ -66,6 +79,8 @@ def transfer_markdown(transfer: dict | None) -> str:
     """One paragraph for the model card and the run's metrics artifact."""
     if not transfer:
         return "Not measured (`evaluate.transfer_report: false`)."
+    if "skipped" in transfer:
+        return f"Not measured: {transfer['skipped']}."
     verdict = "helped" if transfer["gain"] > 0 else "did not help"
     return (
         f"The same head ({transfer['head']}, {transfer['input_size']} px features, fitted on "

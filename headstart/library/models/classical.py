@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
 from headstart.ground.errors import WeightsError
+
+log = logging.getLogger(__name__)
 
 CLASSIFIER_FILE = "classifier.skops"
 # Beyond skops' default trust (sklearn's public estimators): the internals of the classifiers offered here.
@@ -56,7 +59,11 @@ def fit_classifier(name: str, c: float | str, seed: int, x: np.ndarray, y: np.nd
     pipeline = make_classifier(name, FALLBACK_C, seed)
     [c_param] = [k for k in pipeline.get_params() if k.endswith("__C")]
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    search = GridSearchCV(pipeline, {c_param: list(C_GRID)}, cv=cv).fit(x, y)
+    try:
+        search = GridSearchCV(pipeline, {c_param: list(C_GRID)}, cv=cv).fit(x, y)
+    except ValueError as exc:  # every fold failed: linear_svm's own 3-fold calibration inside a fold of 2 images
+        log.warning("classifier_c auto: the cross-validation failed (%s); C = %s", str(exc).splitlines()[0], FALLBACK_C)
+        return make_classifier(name, FALLBACK_C, seed).fit(x, y), {"classifier_c": FALLBACK_C}
     found = {"classifier_c": search.best_params_[c_param], "cv_accuracy": float(search.best_score_)}
     return search.best_estimator_, found
 

@@ -41,6 +41,7 @@ class ModelConfig:
     classifier: str | None = None  # the scikit-learn classifier of the features scenario
     classifier_c: float | None = None  # its C (chosen by cross-validation under classifier_c: auto)
     feature_stages: int = 0  # the features scenario's features: 0 the classifier's input, n the last n stages
+    features_fit: str | None = None  # the features scenario's fitted rows: train | train+val
 
     @property
     def pre(self) -> Preprocessing:

@@ -56,7 +56,7 @@ def metrics_rows(metrics: dict) -> list[dict]:
         {"class": f"transfer: head on {arm} features", "accuracy": round(metrics["transfer"][key], 4), **empty,
          "support": metrics["transfer"]["test_images"]}
         for arm, key in (("pretrained", "pretrained_accuracy"), ("random-init", "random_init_accuracy"))
-    ] if metrics.get("transfer") else []  # fmt: skip
+    ] if "pretrained_accuracy" in metrics.get("transfer", {}) else []  # fmt: skip
     return [overall, *per_class, *transfer]
 
 

@@ -1,8 +1,10 @@
 """The feature store: one backbone feature vector per image, content-addressed, with a size cap.
 
 An entry's key is (the image's sha256, the extractor's id), where the extractor id digests everything a vector
-depends on besides the pixels: backbone, weights (of the headless network), preprocessing, pooling, view and
-the timm and torch versions. So a new data version extracts only the images the store has not seen, and a
+depends on besides the pixels: backbone, weights (of the headless network), preprocessing, pooling, stages, the
+device type it was computed on, the versions of the libraries that decode, resize and compute (Pillow, OpenCV,
+albumentations, NumPy, timm, torch) and :data:`FORMAT` (bumped whenever the project's own decode, transform or
+pooling code changes what a vector is). So a new data version extracts only the images the store has not seen, and a
 re-score of the champion on an unchanged test set extracts nothing.
 
 Storage is python-diskcache (SQLite, process- and thread-safe, least-recently-used eviction above
@@ -29,8 +31,9 @@ from headstart.library.data.transforms import Preprocessing
 
 log = logging.getLogger(__name__)
 
+FORMAT = 1  # bump when load_rgb_array, build_transform or pooled_features change the vectors they produce
 _DIGEST = 32  # bytes of sha256 before each vector
-_BATCH = 512  # entries per write transaction: other writers wait at most one batch
+_BATCH = 512  # entries per transaction: other writers wait at most one batch
 
 
 class _VectorDisk(diskcache.Disk):
@@ -56,23 +59,21 @@ class Extractor:
     pre: Preprocessing
     pool: str
     stages: int = 0  # 0: the classifier's input; n: the last n stages, pooled (backbones.pooled_features)
-    view: str = "plain"
+    device: str = "cpu"  # the device type that computes them (GPU and CPU kernels differ in the last bits)
 
     @property
     def id(self) -> str:
-        """sha256 of the fields and the timm and torch versions (a release may compute the same layers
-        differently)."""
-        import timm
-
-        versions = {"timm": timm.__version__, "torch": torch.__version__}
-        blob = [self.backbone, self.weights_digest, self.pre.to_dict(), self.pool, self.stages, self.view, versions]
+        """sha256 of the fields, :data:`FORMAT` and the library versions (a release may decode, resize or compute
+        the same layers differently)."""
+        blob = [FORMAT, self.backbone, self.weights_digest, self.pre.to_dict(), self.pool, self.stages, self.device,
+                _library_versions()]  # fmt: skip
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict:
         """JSON-friendly form (recorded beside drift references and in metrics)."""
         return {
             "backbone": self.backbone, "weights_digest": self.weights_digest, "preprocessing": self.pre.to_dict(),
-            "pool": self.pool, "stages": self.stages, "view": self.view,
+            "pool": self.pool, "stages": self.stages,
         }  # fmt: skip
 
 
@@ -96,21 +97,23 @@ class FeatureStore:
         read as empty: it is a cache, the run extracts instead."""
         found: dict[str, np.ndarray] = {}
         damaged = 0
-        prefix = extractor.id
+        prefix, wanted = extractor.id, list(dict.fromkeys(images))
         try:
             with self._open() as cache:
-                for sha in dict.fromkeys(images):
-                    value = cache.get(f"{prefix}/{sha}")
-                    if value is None:
-                        continue
-                    vector = _decode(value)
-                    if vector is None:
-                        damaged += 1
-                        continue
-                    found[sha] = vector
+                for start in range(0, len(wanted), _BATCH):
+                    with cache.transact():  # one commit per batch for the access times LRU keeps
+                        for sha in wanted[start : start + _BATCH]:
+                            value = cache.get(f"{prefix}/{sha}")
+                            if value is None:
+                                continue
+                            vector = _decode(value)
+                            if vector is None:
+                                damaged += 1
+                                continue
+                            found[sha] = vector
         except (OSError, sqlite3.Error, diskcache.Timeout, ValueError) as exc:
-            log.warning("feature store %s unreadable (%s); extracting instead", self.directory, exc)
-            return {}
+            log.warning("feature store %s unreadable (%s); extracting the %d images not read yet", self.directory,
+                        exc, len(wanted) - len(found))  # fmt: skip
         widths = {v.shape[0] for v in found.values()}
         if len(widths) > 1:  # a torn or foreign store: trust none of it
             log.warning(
@@ -153,9 +156,19 @@ def _encode(vector: np.ndarray) -> bytes:
     return hashlib.sha256(data).digest() + data
 
 
-def _decode(value: bytes) -> np.ndarray | None:
-    """The vector, or None when the value is not whole (its digest does not match)."""
-    if len(value) <= _DIGEST or (len(value) - _DIGEST) % 4:
+def _library_versions() -> dict[str, str]:
+    import albumentations
+    import cv2
+    import PIL
+    import timm
+
+    return {"albumentations": albumentations.__version__, "cv2": cv2.__version__, "numpy": np.__version__,
+            "pillow": PIL.__version__, "timm": timm.__version__, "torch": torch.__version__}  # fmt: skip
+
+
+def _decode(value: object) -> np.ndarray | None:
+    """The vector, or None when the value is not whole (not bytes, or its digest does not match)."""
+    if type(value) is not bytes or len(value) <= _DIGEST or (len(value) - _DIGEST) % 4:
         return None
     digest, data = value[:_DIGEST], value[_DIGEST:]
     if hashlib.sha256(data).digest() != digest:

@@ -1,7 +1,7 @@
 """Frozen-backbone features, per image, through the feature store.
 
-Extraction runs the eval transform (and the entry's view), always in fp32 with TF32 off, so cached features do
-not depend on the machine. :func:`features_for` reads what the store holds and extracts only the rest.
+Extraction runs the eval transform, always in fp32 with TF32 off and cuDNN's algorithm choice fixed, so stored
+features do not depend on which run computed them. :func:`features_for` reads what the store holds and extracts only the rest.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,14 +66,17 @@ def extract(
 
 @contextmanager
 def _exact_fp32() -> Iterator[None]:
-    """TF32 off for the extraction: with it on, GPU matmuls and convolutions round to 10 mantissa bits and the
-    cached features would differ from the CPU's."""
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    """TF32 off and cuDNN's algorithm choice fixed for the extraction: with TF32, GPU matmuls and convolutions
+    round to 10 mantissa bits; with benchmarking, cuDNN may pick another algorithm on the next run. Stored
+    features must be the same whichever run computed them (on one device type: the store keys by it)."""
+    cudnn = torch.backends.cudnn
+    saved = (torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic)
+    torch.backends.cuda.matmul.allow_tf32 = cudnn.allow_tf32 = cudnn.benchmark = False
+    cudnn.deterministic = True
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+        torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic = saved
 
 
 def feature_digest(model: nn.Module) -> str:
@@ -96,10 +99,10 @@ def extractor_of(model: nn.Module, backbone: str, pre: Preprocessing, pool: str,
 
 
 def feature_store(params: Params) -> FeatureStore:
-    """The store named by ``train.feature_cache`` (default: the user cache's ``features/``), capped at
+    """The store named by ``train.feature_cache`` (default: the user cache's ``feature-store/``), capped at
     ``train.feature_cache_max_gb``."""
     p = params.train
-    directory = Path(p.feature_cache) if p.feature_cache else cache_dir() / "features"
+    directory = Path(p.feature_cache) if p.feature_cache else cache_dir() / "feature-store"
     return FeatureStore(directory, int(p.feature_cache_max_gb * 1e9))
 
 
@@ -115,6 +118,7 @@ def features_for(
     """Features of every row of ``table`` (which has ``sha256``): those in the store read back, the other
     images extracted once each (a duplicate image is extracted once) and stored."""
     shas = table["sha256"].tolist()
+    extractor = replace(extractor, device=resolve_accelerator(device, "fp32").device.type)
     found = store.lookup(extractor, shas) if store is not None else {}
     missing = table[~table["sha256"].isin(found)].drop_duplicates("sha256")
     start = time.perf_counter()

@@ -167,7 +167,7 @@ def _train_features(model, split, classes, pre, params, run, lineage, world) -> 
     chosen_c = search.get("classifier_c", p.classifier_c if p.classifier_c != "auto" else None)
     config = _config(
         classes, pre, params, lineage, classifier=p.classifier, classifier_c=chosen_c,
-        feature_stages=params.model.feature_stages,
+        feature_stages=params.model.feature_stages, features_fit=p.features_fit,
     )  # fmt: skip
     model_dir = save_model(model, config, run.model, classifier)
     return TrainResult(model_dir, config, [row], 0, feats.extracted)
