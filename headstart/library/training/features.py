@@ -1,7 +1,8 @@
 """Frozen-backbone features, per image, through the feature store.
 
 Extraction runs the eval transform, always in fp32 with TF32 off and cuDNN's algorithm choice fixed, so stored
-features do not depend on which run computed them. :func:`features_for` reads what the store holds and extracts only the rest.
+features do not depend on which run computed them. :func:`features_for` reads what the store holds and extracts
+only the rest.
 """
 
 from __future__ import annotations
