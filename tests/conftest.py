@@ -113,8 +113,9 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh workspace as `headstart init` makes it (git + DVC, params.yaml, dvc.yaml, a local DVC remote); cwd
     is set to it."""
     from tasks.dvc_stages import init_pipeline_workspace
+    from tests.support.params import suite_params_template
 
     monkeypatch.setenv("HEADSTART_DVC_REMOTE", str(tmp_path / "remote"))
-    root = init_pipeline_workspace(tmp_path / "ws")
+    root = init_pipeline_workspace(tmp_path / "ws", suite_params_template(tmp_path / "template"))
     monkeypatch.chdir(root)
     return root

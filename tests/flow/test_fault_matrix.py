@@ -66,10 +66,11 @@ def fault_workspace(tmp_path_factory, seaweedfs, prefect_server, fashion_idx_dir
     import boto3
 
     from tasks.dvc_stages import init_pipeline_workspace
+    from tests.support.params import suite_params_template
 
     base = tmp_path_factory.mktemp("faults")
     env = {**os.environ, "HEADSTART_DVC_REMOTE": str(base / "remote")}
-    root = init_pipeline_workspace(base / "ws")
+    root = init_pipeline_workspace(base / "ws", suite_params_template(base / "template"))
     for name, per_class, test in (("small", 3, 0), ("fashion-mnist", 20, 10)):
         counts = ["--per-class", str(per_class), "--test-per-class", str(test)]
         done = subprocess.run(

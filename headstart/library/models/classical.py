@@ -43,12 +43,13 @@ def make_classifier(name: str, c: float, seed: int) -> Pipeline:
     return make_pipeline(StandardScaler(), estimators[name])
 
 
-C_GRID = (0.001, 0.01, 0.1, 1.0)  # classifier_c auto: searched by cross-validation
+# classifier_c auto: the C values searched by cross-validation (an RBF SVM needs larger ones than linear models)
+C_GRIDS = {"logreg": (0.001, 0.01, 0.1, 1.0), "linear_svm": (0.001, 0.01, 0.1, 1.0), "rbf_svm": (0.1, 1.0, 10.0, 100.0)}
 FALLBACK_C = 0.1  # classifier_c auto when a class has a single image (no fold split possible)
 
 
 def fit_classifier(name: str, c: float | str, seed: int, x: np.ndarray, y: np.ndarray) -> tuple[Pipeline, dict]:
-    """Fit the named classifier; with ``c == "auto"`` choose C on ``C_GRID`` by stratified k-fold
+    """Fit the named classifier; with ``c == "auto"`` choose C on its ``C_GRIDS`` row by stratified k-fold
     cross-validation (scikit-learn's GridSearchCV, k = min(5, smallest class)) and refit on every row. Returns the
     classifier and what the search found (``classifier_c``, ``cv_accuracy``), empty when there was no search."""
     if c != "auto" or name == "random_forest":  # a random forest has no C
@@ -60,7 +61,7 @@ def fit_classifier(name: str, c: float | str, seed: int, x: np.ndarray, y: np.nd
     [c_param] = [k for k in pipeline.get_params() if k.endswith("__C")]
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     try:
-        search = GridSearchCV(pipeline, {c_param: list(C_GRID)}, cv=cv).fit(x, y)
+        search = GridSearchCV(pipeline, {c_param: list(C_GRIDS[name])}, cv=cv).fit(x, y)
     except ValueError as exc:  # every fold failed: linear_svm's own 3-fold calibration inside a fold of 2 images
         log.warning("classifier_c auto: the cross-validation failed (%s); C = %s", str(exc).splitlines()[0], FALLBACK_C)
         return make_classifier(name, FALLBACK_C, seed).fit(x, y), {"classifier_c": FALLBACK_C}

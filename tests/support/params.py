@@ -1,0 +1,23 @@
+"""The params.yaml the suite's workspaces start from: the repository's, with frozen features at 64 px.
+
+The shipped default extracts frozen features at the backbone's pretrained size (224 px: the better probe, see
+README "Training recipes"), ~12x the work of 64 px; every flow test's health step would pay it on 2 cores. What
+the tests check does not depend on that size; the tests of the 224 px default are the benchmarks'."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+FEATURES_AT_DEFAULT = "  features_input_size: null"
+
+
+def suite_params_template(folder: Path) -> Path:
+    """Write the suite's params template into ``folder`` and return its path."""
+    text = REPO_PARAMS.read_text()
+    if FEATURES_AT_DEFAULT not in text:
+        raise AssertionError(f"{REPO_PARAMS}: no `{FEATURES_AT_DEFAULT.strip()}` line to lower for the suite")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(text.replace(FEATURES_AT_DEFAULT, "  features_input_size: 64", 1))
+    return path
