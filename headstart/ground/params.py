@@ -136,7 +136,7 @@ class DistributedParams(_Section):
 class TrainParams(_Section):
     scenario: Literal["auto", "features", "finetune", "hybrid"] = "auto"
     # auto: `features` when the smallest class has fewer training images than this, else `auto_large`
-    auto_features_below: int = Field(30, ge=1)
+    auto_features_below: int = Field(100, ge=1)
     auto_large: Literal["finetune", "hybrid"] = "finetune"
     classifier: Literal["logreg", "linear_svm", "rbf_svm", "random_forest"] = "logreg"  # features scenario
     # inverse regularisation of logreg and the SVMs; auto: chosen by stratified cross-validation

@@ -235,7 +235,9 @@ def test_auto_scenario_picks_by_the_smallest_class() -> None:
     params = load_params(REPO_PARAMS, ["train.scenario=auto", "train.auto_features_below=30"])
     assert resolve_scenario(split({"a": 100, "b": 12}), params).train.scenario == "features"
     assert resolve_scenario(split({"a": 100, "b": 30}), params).train.scenario == "finetune"
-    hybrid = load_params(REPO_PARAMS, ["train.scenario=auto", "train.auto_large=hybrid"])
+    hybrid = load_params(
+        REPO_PARAMS, ["train.scenario=auto", "train.auto_large=hybrid", "train.auto_features_below=30"]
+    )
     assert resolve_scenario(split({"a": 40, "b": 40}), hybrid).train.scenario == "hybrid"
     explicit = load_params(REPO_PARAMS, ["train.scenario=finetune"])
     assert resolve_scenario(split({"a": 3, "b": 3}), explicit) is explicit
