@@ -97,7 +97,8 @@ def test_workspace_is_clean_and_init_is_idempotent(workspace: Path) -> None:
         return subprocess.run(["git", "status", "--porcelain"], cwd=workspace, capture_output=True, text=True).stdout
 
     assert porcelain() == ""
-    assert (workspace / "params.yaml").read_text() == (Path(__file__).resolve().parents[2] / "params.yaml").read_text()
+    # the workspace fixture's template: the repository's params.yaml, frozen features at 64 px (tests/support/params.py)
+    assert (workspace / "params.yaml").read_text() == (workspace.parent / "template" / "params.yaml").read_text()
     local = (workspace / ".dvc" / "config.local").read_text()
     assert str(workspace.parent / "remote") in local  # machine-local remote stays out of git
     (workspace / "params.yaml").write_text("train:\n  epochs: 1\n")

@@ -27,6 +27,9 @@ def use_s3_registry(workspace: Path, bucket: str) -> None:
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["registry"]["uri"] = f"s3://{bucket}/registry"
     params["train"].update(epochs=2, num_workers=0)
+    # the shipped 224 px frozen features, not the suite's 64 px: at 64 px the idempotent `registry push runs/v1`
+    # below registers a second version (found at the end of issue 16, not understood yet: see its closing note)
+    params["model"]["features_input_size"] = None
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

@@ -1,7 +1,8 @@
 """What transfer bought: the same head on features of the pretrained backbone and of a randomly initialised one.
 
-Both arms fit ``train.classifier`` on the rows the features scenario fits on (``train.features_fit``) at the
-model's own preprocessing, and are scored on the test rows. The random backbone is seeded (``train.seed``), so
+Both arms fit the model's classifier (a features model's own, with its chosen C; else ``train.classifier``) on the
+rows the model was fitted on (its recorded ``features_fit``) at the model's own preprocessing, and are scored on
+the test rows. The random backbone is seeded (``train.seed``), so
 its features are content-addressed like any other and a rerun reads them from the store: the report costs one
 extra extraction the first time only. The gap tells a user whether ImageNet weights help on their images.
 """
