@@ -44,7 +44,8 @@ def judge(ctx: StepContext) -> Decision:
         report = score_champion(registry, version, split, ctx.run.champion, batch_size, feature_store(ctx.params))
     decision = decide(challenger, report, ctx.params.gate, version, ctx.allow_class_change)
     health = data_health_rules(ctx.result("health").summary(), ctx.params.health.max_drift)
-    return replace(decision.with_rules(health), champion_seq=seq)
+    recall = {c: m["recall"] for c, m in report.metrics["per_class"].items()} if report and report.metrics else None
+    return replace(decision.with_rules(health), champion_seq=seq, champion_recall=recall)
 
 
 def load(ctx: StepContext) -> Decision:

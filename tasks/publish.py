@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
+from headstart.library.registry.registry import open_registry
 from headstart.library.reports.dashboard import Dashboard, registry_page
+from headstart.library.reports.overview import gather_overview, overview_dashboard
 from tasks.promote import REJUDGED
 from tasks.step import Step, StepContext
 
@@ -39,7 +41,9 @@ def run(ctx: StepContext) -> dict:
     partial = ctx.run.summary.with_suffix(".partial")
     partial.write_text(json.dumps(summary, indent=2))
     partial.replace(ctx.run.summary)  # atomic: readers see the old summary or the new, never half
-    pages = [*ctx.result("report").dashboards, registry_page(summary, ctx.params.registry.model_name)]
+    overview = gather_overview(open_registry(ctx.params.registry), ctx.params.gate.primary_metric)
+    pages = [*ctx.result("report").dashboards, registry_page(summary, ctx.params.registry.model_name),
+             overview_dashboard(overview)]  # fmt: skip
     summary["artifacts"] = publish_dashboards(pages)
     return summary
 

@@ -34,11 +34,11 @@ class RunReport:
     dashboards: list[Dashboard]
 
 
-def preview_images(split: pd.DataFrame, per_preview: int = 4) -> list[np.ndarray]:
-    """The first training image of each of the first ``per_preview`` classes."""
-    train = split[split["split"] == "train"]
+def preview_images(split: pd.DataFrame, per_preview: int = 4) -> list[tuple[np.ndarray, str]]:
+    """The first training image of each of the first ``per_preview`` classes, with its class."""
+    train = split[split["split"] == "train"].sort_values("label", kind="stable")
     firsts = train.groupby("label", sort=True).head(1).head(per_preview)
-    return [load_rgb_array(Path(path)) for path in firsts["file"]]
+    return [(load_rgb_array(Path(path)), label) for path, label in zip(firsts["file"], firsts["label"], strict=True)]
 
 
 def build_summary(ctx: StepContext) -> dict:

@@ -18,6 +18,7 @@ from headstart.cli import registry as cli_registry
 from headstart.cli.options import AllowClassChangeOpt, ParamsOpt, SetOpt, settings
 from headstart.cli.output import print_decision, print_report
 from headstart.cli.registry import registry_app
+from headstart.cli.report import report
 from headstart.cli.steps import step
 from headstart.ground.environment import apply_quiet_environment, log_project_at_info
 from headstart.ground.errors import ExportMismatch, HeadstartError, RunFailed, ValidationFailed
@@ -35,6 +36,7 @@ app.add_typer(backbones_app, name="backbones")
 app.add_typer(registry_app, name="registry")
 app.command("predict")(cli_registry.predict)
 app.command("export")(cli_registry.export)
+app.command("report")(report)
 console = Console()
 err_console = Console(stderr=True)
 

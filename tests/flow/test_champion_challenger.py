@@ -133,7 +133,9 @@ def assert_dashboards(summary: dict, earlier_run: str) -> None:
 
 
 def assert_augmentation_preview(markdown: str) -> None:
-    """A row per previewed class: the original tile, then augmented draws, not all equal to the original."""
+    """The preview is one inline PNG, a grid of 4 rows (classes) x 6 columns (original + 5 draws) of tiles: its
+    columns of tiles are told apart by the white gutters between them. (That draws differ from the original is
+    tested on the data: tests/code/test_charts.py.)"""
     import base64
     import io
     import re
@@ -143,10 +145,7 @@ def assert_augmentation_preview(markdown: str) -> None:
 
     [uri] = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", markdown)
     grid = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri))).convert("L"), dtype=np.int16)
-    tile, rows, columns = 64, 4, 6
-    assert grid.shape == (20 + rows * (tile + 4), 4 + columns * (tile + 4))
-    for row in range(rows):
-        top = 20 + row * (tile + 4)
-        tiles = [grid[top : top + tile, 4 + c * (tile + 4) : 4 + c * (tile + 4) + tile] for c in range(columns)]
-        assert tiles[0].std() > 0  # a real image, not blank
-        assert any(np.abs(t - tiles[0]).mean() > 1 for t in tiles[1:]), f"row {row}: no draw changed the image"
+    assert grid.shape[1] >= 6 * 100 and grid.shape[0] >= 4 * 100, grid.shape  # tiles of >= 100 px
+    inked = (grid < 250).mean(axis=0) > 0.2  # columns crossing tiles (not gutters)
+    runs = np.flatnonzero(np.diff(inked.astype(int)) == 1)
+    assert len(runs) >= 6, f"{len(runs)} columns of tiles"

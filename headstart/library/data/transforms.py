@@ -58,3 +58,13 @@ def build_transform(pre: Preprocessing, augment: dict[str, Any] | None = None) -
         ToTensorV2(),
     ]
     return A.Compose(steps)
+
+
+def augmentation_draws(images: list[Any], augment: dict[str, Any], variants: int = 5, seed: int = 0) -> list[list[Any]]:
+    """For each image: the original, then ``variants`` draws of the params' pipeline (seeded: the same preview
+    for the same params)."""
+    pipeline = load_augmentations(augment)
+    if pipeline is not None:
+        pipeline.set_random_seed(seed)
+    return [[image] + [pipeline(image=image)["image"] if pipeline else image for _ in range(variants)]
+            for image in images]  # fmt: skip

@@ -6,7 +6,7 @@ its value, threshold and verdict, so a PASS is as explicit as a FAIL.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -47,12 +47,12 @@ class Decision:
     rules: list[RuleResult]
     champion: str | None = None
     champion_seq: int = 0  # the alias entry naming the champion judged against (0: none); promotion comes next
+    champion_recall: dict[str, float] | None = None  # the champion's per-class recall on the same test split
 
     def with_rules(self, rules: list[RuleResult]) -> Decision:
         """This decision with more rules judged (the verdict recomputed)."""
         every = self.rules + rules
-        return Decision("FAIL" if any(r.verdict == "FAIL" for r in every) else "PASS", every, self.champion,
-                        self.champion_seq)  # fmt: skip
+        return replace(self, verdict="FAIL" if any(r.verdict == "FAIL" for r in every) else "PASS", rules=every)
 
     @property
     def passed(self) -> bool:
@@ -67,7 +67,8 @@ class Decision:
     def from_dict(cls, data: dict) -> Decision:
         """Inverse of :meth:`to_dict`."""
         rules = [RuleResult(**r) for r in data["rules"]]
-        return cls(data["verdict"], rules, data.get("champion"), data.get("champion_seq", 0))
+        return cls(data["verdict"], rules, data.get("champion"), data.get("champion_seq", 0),
+                   data.get("champion_recall"))  # fmt: skip
 
     def to_markdown(self) -> str:
         """The rule table, as printed and stored."""

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from headstart.library.data.transforms import augmentation_draws
 from headstart.library.evaluation.gate import Decision
 from headstart.library.reports.charts import (
     augmentation_grid_png,
@@ -17,6 +18,7 @@ from headstart.library.reports.charts import (
     curves_png,
     labelled_tiles_png,
     markdown_image,
+    recall_bars_png,
 )
 
 
@@ -65,7 +67,7 @@ def render_dashboards(
     metrics: dict,
     model_name: str,
     model_card: str,
-    preview: list[np.ndarray] | None = None,
+    preview: list[tuple[np.ndarray, str]] | None = None,
     augment: dict | None = None,
 ) -> list[Dashboard]:
     """Metrics table, gate decision, confusion matrix, curves, augmentation preview and model card of one run (the
@@ -73,6 +75,8 @@ def render_dashboards(
     key = lambda what: artifact_key(model_name, what)  # noqa: E731
     decision = Decision.from_dict(summary["decision"])
     classes = list(metrics["per_class"])
+    recall = {name: m["recall"] for name, m in metrics["per_class"].items()}
+    recall_chart = markdown_image(recall_bars_png(recall, decision.champion_recall), "per-class recall")
     pages = [
         Dashboard(
             "metrics", key("metrics"), "table", metrics_rows(metrics), f"test metrics of run {summary['run_id']}"
@@ -82,7 +86,7 @@ def render_dashboards(
             key("decision"),
             "markdown",
             f"# Gate decision\n\nTest accuracy **{metrics['accuracy']:.4f}**, macro-F1 **{metrics['macro_f1']:.4f}** "
-            f"on {metrics['test_images']} images.\n\n{decision.to_markdown()}",
+            f"on {metrics['test_images']} images.\n\n{decision.to_markdown()}\n\n{recall_chart}",
             f"{decision.verdict} for version {summary['version']}",
         ),
         Dashboard(
@@ -97,7 +101,8 @@ def render_dashboards(
         image = markdown_image(curves_png(summary["history"]), "curves")
         pages.append(Dashboard("curves", key("curves"), "markdown", f"# Training curves\n\n{image}", "per epoch"))
     if augment and preview:
-        image = markdown_image(augmentation_grid_png(preview, augment), "augmentation preview")
+        draws = augmentation_draws([image for image, _ in preview], augment)
+        image = markdown_image(augmentation_grid_png(draws, [label for _, label in preview]), "augmentation preview")
         pages.append(
             Dashboard(
                 "augmentation",
