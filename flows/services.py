@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headstart.ground.errors import ToolError
+from headstart.ground.params import Params
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -71,6 +72,7 @@ class Services:
     api_url: str
     auth: str | None = None  # the API auth string (None: the API asks for none)
     processes: list[subprocess.Popen] = field(default_factory=list)
+    automations: list[str] = field(default_factory=list)  # the notification automations created
 
     def client_env(self) -> dict[str, str]:
         """The variables a Prefect client of these services needs."""
@@ -198,15 +200,17 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def start_services(workspace: Path, port: int, model_name: str) -> Services:
+def start_services(workspace: Path, port: int, model_name: str, params: Params | None = None) -> Services:
     """Everything serve starts, in order; on any failure what was started is stopped again.
 
     A server it starts requires an API auth string (see :func:`api_auth_string`); with ``PREFECT_API_URL`` set,
-    that server is used with whatever ``PREFECT_API_AUTH_STRING`` says.
+    that server is used with whatever ``PREFECT_API_AUTH_STRING`` says. With a webhook URL (``params``' notify
+    section or ``$HEADSTART_WEBHOOK_URL``) the notification automations are created too.
     """
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from flows.concurrency import ensure_limit, limit_name
+    from flows.notifications import ensure_notifications, webhook_url
 
     logs = workspace / "runs" / "serve"
     logs.mkdir(parents=True, exist_ok=True)
@@ -221,6 +225,8 @@ def start_services(workspace: Path, port: int, model_name: str) -> Services:
         with temporary_settings(updates={PREFECT_API_URL: services.api_url, PREFECT_API_AUTH_STRING: services.auth}):
             ensure_pools()
             ensure_limit(limit_name(model_name))
+            if params is not None and (url := webhook_url(params)):
+                services.automations = ensure_notifications(url, model_name)
         deploy(services.api_url, workspace, auth=services.auth)
         for pool in ("local", "gpu") if cuda_available() else ("local",):
             worker = start_worker(services.api_url, pool, workspace, logs / f"worker-{pool}.log", services.auth)

@@ -1,5 +1,7 @@
-"""The publish step, after promotion and best-effort: the summary records the promotion, and the dashboards
-rendered by the report step become keyed Prefect artifacts. A failure here is logged; the run stays as it is."""
+"""The publish step, after promotion and best-effort: the summary records the promotion, the gate's decision
+becomes a ``headstart.gate.decided`` Prefect event (what notifications and dashboards react to), and the
+dashboards rendered by the report step become keyed Prefect artifacts. A failure here is logged; the run stays as
+it is."""
 
 from __future__ import annotations
 
@@ -24,6 +26,48 @@ def publish_dashboards(pages: list[Dashboard]) -> dict[str, str]:
     return {page.what: page.key for page in pages}
 
 
+GATE_DECIDED = "headstart.gate.decided"
+
+
+def decision_payload(summary: dict, model: str, primary_metric: str) -> dict:
+    """What a ``headstart.gate.decided`` event carries: enough for a notification to say what happened."""
+    decision = summary["decision"]
+    return {
+        "model": model,
+        "version": summary["version"],
+        "verdict": decision["verdict"],
+        "primary_metric": {"name": primary_metric, "value": summary["metrics"][primary_metric]},
+        "champion_before": decision.get("champion"),
+        "champion_after": summary["champion"],
+        "promoted": summary["promoted"],
+        "failing_rules": [rule["rule"] for rule in decision["rules"] if rule["verdict"] == "FAIL"],
+        "run_id": summary["run_id"],
+    }
+
+
+def emit_decision(payload: dict) -> None:
+    """One event per decision: its id is derived from model and version, so a retried publish sends the same
+    event again (the server keeps one) rather than a second notification."""
+    import uuid
+
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    emit_event(
+        event=GATE_DECIDED,
+        resource={
+            "prefect.resource.id": f"headstart.model.{payload['model']}",
+            "prefect.resource.name": payload["model"],
+        },
+        related=[
+            {"prefect.resource.id": f"headstart.version.{payload['version']}", "prefect.resource.role": "version"}
+        ],
+        payload=payload,
+        id=uuid.uuid5(uuid.NAMESPACE_URL, f"{GATE_DECIDED}/{payload['model']}/{payload['version']}"),
+    )
+    EventsWorker.drain_all()  # sent before the run ends, not whenever the background client gets to it
+
+
 def final_summary(ctx: StepContext) -> dict:
     """The report's summary with the promotion's outcome filled in."""
     summary = dict(ctx.result("report").summary)
@@ -41,6 +85,8 @@ def run(ctx: StepContext) -> dict:
     partial = ctx.run.summary.with_suffix(".partial")
     partial.write_text(json.dumps(summary, indent=2))
     partial.replace(ctx.run.summary)  # atomic: readers see the old summary or the new, never half
+    model = ctx.params.registry.model_name
+    emit_decision(decision_payload(summary, model, ctx.params.gate.primary_metric))
     overview = gather_overview(open_registry(ctx.params.registry), ctx.params.gate.primary_metric)
     pages = [*ctx.result("report").dashboards, registry_page(summary, ctx.params.registry.model_name),
              overview_dashboard(overview)]  # fmt: skip

@@ -344,17 +344,22 @@ def backbones_verify(
 @app.command()
 def serve(
     port: Annotated[int, typer.Option(help="Port for the Prefect server it starts (127.0.0.1).")] = 4200,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port (/metrics); off when not given.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address the metrics endpoint binds.")] = "127.0.0.1",
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """Start a Prefect server (unless PREFECT_API_URL is set), the work pools, the deployments and the workers;
-    Ctrl-C (or SIGTERM) stops what it started."""
+    """Start a Prefect server (unless PREFECT_API_URL is set), the work pools, the deployments, the workers and,
+    with a webhook URL configured, the notification automations; Ctrl-C (or SIGTERM) stops what it started."""
     import signal
     import threading
 
     from flows.services import AUTH_FILE, start_services
 
-    services = start_services(Path.cwd(), port, settings(params, set_).registry.model_name)
+    chosen = settings(params, set_)
+    services = start_services(Path.cwd(), port, chosen.registry.model_name, chosen)
     console.print(f"Prefect UI: {services.ui_url}   API: {services.api_url}")
     if services.auth and (Path.cwd() / AUTH_FILE).is_file():
         console.print(
@@ -365,6 +370,14 @@ def serve(
     elif services.auth:
         console.print("the API asks for the auth string in $PREFECT_API_AUTH_STRING (the UI prompts for it)")
     console.print(f"deployments retrain/nightly, retrain/on-data-change, retrain/gpu run in {Path.cwd()}")
+    for name in services.automations:
+        console.print(f"automation: {name} (webhook block headstart-notify)")
+    metrics = None
+    if metrics_port is not None:
+        from flows.ops_metrics import start_metrics_server
+
+        metrics = start_metrics_server(chosen, metrics_port, metrics_host, services.api_url, services.auth)
+        console.print(f"Prometheus metrics: http://{metrics_host}:{metrics_port}/metrics")
     console.print("logs: runs/serve/; stop with Ctrl-C")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -373,6 +386,8 @@ def serve(
         while not stop.wait(1.0) and all(p.poll() is None for p in services.processes):
             pass
     finally:
+        if metrics is not None:
+            metrics.shutdown()
         services.stop()
         console.print("stopped what serve started")
 

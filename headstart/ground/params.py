@@ -260,6 +260,12 @@ class RunParams(_Section):
     step_timeout_minutes: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)  # e.g. {train: 120}
 
 
+class NotifyParams(_Section):
+    """Where ``headstart serve``'s automations send a webhook on every gate decision and every failed run."""
+
+    webhook_url: str | None = None  # e.g. an internal hook; ${HEADSTART_WEBHOOK_URL} wins (secret URLs go there)
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -274,6 +280,7 @@ class Params(_Section):
     gate: GateParams = GateParams()
     registry: RegistryParams = RegistryParams()
     run: RunParams = RunParams()
+    notify: NotifyParams = NotifyParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -289,9 +296,10 @@ class Params(_Section):
         return self.model_dump(mode="json", by_alias=True)
 
     def digest(self) -> str:
-        """Stable sha256 of the effective params, recorded in lineage; the ``run`` limits are left out (they
-        change no result, so a rerun with a longer timeout still resumes its checkpoint)."""
-        blob = json.dumps({k: v for k, v in self.as_dict().items() if k != "run"}, sort_keys=True).encode()
+        """Stable sha256 of the effective params, recorded in lineage; the ``run`` limits and ``notify`` are left
+        out (they change no result, so a rerun with a longer timeout still resumes its checkpoint)."""
+        blob = json.dumps({k: v for k, v in self.as_dict().items() if k not in ("run", "notify")}, sort_keys=True)
+        blob = blob.encode()
         return hashlib.sha256(blob).hexdigest()
 
 

@@ -1,0 +1,135 @@
+"""Prometheus metrics for the ops stack (``headstart serve --metrics-port``), read fresh on every scrape from
+the registry and the Prefect API with ``prometheus-client``'s custom-collector API.
+
+A scrape never fails because a source is down: ``headstart_source_up{source=...}`` says which one did not
+answer, and that source's metrics are left out of the scrape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from headstart.ground.params import Params
+from headstart.ground.run_folder import HEALTH
+from headstart.library.registry.registry import open_registry
+
+log = logging.getLogger(__name__)
+PIPELINE_FLOWS = ("retrain", "sweep")
+STATE_TYPES = ("SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+def _seconds(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+class HeadstartCollector(Collector):
+    """The champion, the last retrain, the last drift measurement and the pipeline's flow runs by state."""
+
+    def __init__(self, params: Params, api_url: str | None = None, auth: str | None = None) -> None:
+        # The Prefect API is named here, not taken from the settings: scrapes run in the HTTP server's threads,
+        # which see neither the caller's temporary settings nor environment variables set after Prefect loaded.
+        self.params = params
+        self.api_url = api_url
+        self.auth = auth
+
+    def collect(self) -> Iterator[Metric]:
+        """One scrape: each source read once; a failing source is reported, not raised."""
+        up = GaugeMetricFamily("headstart_source_up", "Whether a source answered this scrape.", labels=["source"])
+        try:
+            yield from self._registry_metrics()
+            up.add_metric(["registry"], 1)
+        except Exception as exc:
+            log.warning("metrics: the registry did not answer: %s", exc)
+            up.add_metric(["registry"], 0)
+        if self.api_url:
+            try:
+                yield self._flow_runs()
+                up.add_metric(["prefect"], 1)
+            except Exception as exc:
+                log.warning("metrics: the Prefect API did not answer: %s", exc)
+                up.add_metric(["prefect"], 0)
+        yield up
+
+    def _registry_metrics(self) -> Iterator[Metric]:
+        registry = open_registry(self.params.registry)
+        model, metric = registry.model, self.params.gate.primary_metric
+        versions, history = registry.versions(), registry.history()
+        yield _gauge("headstart_registered_versions", "Complete versions in the registry.", model, len(versions))
+        if history:
+            current = history[-1]
+            manifest = next((m for m in versions if m["version"] == current.version), {})
+            info = InfoMetricFamily("headstart_champion", "The champion version.", labels=["model"])
+            info.add_metric([model], {"version": current.version, "moved_by": current.action})
+            yield info
+            score = (manifest.get("metrics") or {}).get(metric)
+            if score is not None:
+                family = GaugeMetricFamily("headstart_champion_primary_metric", "The champion's test score.",
+                                           labels=["model", "metric"])  # fmt: skip
+                family.add_metric([model, metric], score)
+                yield family
+            age = datetime.now(UTC).timestamp() - _seconds(current.at)
+            yield _gauge("headstart_champion_age_seconds", "Since the champion alias last moved.", model, age)
+        if versions:
+            last = versions[-1]
+            yield _gauge("headstart_last_retrain_timestamp_seconds", "When the newest version was registered.",
+                         model, _seconds(last["created"]))  # fmt: skip
+            verdict = InfoMetricFamily("headstart_last_retrain", "The newest version's gate verdict.", labels=["model"])
+            verdict.add_metric([model], {"version": last["version"], "verdict": str(last.get("decision"))})
+            yield verdict
+            drift = (json.loads(registry.read_file(last["version"], HEALTH) or b"{}").get("drift")) or {}
+            if drift.get("p_value") is not None:
+                yield _gauge("headstart_last_drift_p_value", "Drift test p-value of the newest version's data.",
+                             model, drift["p_value"])  # fmt: skip
+                yield _gauge("headstart_last_drift_mmd2", "Drift MMD² of the newest version's data.",
+                             model, drift["mmd2"])  # fmt: skip
+
+    def _flow_runs(self) -> Metric:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            FlowFilter,
+            FlowFilterName,
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+        family = GaugeMetricFamily("headstart_flow_runs", "Pipeline flow runs by state.", labels=["flow", "state"])
+        api = {PREFECT_API_URL: self.api_url, PREFECT_API_AUTH_STRING: self.auth}
+        with temporary_settings(updates=api), get_client(sync_client=True) as client:
+            for flow in PIPELINE_FLOWS:
+                for state in STATE_TYPES:
+                    of_state = FlowRunFilter(
+                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(state)]))
+                    )
+                    count = client.count_flow_runs(
+                        flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])), flow_run_filter=of_state
+                    )
+                    family.add_metric([flow, state.lower()], count)
+        return family
+
+
+def _gauge(name: str, documentation: str, model: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=["model"])
+    family.add_metric([model], value)
+    return family
+
+
+def start_metrics_server(
+    params: Params, port: int, host: str = "127.0.0.1", api_url: str | None = None, auth: str | None = None
+):
+    """Serve ``/metrics`` on ``host:port`` in a background thread; returns the server (``shutdown()`` stops it).
+    Without ``api_url`` the flow-run counts are left out."""
+    from prometheus_client import start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HeadstartCollector(params, api_url, auth))
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server

@@ -1,0 +1,108 @@
+"""What the ops stack receives: a webhook POST per gate decision and per failed run (Prefect automations on the
+session's server, posting to a capture server on 127.0.0.1), and Prometheus metrics that match the registry,
+scraped over HTTP and parsed with prometheus-client's own parser."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.notifications import ensure_notifications, remove_notifications
+from flows.ops_metrics import start_metrics_server
+from headstart.cli.main import app
+from headstart.ground.params import load_params
+from headstart.library.registry.registry import open_registry
+from tests.support.seaweedfs import free_ports
+from tests.support.waiting import wait_for
+from tests.support.webhook_capture import capturing_webhook
+
+pytestmark = pytest.mark.slow  # trains models end to end (`pytest -m 'not slow'` skips them)
+runner = CliRunner()
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """``/metrics`` parsed by prometheus-client: {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+        text = answer.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def run_summary(name: str, *extra: str) -> dict:
+    ran = runner.invoke(app, ["run", "--set", "train.scenario=features", "--summary-json", f"{name}.json", *extra])
+    assert ran.exit_code == 0, ran.output
+    return json.loads(Path(f"{name}.json").read_text())
+
+
+def test_each_decision_and_failed_run_is_posted_and_metrics_match_the_registry(
+    workspace: Path, prefect_server: str, fashion_idx_dir
+) -> None:
+    params = load_params(workspace / "params.yaml")
+    model = params.registry.model_name
+    imported = runner.invoke(app, ["data", "import", "fashion-mnist", "--per-class", "8", "--test-per-class", "4"])
+    assert imported.exit_code == 0, imported.output
+    [port] = free_ports(1)
+    metrics = start_metrics_server(params, port, api_url=prefect_server)
+    try:
+        before = scrape(port)
+        with capturing_webhook() as (url, received):
+            ensure_notifications(url, model)
+            ensure_notifications(url, model)  # serve started twice: still one automation per kind, one POST each
+            try:
+                first, second = run_summary("first"), run_summary("second")
+                failed = runner.invoke(app, ["run", "--set", "data.dir=data/no-such-dataset"])
+                assert failed.exit_code != 0
+                versions = {first["version"], second["version"]}
+                mine = lambda: [r for r in received if r["body"]["payload"].get("version") in versions]  # noqa: E731
+                decisions = wait_for(lambda: len(mine()) >= 2 and mine(), 90, 0.5, "both decisions' POSTs")
+                failures = wait_for(
+                    lambda: [r for r in received if r["body"]["event"] == "prefect.flow-run.Failed"], 90, 0.5, "a POST"
+                )
+                time.sleep(5)  # a duplicate would arrive within the triggers service's next loop
+            finally:
+                remove_notifications(model)
+        assert len(mine()) == 2 and len(failures) == 1, [r["body"]["event"] for r in received]
+        by_version = {r["body"]["payload"]["version"]: r["body"] for r in decisions}
+        for summary in (first, second):
+            body = by_version[summary["version"]]
+            assert body["event"] == "headstart.gate.decided" and decisions[0]["content_type"] == "application/json"
+            payload = body["payload"]
+            assert payload["verdict"] == summary["decision"]["verdict"] and payload["model"] == model
+            assert payload["primary_metric"] == {"name": "accuracy", "value": summary["metrics"]["accuracy"]}
+            assert payload["champion_after"] == summary["champion"]
+            failing = [r["rule"] for r in summary["decision"]["rules"] if r["verdict"] == "FAIL"]
+            assert payload["failing_rules"] == failing
+        assert by_version[second["version"]]["payload"]["champion_before"] == first["champion"]
+        assert by_version[first["version"]]["payload"]["champion_before"] is None
+
+        after = scrape(port)
+        registry = open_registry(params.registry)
+        champion = registry.champion()
+        manifest = registry.manifest(champion)
+        labels = (("model", model), ("moved_by", "promote"), ("version", champion))
+        assert after[("headstart_champion_info", labels)] == 1.0
+        assert (
+            after[("headstart_champion_primary_metric", (("metric", "accuracy"), ("model", model)))]
+            == (manifest["metrics"]["accuracy"])
+        )
+        assert after[("headstart_registered_versions", (("model", model),))] == 2
+        verdict = (("model", model), ("verdict", second["decision"]["verdict"]), ("version", second["version"]))
+        assert after[("headstart_last_retrain_info", verdict)] == 1.0
+        assert 0 <= after[("headstart_champion_age_seconds", (("model", model),))] < 600
+        runs = lambda scraped, state: scraped[("headstart_flow_runs", (("flow", "retrain"), ("state", state)))]  # noqa: E731
+        assert runs(after, "completed") - runs(before, "completed") == 2
+        assert runs(after, "failed") - runs(before, "failed") == 1
+        assert after[("headstart_source_up", (("source", "prefect"),))] == 1.0
+        assert after[("headstart_source_up", (("source", "registry"),))] == 1.0
+    finally:
+        metrics.shutdown()
