@@ -181,32 +181,51 @@ def test_concurrency_limit_holds_with_two_runs_at_once(prefect_server) -> None:
 
 
 def test_serve_starts_and_stops_what_it_started(deployed, prefect_server) -> None:
+    """With a webhook URL in the environment and --metrics-port, serve also creates the notification automations
+    and serves /metrics (both gone or stopped with it; the automations stay on the server, as configuration)."""
+    import os
+    import urllib.request
+
+    from flows.notifications import automation_names, remove_notifications
+    from tests.support.seaweedfs import free_ports
+
+    [metrics_port] = free_ports(1)
     process = subprocess.Popen(
-        ["headstart", "serve"],
+        ["headstart", "serve", "--metrics-port", str(metrics_port)],
         cwd=deployed,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env={**os.environ, "HEADSTART_WEBHOOK_URL": "http://127.0.0.1:9/secret-token-in-url"},
     )
     try:
         banner = process.stdout.readline()
         assert "Prefect UI: " in banner and prefect_server in banner  # it used the configured server
         with get_client(sync_client=True) as client:
             workers = wait_for(lambda: client.read_workers_for_work_pool("local"), timeout=60)
+            for name in automation_names("fashion-mnist").values():
+                [automation] = client.read_automations_by_name(name)
+                assert automation.actions[0].type == "call-webhook"
         assert workers, "no worker polled the local pool"
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30) as answer:
+            assert 'headstart_source_up{source="prefect"} 1.0' in answer.read().decode()
         worker_pids = subprocess.run(
             ["pgrep", "-f", "prefect worker start --pool local"], capture_output=True, text=True
         ).stdout.split()
         assert worker_pids
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=40) == 0
-        assert "stopped what serve started" in process.stdout.read()
+        printed = banner + process.stdout.read()
+        assert "stopped what serve started" in printed and "secret-token-in-url" not in printed
         alive = subprocess.run(["pgrep", "-f", "prefect worker start --pool local"], capture_output=True, text=True)
         assert not set(alive.stdout.split()) & set(worker_pids)
+        with pytest.raises(OSError):  # the metrics endpoint stopped with serve
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
     finally:
         if process.poll() is None:
             process.kill()
+        remove_notifications("fashion-mnist")
 
 
 def test_event_id_is_the_same_in_another_process_and_names_dataset_and_version() -> None:
