@@ -90,8 +90,13 @@ def test_browser_shows_gate_decision_and_metrics(
     assert ran.exit_code == 0, ran.output
     summary = json.loads((workspace / "summary.json").read_text())
 
+    reported = runner.invoke(app, ["report", "--out", str(tmp_path / "site")])  # from the registry alone
+    assert reported.exit_code == 0, reported.output
+
     with browser_page(chromium, tmp_path / "profile") as page:
         check_dashboards(page, prefect_server.removesuffix("/api"), summary, tmp_path)
+        page.goto((tmp_path / "site" / "index.html").as_uri())  # the static page: the same checks
+        assert_overview_page(page.locator("body"), summary)
 
 
 def check_dashboards(page, ui: str, summary: dict, tmp_path: Path) -> None:
@@ -134,3 +139,39 @@ def check_dashboards(page, ui: str, summary: dict, tmp_path: Path) -> None:
         image = page.locator("img[src^='data:image/png']")
         image.wait_for()
         assert image.evaluate("i => i.complete && i.naturalWidth > 0"), f"the {what} image did not render"
+        if what == "confusion":
+            assert_legible_confusion(image, tmp_path)
+
+    page.go_back()
+    page.get_by_text(keys["overview"], exact=True).click()
+    rendered = page.get_by_test_id("markdown-display")
+    rendered.get_by_text("Last 10 decisions").wait_for()
+    assert_overview_page(rendered, summary)
+
+
+def assert_legible_confusion(image, tmp_path: Path) -> None:
+    """On a 1400 px wide page the matrix is shown at (nearly) its own size, and the screenshot of it shows the
+    class names in the label column left of the cells (dark glyphs on white, not an empty margin)."""
+    natural, shown = image.evaluate("i => [i.naturalWidth, i.getBoundingClientRect().width]")
+    assert 700 <= natural <= VIEWPORT["width"] and shown >= 0.7 * natural, (natural, shown)
+    png = image.screenshot(path=tmp_path / "confusion.png")
+    width, height = Image.open(io.BytesIO(png)).size
+    labels = {"x": 0, "y": int(height * 0.1), "width": int(width * 0.1), "height": int(height * 0.6)}
+    assert shows_text(png, labels), "no class names left of the matrix in the screenshot"
+
+
+def assert_overview_page(rendered, summary: dict) -> None:
+    """Every chart image rendered; the decisions table lists the registry's versions, newest first, with their
+    verdicts (the page is checked against the registry itself, not against what the run said)."""
+    from headstart.ground.params import load_params
+    from headstart.library.registry.registry import open_registry
+
+    images = rendered.locator("img[src^='data:image/png']")
+    assert images.count() >= 1
+    assert all(images.nth(n).evaluate("i => i.complete && i.naturalWidth > 300") for n in range(images.count()))
+    registry = open_registry(load_params(Path("params.yaml")).registry)
+    expected = [(m["version"], m["decision"]) for m in reversed(registry.versions())]
+    decisions = rendered.locator("table").nth(1)  # after the champion history
+    rows = [row.locator("td").all_inner_texts() for row in decisions.locator("tbody tr").all()]
+    assert [(cells[0], cells[2]) for cells in rows] == expected, rows
+    assert summary["version"] in rendered.locator("table").nth(0).inner_text()  # it became the champion

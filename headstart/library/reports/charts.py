@@ -180,16 +180,27 @@ def health_trend_png(versions: list[dict]) -> bytes:
     ]
     if drift:
         drift_axes.plot(*zip(*drift, strict=True), marker="o", color=CHAMPION_COLOUR)
+    else:
+        _nothing_yet(drift_axes, "no drift measured yet (a first version has no champion to compare with)")
     drift_axes.set(title="Drift p-value vs the champion (low: drifted)", xlabel="version", ylim=(0, 1.05))
     labels = [(n, v["label_issue_fraction"]) for n, v in zip(names, versions, strict=True)
               if v.get("label_issue_fraction") is not None]  # fmt: skip
     if labels:
         label_axes.plot(*zip(*labels, strict=True), marker="o", color=CHALLENGER_COLOUR)
+    else:
+        _nothing_yet(label_axes, "label issues not checked")
     label_axes.set(title="Suspected label errors (share of training images)", xlabel="version")
     for axes in (drift_axes, label_axes):
         axes.tick_params(axis="x", rotation=30)
         axes.grid(alpha=0.3)
     return _png(figure)
+
+
+def _nothing_yet(axes, why: str) -> None:
+    """An empty chart that says why it is empty, instead of bare axes."""
+    axes.text(0.5, 0.5, why, ha="center", va="center", wrap=True, transform=axes.transAxes, color="grey")
+    axes.set_xticks([])
+    axes.set_yticks([])
 
 
 def markdown_image(png: bytes, alt: str) -> str:
