@@ -40,12 +40,31 @@ def import_and_commit(workspace: Path, per_class: int, test_per_class: int, say:
     return md5
 
 
+def project_log_lines(client, flow_run_id, after) -> tuple[list[str], object]:
+    """The run's log lines from Headstart's own loggers (steps, epochs, the gate) newer than ``after``, read from
+    the Prefect API (the worker ships them there), and the newest timestamp seen."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp
+    from prefect.client.schemas.sorting import LogSort
+
+    from headstart.ground.environment import PROJECT_LOGGERS
+
+    of_run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]),
+                       timestamp=LogFilterTimestamp(after_=after) if after else None)  # fmt: skip
+    logs = client.read_logs(log_filter=of_run, sort=LogSort.TIMESTAMP_ASC, limit=200)
+    ours = [
+        log for log in logs if log.name.split(".")[0] in PROJECT_LOGGERS and (after is None or log.timestamp > after)
+    ]
+    lines = [(log.message if len(log.message) <= 160 else log.message[:157] + "...") for log in ours]
+    return lines, (logs[-1].timestamp if logs else after)
+
+
 def wait_for_triggered_run(new_md5: str, timeout: float, say: Callable[[str], None]):
-    """The on-data-change run created for ``new_md5``, once it reaches a terminal state."""
+    """The on-data-change run created for ``new_md5``, once it reaches a terminal state; its progress (the
+    project's log lines: steps, epochs, the gate) is passed to ``say`` as it happens."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    deadline, announced = time.monotonic() + timeout, None
+    deadline, announced, seen = time.monotonic() + timeout, None, None
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("retrain/on-data-change")
         of_deployment = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
@@ -58,7 +77,14 @@ def wait_for_triggered_run(new_md5: str, timeout: float, say: Callable[[str], No
             if runs and announced is None:
                 announced = runs[0].id
                 say(f"the trigger started flow run {runs[0].name} ({runs[0].id}); the worker is running it")
+            if runs:
+                lines, seen = project_log_lines(client, runs[0].id, seen)
+                for line in lines:
+                    say(f"  [{runs[0].name}] {line}")
             if runs and runs[0].state_type.value in TERMINAL:
+                time.sleep(2)  # the last lines are shipped in the worker's next batch
+                for line in project_log_lines(client, runs[0].id, seen)[0]:
+                    say(f"  [{runs[0].name}] {line}")
                 return runs[0]
             time.sleep(3)
     raise ToolError(f"no finished retrain for data {new_md5} within {timeout:.0f} s")

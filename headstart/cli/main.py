@@ -414,7 +414,8 @@ def demo(
 
     root = init_pipeline_workspace(directory).resolve()
     os.chdir(root)
-    services = start_services(root, port, "fashion-mnist")
+    chosen = settings(Path("params.yaml"), None)
+    services = start_services(root, port, chosen.registry.model_name, chosen)
     os.environ.update(services.client_env())  # the watcher's and the CLI's subprocesses
     console.print(f"[bold]Prefect server and worker up[/]: UI {services.ui_url}")
     try:
@@ -428,6 +429,13 @@ def demo(
             )
             print_decision(summary["decision"])
             console.print(f"version {summary['version']}; champion now {summary['champion']}")
+            console.print(f"run page: {services.ui_url}/runs/flow-run/{summary['run_id']}")
+        from headstart.library.reports.dashboard import artifact_key
+
+        overview = artifact_key(chosen.registry.model_name, "overview")
+        console.print(
+            f"overview across retrains: {services.ui_url}/artifacts/key/{overview} (static: headstart report)"
+        )
         console.print(f"\nPrefect UI: {services.ui_url} (flow runs, deployments, events, concurrency limits)")
         console.print(f"to browse later: cd {root} && headstart serve   (the server's database is kept there)")
         if keep_serving:
