@@ -14,6 +14,7 @@ from headstart.ground.errors import ToolError
 from headstart.ground.run_folder import find_run_folder
 from headstart.library.data.workspace import commit
 
+PAGE = 200  # log lines per API call
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
@@ -40,22 +41,23 @@ def import_and_commit(workspace: Path, per_class: int, test_per_class: int, say:
     return md5
 
 
-def project_log_lines(client, flow_run_id, after) -> tuple[list[str], object]:
-    """The run's log lines from Headstart's own loggers (steps, epochs, the gate) newer than ``after``, read from
-    the Prefect API (the worker ships them there), and the newest timestamp seen."""
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp
+def project_log_lines(client, flow_run_id, seen: set) -> list[str]:
+    """The run's log lines from Headstart's own loggers (steps, epochs, the gate) not in ``seen`` (log ids; updated),
+    read from the Prefect API (the worker ships them there in batches, so a late one is still shown once)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import LogSort
 
     from headstart.ground.environment import PROJECT_LOGGERS
 
-    of_run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]),
-                       timestamp=LogFilterTimestamp(after_=after) if after else None)  # fmt: skip
-    logs = client.read_logs(log_filter=of_run, sort=LogSort.TIMESTAMP_ASC, limit=200)
-    ours = [
-        log for log in logs if log.name.split(".")[0] in PROJECT_LOGGERS and (after is None or log.timestamp > after)
-    ]
-    lines = [(log.message if len(log.message) <= 160 else log.message[:157] + "...") for log in ours]
-    return lines, (logs[-1].timestamp if logs else after)
+    of_run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+    logs: list = []
+    while page := client.read_logs(log_filter=of_run, sort=LogSort.TIMESTAMP_ASC, limit=PAGE, offset=len(logs)):
+        logs += page  # the API answers at most PAGE at a time
+        if len(page) < PAGE:
+            break
+    new = [log for log in logs if log.id not in seen and log.name.split(".")[0] in PROJECT_LOGGERS]
+    seen.update(log.id for log in new)
+    return [log.message.splitlines()[0] if log.message else "" for log in new]  # the first line of each
 
 
 def wait_for_triggered_run(new_md5: str, timeout: float, say: Callable[[str], None]):
@@ -64,7 +66,7 @@ def wait_for_triggered_run(new_md5: str, timeout: float, say: Callable[[str], No
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    deadline, announced, seen = time.monotonic() + timeout, None, None
+    deadline, announced, seen = time.monotonic() + timeout, None, set()
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("retrain/on-data-change")
         of_deployment = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
@@ -78,12 +80,11 @@ def wait_for_triggered_run(new_md5: str, timeout: float, say: Callable[[str], No
                 announced = runs[0].id
                 say(f"the trigger started flow run {runs[0].name} ({runs[0].id}); the worker is running it")
             if runs:
-                lines, seen = project_log_lines(client, runs[0].id, seen)
-                for line in lines:
+                for line in project_log_lines(client, runs[0].id, seen):
                     say(f"  [{runs[0].name}] {line}")
             if runs and runs[0].state_type.value in TERMINAL:
                 time.sleep(2)  # the last lines are shipped in the worker's next batch
-                for line in project_log_lines(client, runs[0].id, seen)[0]:
+                for line in project_log_lines(client, runs[0].id, seen):
                     say(f"  [{runs[0].name}] {line}")
                 return runs[0]
             time.sleep(3)

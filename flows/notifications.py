@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 
+from headstart.ground.errors import ConfigError
 from headstart.ground.params import Params
 from tasks.publish import GATE_DECIDED
 
 WEBHOOK_ENV = "HEADSTART_WEBHOOK_URL"
-BLOCK_NAME = "headstart-notify"
 PIPELINE_FLOWS = ["retrain", "sweep"]  # the flows whose failures are reported (not the watcher's)
 # One JSON body for both kinds: the event's name, what it is about, and its payload (the decision's figures, or
 # the failed run's state).
@@ -24,8 +24,23 @@ PAYLOAD = (
 
 
 def webhook_url(params: Params) -> str | None:
-    """``$HEADSTART_WEBHOOK_URL`` when set, else ``notify.webhook_url`` (None: no notifications)."""
-    return os.environ.get(WEBHOOK_ENV) or params.notify.webhook_url
+    """``$HEADSTART_WEBHOOK_URL`` when set, else ``notify.webhook_url`` (None: no notifications). Refused unless
+    it is an http(s) URL with a host; the message never repeats the URL (it may hold a token)."""
+    url = os.environ.get(WEBHOOK_ENV) or params.notify.webhook_url
+    if url is None:
+        return None
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        where = f"${WEBHOOK_ENV}" if os.environ.get(WEBHOOK_ENV) else "notify.webhook_url"
+        raise ConfigError(f"{where}: not an http(s) URL with a host (e.g. https://hooks.example.com/...)")
+    return url
+
+
+def block_name(model_name: str) -> str:
+    """The model's own Webhook block (models served on one Prefect server never share a receiver)."""
+    return "headstart-notify-" + "".join(c if c.isalnum() else "-" for c in model_name.lower())
 
 
 def automation_names(model_name: str) -> dict[str, str]:
@@ -40,7 +55,8 @@ def ensure_notifications(url: str, model_name: str) -> list[str]:
     from prefect.blocks.webhook import Webhook
     from prefect.client.orchestration import get_client
 
-    block_id = Webhook(url=url, headers={"Content-Type": "application/json"}).save(BLOCK_NAME, overwrite=True)
+    block = block_name(model_name)
+    block_id = Webhook(url=url, headers={"Content-Type": "application/json"}).save(block, overwrite=True)
     names = automation_names(model_name)
     triggers = {
         "decision": EventTrigger(
@@ -63,7 +79,7 @@ def ensure_notifications(url: str, model_name: str) -> list[str]:
                 client.delete_automation(existing.id)
             Automation(
                 name=name,
-                description=f"POST to the {BLOCK_NAME} webhook block",
+                description=f"POST to the {block} webhook block",
                 trigger=triggers[kind],
                 actions=[CallWebhook(block_document_id=block_id, payload=PAYLOAD)],
             ).create()
@@ -71,7 +87,8 @@ def ensure_notifications(url: str, model_name: str) -> list[str]:
 
 
 def remove_notifications(model_name: str) -> None:
-    """Delete the model's notification automations (the block stays: other models may share it)."""
+    """Delete the model's notification automations (serve without a URL: notifications off). The block stays,
+    unused."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from headstart.ground.errors import ToolError
 from headstart.ground.params import Params
 from headstart.ground.run_folder import HEALTH
 from headstart.library.registry.registry import open_registry
@@ -42,7 +43,7 @@ class HeadstartCollector(Collector):
         """One scrape: each source read once; a failing source is reported, not raised."""
         up = GaugeMetricFamily("headstart_source_up", "Whether a source answered this scrape.", labels=["source"])
         try:
-            yield from self._registry_metrics()
+            yield from list(self._registry_metrics())  # all or nothing: a source failing halfway adds none
             up.add_metric(["registry"], 1)
         except Exception as exc:
             log.warning("metrics: the registry did not answer: %s", exc)
@@ -131,5 +132,8 @@ def start_metrics_server(
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HeadstartCollector(params, api_url, auth))
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise ToolError(f"the metrics endpoint cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return server

@@ -6,12 +6,16 @@ it is."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 
 from headstart.library.registry.registry import open_registry
 from headstart.library.reports.dashboard import Dashboard, registry_page
 from headstart.library.reports.overview import gather_overview, overview_dashboard
 from tasks.promote import REJUDGED
 from tasks.step import Step, StepContext
+
+log = logging.getLogger(__name__)
 
 
 def publish_dashboards(pages: list[Dashboard]) -> dict[str, str]:
@@ -80,17 +84,30 @@ def final_summary(ctx: StepContext) -> dict:
 
 
 def run(ctx: StepContext) -> dict:
-    """Rewrite summary.json with the promotion's outcome, then publish the dashboards."""
+    """Rewrite summary.json with the promotion's outcome, then send the decision event, publish the run's
+    dashboards and, last, the overview across runs. Each of the three is attempted whatever became of the others
+    (the overview reads the whole registry, the likeliest to fail); the first failure is raised at the end."""
     summary = final_summary(ctx)
     partial = ctx.run.summary.with_suffix(".partial")
     partial.write_text(json.dumps(summary, indent=2))
     partial.replace(ctx.run.summary)  # atomic: readers see the old summary or the new, never half
-    model = ctx.params.registry.model_name
-    emit_decision(decision_payload(summary, model, ctx.params.gate.primary_metric))
-    overview = gather_overview(open_registry(ctx.params.registry), ctx.params.gate.primary_metric)
-    pages = [*ctx.result("report").dashboards, registry_page(summary, ctx.params.registry.model_name),
-             overview_dashboard(overview)]  # fmt: skip
-    summary["artifacts"] = publish_dashboards(pages)
+    model, metric = ctx.params.registry.model_name, ctx.params.gate.primary_metric
+    failures: list[Exception] = []
+
+    def attempt(what: str, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except Exception as exc:
+            log.warning("publish: %s failed: %s", what, exc)
+            failures.append(exc)
+
+    attempt("the decision event", lambda: emit_decision(decision_payload(summary, model, metric)))
+    pages = [*ctx.result("report").dashboards, registry_page(summary, model)]
+    attempt("the run's dashboards", lambda: summary.setdefault("artifacts", {}).update(publish_dashboards(pages)))
+    overview = lambda: overview_dashboard(gather_overview(open_registry(ctx.params.registry), metric))  # noqa: E731
+    attempt("the overview", lambda: summary.setdefault("artifacts", {}).update(publish_dashboards([overview()])))
+    if failures:
+        raise failures[0]
     return summary
 
 

@@ -356,6 +356,7 @@ def serve(
     import signal
     import threading
 
+    from flows.notifications import block_name
     from flows.services import AUTH_FILE, start_services
 
     chosen = settings(params, set_)
@@ -371,18 +372,18 @@ def serve(
         console.print("the API asks for the auth string in $PREFECT_API_AUTH_STRING (the UI prompts for it)")
     console.print(f"deployments retrain/nightly, retrain/on-data-change, retrain/gpu run in {Path.cwd()}")
     for name in services.automations:
-        console.print(f"automation: {name} (webhook block headstart-notify)")
+        console.print(f"automation: {name} (webhook block {block_name(chosen.registry.model_name)})")
     metrics = None
-    if metrics_port is not None:
-        from flows.ops_metrics import start_metrics_server
-
-        metrics = start_metrics_server(chosen, metrics_port, metrics_host, services.api_url, services.auth)
-        console.print(f"Prometheus metrics: http://{metrics_host}:{metrics_port}/metrics")
-    console.print("logs: runs/serve/; stop with Ctrl-C")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
+        if metrics_port is not None:
+            from flows.ops_metrics import start_metrics_server
+
+            metrics = start_metrics_server(chosen, metrics_port, metrics_host, services.api_url, services.auth)
+            console.print(f"Prometheus metrics: http://{metrics_host}:{metrics_port}/metrics")
+        console.print("logs: runs/serve/; stop with Ctrl-C")
         while not stop.wait(1.0) and all(p.poll() is None for p in services.processes):
             pass
     finally:
@@ -407,6 +408,7 @@ def demo(
     """The life cycle: serve; data v1 → watcher event → triggered retrain → champion; data v2 → the same →
     the gate's decision against the champion."""
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from rich.markup import escape
 
     from flows.demo import lifecycle
     from flows.services import start_services
@@ -421,7 +423,8 @@ def demo(
     try:
         with temporary_settings(updates={PREFECT_API_URL: services.api_url, PREFECT_API_AUTH_STRING: services.auth}):
             versions = [(per_class, test_per_class), (v2_per_class, 0)]
-            summaries = lifecycle(root, versions, lambda line: console.print(f"  {line}"), timeout)
+            say = lambda line: console.print(f"  {escape(line)}", overflow="ellipsis", no_wrap=True)  # noqa: E731
+            summaries = lifecycle(root, versions, say, timeout)  # log lines may hold [brackets]: never markup
         for label, summary in zip(("data v1", "data v2"), summaries, strict=True):
             console.print(
                 f"\n[bold]{label}[/]: test accuracy {summary['metrics']['accuracy']:.4f} "

@@ -33,7 +33,7 @@ def report(
     page = overview_html(overview_markdown(overview), f"{overview.model}: overview")
     out.mkdir(parents=True, exist_ok=True)
     for name, text in (("index.html", page), ("overview.json", json.dumps(overview.to_dict(), indent=2))):
-        partial = out / f".{name}.partial"
-        partial.write_text(text)
+        partial = out / f".{name}.{os.getpid()}.partial"  # two reports at once never share a partial file
+        partial.write_text(text, encoding="utf-8")
         os.replace(partial, out / name)  # a reader sees the old page or the new one, never half
     console.print(f"{len(overview.versions)} versions, champion {overview.champion}: {out / 'index.html'}")

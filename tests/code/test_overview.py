@@ -57,7 +57,7 @@ def test_overview_reads_versions_aliases_and_decisions(registry: Registry) -> No
     decisions = markdown.split("## Last 10 decisions")[1].split("##")[0]
     rows = [line for line in decisions.splitlines() if line.startswith(f"| {v1[:4]}")]
     assert [row.split(" | ")[0].strip("| ") for row in rows] == [v3, v2, v1]  # newest first
-    assert "(decision not readable)" in rows[1]
+    assert "decision not readable" in rows[1]
     history = markdown.split("## Champion history")[1].split("##")[0]
     assert [line.split(" | ")[2] for line in history.splitlines() if line.startswith("| ")][2:] == [
         "rollback",
@@ -69,12 +69,19 @@ def test_overview_reads_versions_aliases_and_decisions(registry: Registry) -> No
 def test_hostile_names_stay_text_in_the_html(registry: Registry) -> None:
     v1 = version(registry, 0.80, "FAIL", [HOSTILE], 0.5)
     registry.set_champion(v1, "manual-promote", HOSTILE)
-    page = overview_html(overview_markdown(gather_overview(registry)), "demo <overview>")
-    assert "<img src=x" not in page and "&lt;img src=x" in page
-    assert "<title>demo &lt;overview&gt;</title>" in page
-    # the pipe in the name does not split the table: every row of the history table has its five cells
-    history = page.split("Champion history")[1].split("</table>")[0]
-    assert all(row.count("<td>") == 5 for row in history.split("<tr>")[2:])
+    v2 = version(registry, 0.82, "PASS", [], 0.5)
+    registry.set_champion(v2, "manual-promote", "see ![p](https://evil.example/p.png) and [x](javascript:alert(1))")
+    markdown = overview_markdown(gather_overview(registry))
+    page = overview_html(markdown, "demo <overview>")
+    assert "<img src=x" not in page and "<title>demo &lt;overview&gt;</title>" in page
+    # the name is one cell's text, pipe and all (a split cell would end the text at the pipe)
+    shown = "&lt;img src=x onerror=&quot;alert(1)&quot;&gt; | rule"
+    assert f"<td>{shown}</td>" in page  # the reason, the history's last column
+    assert f"<td>{shown}</td>\n</tr>" in page.split("Last 10 decisions")[1]  # the failing rule, the last column
+    # Markdown in a reason stays text: no remote image in the "self-contained" page, no link (the Prefect UI
+    # renders the same Markdown, with raw HTML allowed)
+    assert "evil.example" in page and 'src="https://evil' not in page and "<a " not in page
+    assert "](https://evil" not in markdown.replace("\\]", "")
 
 
 def test_headstart_report_needs_only_the_registry(registry: Registry, tmp_path: Path, monkeypatch) -> None:
@@ -117,3 +124,49 @@ def test_augmentation_draws_change_the_image_and_repeat_with_the_seed() -> None:
     assert draws[0] is image and all(np.abs(d.astype(int) - image).mean() > 1 for d in draws[1:])
     [again] = augmentation_draws([image], augment, variants=3)
     assert all(np.array_equal(a, b) for a, b in zip(draws, again, strict=True))
+
+
+def test_charts_take_edge_data_without_misleading() -> None:
+    from headstart.library.reports.charts import overview_png
+
+    history = [{"epoch": 1, "val_accuracy": float("nan")}, {"epoch": 2, "val_accuracy": 0.4}]
+    assert best_epoch(history)["epoch"] == 2  # a NaN score is never the best epoch
+    versions = [  # one registry time without its offset (written by hand, or by older code): read as UTC
+        {"version": "a", "created": "2026-01-01T00:00:00", "accuracy": 0.7, "macro_f1": 0.6, "verdict": "PASS"},
+        {"version": "b", "created": "2026-01-02T00:00:00+00:00", "accuracy": None, "macro_f1": None, "verdict": "FAIL"},
+    ]
+    aliases = [{"version": "a", "action": "promote", "at": "2026-01-01T00:01:00"}]
+    assert Image.open(io.BytesIO(overview_png(versions, aliases, "macro_f1"))).size[0] >= 1000
+
+
+def test_champion_recall_bars_leave_out_classes_the_champion_did_not_know() -> None:
+    """Counted in the PNG: the challenger's bars in orange, the champion's in blue, one bar per known class."""
+    from headstart.library.reports.charts import CHALLENGER_COLOUR, CHAMPION_COLOUR
+
+    def bars(png: bytes, colour: str) -> int:
+        rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+        target = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+        rows = (np.abs(rgb - target).sum(axis=2) < 30).sum(axis=1) > 10  # rows crossing a bar of that colour
+        return int(np.sum(np.diff(rows.astype(int)) == 1))
+
+    challenger = {"bag": 0.9, "coat": 0.8, "new-class": 0.7}
+    png = recall_bars_png(challenger, {"bag": 0.85, "coat": 0.6})
+    assert bars(png, CHALLENGER_COLOUR) == 3 and bars(png, CHAMPION_COLOUR) == 2 + 1  # + the legend's swatch
+
+
+def test_webhook_url_is_checked_and_never_repeated(monkeypatch) -> None:
+    import pytest
+
+    from flows.notifications import WEBHOOK_ENV, webhook_url
+    from headstart.ground.errors import ConfigError
+    from headstart.ground.params import Params
+
+    params = Params.model_validate({"notify": {"webhook_url": "http://hooks.internal/x"}})
+    monkeypatch.delenv(WEBHOOK_ENV, raising=False)
+    assert webhook_url(params) == "http://hooks.internal/x" and webhook_url(Params()) is None
+    monkeypatch.setenv(WEBHOOK_ENV, "https://hooks.example.com/T0/secret-token")
+    assert webhook_url(params) == "https://hooks.example.com/T0/secret-token"  # the environment wins
+    monkeypatch.setenv(WEBHOOK_ENV, "hooks.example.com/secret-token")
+    with pytest.raises(ConfigError, match=r"\$HEADSTART_WEBHOOK_URL: not an http\(s\) URL") as refused:
+        webhook_url(params)
+    assert "secret-token" not in str(refused.value)

@@ -133,9 +133,9 @@ def assert_dashboards(summary: dict, earlier_run: str) -> None:
 
 
 def assert_augmentation_preview(markdown: str) -> None:
-    """The preview is one inline PNG, a grid of 4 rows (classes) x 6 columns (original + 5 draws) of tiles: its
-    columns of tiles are told apart by the white gutters between them. (That draws differ from the original is
-    tested on the data: tests/code/test_charts.py.)"""
+    """The preview is one inline PNG, a grid of 4 rows (classes) x 6 columns (original + 5 draws) of image tiles,
+    told apart by the white gutters between them; every tile shows an image (not a blank frame). (That draws
+    differ from the original is tested on the data: tests/code/test_overview.py.)"""
     import base64
     import io
     import re
@@ -146,6 +146,15 @@ def assert_augmentation_preview(markdown: str) -> None:
     [uri] = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", markdown)
     grid = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri))).convert("L"), dtype=np.int16)
     assert grid.shape[1] >= 6 * 100 and grid.shape[0] >= 4 * 100, grid.shape  # tiles of >= 100 px
-    inked = (grid < 250).mean(axis=0) > 0.2  # columns crossing tiles (not gutters)
-    runs = np.flatnonzero(np.diff(inked.astype(int)) == 1)
-    assert len(runs) >= 6, f"{len(runs)} columns of tiles"
+
+    def spans(inked: np.ndarray) -> list[tuple[int, int]]:
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], inked.astype(int), [0]])))
+        return [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=True) if b - a > 20]  # not a label
+
+    columns = spans((grid < 250).mean(axis=0) > 0.3)
+    rows = spans((grid < 250).mean(axis=1) > 0.3)
+    assert (len(rows), len(columns)) == (4, 6), (rows, columns)
+    for top, bottom in rows:
+        for left, right in columns:
+            tile = grid[top + 3 : bottom - 3, left + 3 : right - 3]  # inside the frame
+            assert tile.std() > 5, f"a blank tile at {top},{left}"

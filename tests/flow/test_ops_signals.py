@@ -64,14 +64,15 @@ def test_each_decision_and_failed_run_is_posted_and_metrics_match_the_registry(
                 assert failed.exit_code != 0
                 versions = {first["version"], second["version"]}
                 mine = lambda: [r for r in received if r["body"]["payload"].get("version") in versions]  # noqa: E731
-                decisions = wait_for(lambda: len(mine()) >= 2 and mine(), 90, 0.5, "both decisions' POSTs")
-                failures = wait_for(
-                    lambda: [r for r in received if r["body"]["event"] == "prefect.flow-run.Failed"], 90, 0.5, "a POST"
-                )
+                wait_for(lambda: len(mine()) >= 2, 90, 0.5, "both decisions' POSTs")
+                failed_posts = lambda: [r for r in received if r["body"]["event"] == "prefect.flow-run.Failed"]  # noqa: E731
+                wait_for(failed_posts, 90, 0.5, "the failed run's POST")
                 time.sleep(5)  # a duplicate would arrive within the triggers service's next loop
+                failures = failed_posts()
             finally:
                 remove_notifications(model)
-        assert len(mine()) == 2 and len(failures) == 1, [r["body"]["event"] for r in received]
+        decisions = mine()
+        assert len(decisions) == 2 and len(failures) == 1, [r["body"]["event"] for r in received]
         by_version = {r["body"]["payload"]["version"]: r["body"] for r in decisions}
         for summary in (first, second):
             body = by_version[summary["version"]]
@@ -104,5 +105,18 @@ def test_each_decision_and_failed_run_is_posted_and_metrics_match_the_registry(
         assert runs(after, "failed") - runs(before, "failed") == 1
         assert after[("headstart_source_up", (("source", "prefect"),))] == 1.0
         assert after[("headstart_source_up", (("source", "registry"),))] == 1.0
+
+        # what `make demo` prints while a run works: the run's own log lines, read back from the API
+        from prefect.client.orchestration import get_client
+
+        from flows.demo import project_log_lines
+
+        with get_client(sync_client=True) as client:
+            seen: set = set()
+            lines = project_log_lines(client, second["run_id"], seen)
+            assert project_log_lines(client, second["run_id"], seen) == []  # each line shown once
+        verdict = second["decision"]["verdict"]
+        assert any(line.startswith(f"gate decision {verdict} against {first['version']}") for line in lines), lines
+        assert not any(line.startswith("Finished in state") for line in lines)  # Prefect's own lines left out
     finally:
         metrics.shutdown()

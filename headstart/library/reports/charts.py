@@ -48,8 +48,9 @@ def confusion_png(matrix: list[list[int]], classes: list[str]) -> bytes:
 
 
 def best_epoch(history: list[dict[str, float]], key: str = "val_accuracy") -> dict | None:
-    """The row with the highest ``key`` (the first of equals: the checkpoint training keeps), if any."""
-    scored = [row for row in history if key in row]
+    """The row with the highest ``key`` (the first of equals: the checkpoint training keeps), if any; a NaN score
+    is never the best."""
+    scored = [row for row in history if key in row and row[key] == row[key]]
     return max(scored, key=lambda row: row[key]) if scored else None
 
 
@@ -88,8 +89,9 @@ def recall_bars_png(challenger: dict[str, float], champion: dict[str, float] | N
     axes = figure.add_subplot()
     axes.barh(y - (height / 2 if champion else 0), [challenger[c] for c in classes], height,
               color=CHALLENGER_COLOUR, label="challenger")  # fmt: skip
-    if champion:
-        axes.barh(y + height / 2, [champion.get(c, 0.0) for c in classes], height, color=CHAMPION_COLOUR,
+    if champion:  # a class the champion did not know gets no bar (not a misleading 0)
+        known = [(n, champion[c]) for n, c in enumerate(classes) if c in champion]
+        axes.barh([y[n] + height / 2 for n, _ in known], [r for _, r in known], height, color=CHAMPION_COLOUR,
                   label="champion")  # fmt: skip
     axes.set_yticks(y, classes)
     axes.invert_yaxis()  # classes top to bottom in their order
@@ -140,7 +142,10 @@ def overview_png(versions: list[dict], aliases: list[dict], primary_metric: str)
 
     import matplotlib.dates as mdates
 
-    when = lambda text: datetime.fromisoformat(text)  # noqa: E731
+    def when(text: str) -> datetime:  # registry times are UTC; one written without its offset is read as UTC
+        moment = datetime.fromisoformat(text)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
     figure = Figure(figsize=(12, 4.5))
     axes = figure.add_subplot()
     times = [when(v["created"]) for v in versions]

@@ -82,30 +82,48 @@ def _detailed(registry: Registry, point: VersionPoint) -> VersionPoint:
     try:
         decision = json.loads(registry.read_file(point.version, DECISION) or b"{}")
         health = json.loads(registry.read_file(point.version, HEALTH) or b"{}")
-    except (RegistryError, StorageError, ValueError) as exc:
+        failing = [str(rule["rule"]) for rule in decision.get("rules", []) if rule.get("verdict") == "FAIL"]
+        drift = health.get("drift") or {}
+        issues = health.get("label_issues") or {}
+        _number(drift.get("p_value")), _number(drift.get("mmd2")), _number(issues.get("fraction"))
+    except (RegistryError, StorageError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        # verified but not what a decision or health file holds (a version registered by other code)
         log.warning("%s/%s: not read for the overview (%s)", registry.model, point.version, exc)
         return VersionPoint(**{**asdict(point), "read": False})
-    failing = [rule["rule"] for rule in decision.get("rules", []) if rule.get("verdict") == "FAIL"]
-    drift = health.get("drift") or {}
-    issues = health.get("label_issues") or {}
     figures = {"drift_mmd2": drift.get("mmd2"), "drift_p_value": drift.get("p_value"),
                "label_issue_fraction": issues.get("fraction")}  # fmt: skip
     return VersionPoint(**{**asdict(point), "failing_rules": failing, **figures})
 
 
+def _number(value: object) -> float | None:
+    """A figure from a stored file: a number or None, anything else refused."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise TypeError(f"{value!r} is not a number")
+    return value
+
+
+MARKDOWN_SPECIAL = set("\\`*_{}[]()!|~")  # . - + # only act at a line's start, never inside a cell
+HTML_SPECIAL = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+
+
+def plain(text: str) -> str:
+    """``text`` as literal Markdown text: its punctuation backslash-escaped (no links, images, emphasis or table
+    cells from a name or reason) and ``<``, ``>``, ``&`` as entities (the Prefect UI renders raw HTML)."""
+    return "".join(HTML_SPECIAL.get(c) or ("\\" + c if c in MARKDOWN_SPECIAL else c) for c in text.replace("\n", " "))
+
+
 def _cell(value: object) -> str:
-    """A table cell's text: Markdown table syntax in names (a hostile rule or reason) is escaped."""
-    text = "—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """A table cell's text, escaped (see :func:`plain`)."""
+    return plain("—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value))
 
 
 def overview_markdown(overview: Overview, last_decisions: int = 10) -> str:
     """The overview page: the champion, the metric chart, the alias history, the last decisions and the health
     trends."""
-    lines = [f"# {overview.model}: overview across retrains", ""]
+    lines = [f"# {plain(overview.model)}: overview across retrains", ""]
     lines.append(
-        f"Champion: **{overview.champion or 'none yet'}** · {len(overview.versions)} registered version(s) · "
-        f"registry `{overview.registry}` · generated {overview.generated}"
+        f"Champion: **{plain(overview.champion or 'none yet')}** · {len(overview.versions)} registered version(s) · "
+        f"registry {plain(overview.registry)} · generated {overview.generated}"
     )
     if overview.versions:
         lines += [
