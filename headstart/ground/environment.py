@@ -14,6 +14,8 @@ QUIET_ENV: dict[str, str] = {
     "DO_NOT_TRACK": "1",
     "DVC_NO_ANALYTICS": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # the watcher measures drift outside any flow run: its log lines stay local, without a warning about it
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
 # Prefect forwards these loggers' records to the run's logs in the UI.
 PROJECT_LOGGERS = ("headstart", "tasks", "flows")
