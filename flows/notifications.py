@@ -14,7 +14,7 @@ from headstart.ground.params import Params
 from tasks.publish import GATE_DECIDED
 
 WEBHOOK_ENV = "HEADSTART_WEBHOOK_URL"
-PIPELINE_FLOWS = ["retrain", "sweep"]  # the flows whose failures are reported (not the watcher's)
+PIPELINE_FLOWS = ["retrain", "sweep"]  # the pipeline's flows: failures notified, runs counted (not the watcher)
 # One JSON body for both kinds: the event's name, what it is about, and its payload (the decision's figures, or
 # the failed run's state).
 PAYLOAD = (

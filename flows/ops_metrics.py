@@ -15,18 +15,20 @@ from datetime import UTC, datetime
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from flows.notifications import PIPELINE_FLOWS
 from headstart.ground.errors import ToolError
 from headstart.ground.params import Params
 from headstart.ground.run_folder import HEALTH
 from headstart.library.registry.registry import open_registry
 
 log = logging.getLogger(__name__)
-PIPELINE_FLOWS = ("retrain", "sweep")
 STATE_TYPES = ("SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 def _seconds(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
+    """Unix time of a registry time (UTC; one written without its offset is read as UTC, not local time)."""
+    moment = datetime.fromisoformat(iso)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 class HeadstartCollector(Collector):
@@ -45,7 +47,7 @@ class HeadstartCollector(Collector):
         try:
             yield from list(self._registry_metrics())  # all or nothing: a source failing halfway adds none
             up.add_metric(["registry"], 1)
-        except Exception as exc:
+        except Exception as exc:  # whatever went wrong, the ops stack sees the same 0 (and the log says what)
             log.warning("metrics: the registry did not answer: %s", exc)
             up.add_metric(["registry"], 0)
         if self.api_url:
