@@ -51,7 +51,8 @@ def decision_payload(summary: dict, model: str, primary_metric: str) -> dict:
 
 def emit_decision(payload: dict) -> None:
     """One event per decision: its id is derived from model and version, so a retried publish sends the same
-    event again (the server keeps one) rather than a second notification."""
+    event again rather than a new one (Prefect's triggers skip an id they have already seen — while they remember
+    it: their memory of ids is bounded, not an audit trail)."""
     import uuid
 
     from prefect.events import emit_event
