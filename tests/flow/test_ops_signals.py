@@ -44,6 +44,31 @@ def run_summary(name: str, *extra: str) -> dict:
     return json.loads(Path(f"{name}.json").read_text())
 
 
+def failed_run_id() -> str:
+    """The id of this test's failed retrain (the newest Failed one that was given the missing dataset)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    failed = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.FAILED])))
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["retrain"])),
+            flow_run_filter=failed,
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=20,
+        )
+    [run] = [r for r in runs if "data.dir=data/no-such-dataset" in (r.parameters.get("overrides") or [])][:1]
+    return str(run.id)
+
+
 def test_each_decision_and_failed_run_is_posted_and_metrics_match_the_registry(
     workspace: Path, prefect_server: str, fashion_idx_dir
 ) -> None:
@@ -65,7 +90,9 @@ def test_each_decision_and_failed_run_is_posted_and_metrics_match_the_registry(
                 versions = {first["version"], second["version"]}
                 mine = lambda: [r for r in received if r["body"]["payload"].get("version") in versions]  # noqa: E731
                 wait_for(lambda: len(mine()) >= 2, 90, 0.5, "both decisions' POSTs")
-                failed_posts = lambda: [r for r in received if r["body"]["event"] == "prefect.flow-run.Failed"]  # noqa: E731
+                failed_run = f"prefect.flow-run.{failed_run_id()}"  # (another test's run may fail meanwhile)
+                of_run = lambda r: r["body"]["resource"]["prefect.resource.id"] == failed_run  # noqa: E731
+                failed_posts = lambda: list(filter(of_run, received))  # noqa: E731
                 wait_for(failed_posts, 90, 0.5, "the failed run's POST")
                 time.sleep(5)  # a duplicate would arrive within the triggers service's next loop
                 failures = failed_posts()
@@ -73,6 +100,7 @@ def test_each_decision_and_failed_run_is_posted_and_metrics_match_the_registry(
                 remove_notifications(model)
         decisions = mine()
         assert len(decisions) == 2 and len(failures) == 1, [r["body"]["event"] for r in received]
+        assert failures[0]["body"]["event"] == "prefect.flow-run.Failed"
         by_version = {r["body"]["payload"]["version"]: r["body"] for r in decisions}
         for summary in (first, second):
             body = by_version[summary["version"]]
