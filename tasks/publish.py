@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable
 
 from headstart.library.registry.registry import open_registry
@@ -49,12 +50,15 @@ def decision_payload(summary: dict, model: str, primary_metric: str) -> dict:
     }
 
 
+def decision_event_id(model: str, version: str) -> uuid.UUID:
+    """The decision event's id: the same for the same model and version, whoever emits it."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"{GATE_DECIDED}/{model}/{version}")
+
+
 def emit_decision(payload: dict) -> None:
     """One event per decision: its id is derived from model and version, so a retried publish sends the same
     event again rather than a new one (Prefect's triggers skip an id they have already seen — while they remember
     it: their memory of ids is bounded, not an audit trail)."""
-    import uuid
-
     from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
 
@@ -68,7 +72,7 @@ def emit_decision(payload: dict) -> None:
             {"prefect.resource.id": f"headstart.version.{payload['version']}", "prefect.resource.role": "version"}
         ],
         payload=payload,
-        id=uuid.uuid5(uuid.NAMESPACE_URL, f"{GATE_DECIDED}/{payload['model']}/{payload['version']}"),
+        id=decision_event_id(payload["model"], payload["version"]),
     )
     EventsWorker.drain_all()  # sent before the run ends, not whenever the background client gets to it
 

@@ -5,7 +5,6 @@ scraped over HTTP and parsed with prometheus-client's own parser."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 
@@ -42,6 +41,34 @@ def run_summary(name: str, *extra: str) -> dict:
     ran = runner.invoke(app, ["run", "--set", "train.scenario=features", "--summary-json", f"{name}.json", *extra])
     assert ran.exit_code == 0, ran.output
     return json.loads(Path(f"{name}.json").read_text())
+
+
+def recorded_firings(model: str, versions: set[str]) -> tuple[int, int] | None:
+    """How often the server fired the model's decision automation for these versions' decision events and its
+    failure automation at all (executed actions, from the server's event history); None until each decision
+    event has fired and the failure automation once. Also checks there is one automation per kind."""
+    from prefect.client.orchestration import get_client
+
+    from flows.notifications import automation_names
+    from tasks.publish import decision_event_id
+
+    ours = {f"prefect.event.{decision_event_id(model, v)}" for v in versions}
+    with get_client(sync_client=True) as client:
+        ids = {}
+        for kind, name in automation_names(model).items():
+            [automation] = client.read_automations_by_name(name)  # ensure_notifications twice: still one
+            ids[kind] = automation.id
+        executed = {}
+        for kind, automation_id in ids.items():
+            query = {"filter": {"event": {"name": ["prefect.automation.action.executed"]},
+                                "resource": {"id": [f"prefect.automation.{automation_id}"]}}, "limit": 50}  # fmt: skip
+            events = client.request("POST", "/events/filter", json=query).json()["events"]
+            executed[kind] = [r["prefect.resource.id"] for e in events for r in e["related"]
+                              if r.get("prefect.resource.role") == "triggering-event"]  # fmt: skip
+    decision_firings = sum(1 for event in executed["decision"] if event in ours)
+    if not ours <= set(executed["decision"]) or not executed["failure"]:
+        return None
+    return decision_firings, len(executed["failure"])
 
 
 def failed_run_id() -> str:
@@ -94,12 +121,15 @@ def test_each_decision_and_failed_run_is_posted_and_metrics_match_the_registry(
                 of_run = lambda r: r["body"]["resource"]["prefect.resource.id"] == failed_run  # noqa: E731
                 failed_posts = lambda: list(filter(of_run, received))  # noqa: E731
                 wait_for(failed_posts, 90, 0.5, "the failed run's POST")
-                time.sleep(5)  # a duplicate would arrive within the triggers service's next loop
+                # no fixed sleep: wait until the server recorded each firing as executed (its own history)
+                wait_for(lambda: recorded_firings(model, versions) is not None, 60, 0.5, "the executed actions")
+                decision_firings, failure_firings = recorded_firings(model, versions)
                 failures = failed_posts()
             finally:
                 remove_notifications(model)
         decisions = mine()
         assert len(decisions) == 2 and len(failures) == 1, [r["body"]["event"] for r in received]
+        assert decision_firings == 2 and failure_firings >= 1  # one firing per decision event, none twice
         assert failures[0]["body"]["event"] == "prefect.flow-run.Failed"
         by_version = {r["body"]["payload"]["version"]: r["body"] for r in decisions}
         for summary in (first, second):
