@@ -178,3 +178,52 @@ def test_each_decision_and_failed_run_is_posted_and_metrics_match_the_registry(
         assert not any(line.startswith("Finished in state") for line in lines)  # Prefect's own lines left out
     finally:
         metrics.shutdown()
+
+
+def test_an_overview_that_cannot_be_read_costs_only_the_overview(prefect_server: str, tmp_path: Path) -> None:
+    """The publish step against a registry holding a manifest that is not JSON (the overview reads every one): the
+    step fails, but the final summary is on disk, the decision event is on the server and the run's page is
+    published."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from headstart.ground.params import Params
+    from headstart.ground.run_folder import RunFolder
+    from headstart.library.evaluation.gate import Decision, RuleResult
+    from headstart.library.reports.dashboard import Dashboard, artifact_key
+    from tasks.pipeline import steps_by_name
+    from tasks.publish import decision_event_id
+    from tasks.publish import run as publish
+    from tasks.report import RunReport
+    from tasks.step import StepContext
+
+    model, version = f"unreadable-{uuid.uuid4().hex[:8]}", "20260101T000000000000Z-cafebabe"
+    registry = tmp_path / "registry"
+    bad = registry / model / "versions" / "20260101T000000000000Z-deadbeef" / "MANIFEST.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{not json")
+    params = Params.model_validate({"registry": {"uri": f"file://{registry}", "model_name": model}})
+    decision = Decision("FAIL", [RuleResult("floor accuracy", "0.1000", ">= 0.5", "FAIL")])
+    run = RunFolder(tmp_path / "run")
+    run.root.mkdir()
+    summary = {"run_id": "local", "run_dir": str(run.root), "version": version, "registry": f"file://{registry}",
+               "metrics": {"accuracy": 0.1, "macro_f1": 0.1}, "decision": decision.to_dict(), "champion": None,
+               "promoted": None}  # fmt: skip
+    page = Dashboard("decision", artifact_key(model, "decision"), "markdown", "# Gate decision", "FAIL")
+    results = {"report": RunReport(summary, [page]), "gate": decision, "promote": None}
+    ctx = StepContext(params, run, steps_by_name(), results=results)
+
+    with pytest.raises(ValueError):  # the overview's failure, raised after everything else was attempted
+        publish(ctx)
+    assert json.loads(run.summary.read_text())["promoted"] is False
+    query = {"filter": {"id": {"id": [str(decision_event_id(model, version))]}}, "limit": 5}
+    with get_client(sync_client=True) as client:
+        events = wait_for(
+            lambda: client.request("POST", "/events/filter", json=query).json()["events"], 30, 0.5, "the event"
+        )
+        keys = [artifact_key(model, what) for what in ("decision", "registry", "overview")]
+        published = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+    assert events[0]["payload"]["verdict"] == "FAIL" and events[0]["payload"]["failing_rules"] == ["floor accuracy"]
+    assert sorted(a.key for a in published) == sorted(keys[:2])  # the run's pages, not the overview
