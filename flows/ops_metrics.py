@@ -19,16 +19,15 @@ from flows.notifications import PIPELINE_FLOWS
 from headstart.ground.errors import ToolError
 from headstart.ground.params import Params
 from headstart.ground.run_folder import HEALTH
-from headstart.library.registry.registry import open_registry
+from headstart.library.registry.registry import open_registry, registry_time
 
 log = logging.getLogger(__name__)
 STATE_TYPES = ("SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 def _seconds(iso: str) -> float:
-    """Unix time of a registry time (UTC; one written without its offset is read as UTC, not local time)."""
-    moment = datetime.fromisoformat(iso)
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    """Unix time of a time the registry wrote."""
+    return registry_time(iso).timestamp()
 
 
 class HeadstartCollector(Collector):

@@ -88,6 +88,13 @@ def version_created_at(version: str) -> datetime:
     return datetime.strptime(version.split("-")[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
 
 
+def registry_time(text: str) -> datetime:
+    """A time the registry wrote (manifest ``created``, alias ``at``): UTC; one without its offset (written by
+    hand, or by older code) is read as UTC, never as local time."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class Registry:
     """One model's versions and champion alias on a storage backend."""
 

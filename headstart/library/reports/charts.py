@@ -142,13 +142,11 @@ def overview_png(versions: list[dict], aliases: list[dict], primary_metric: str)
 
     import matplotlib.dates as mdates
 
-    def when(text: str) -> datetime:  # registry times are UTC; one written without its offset is read as UTC
-        moment = datetime.fromisoformat(text)
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    from headstart.library.registry.registry import registry_time
 
     figure = Figure(figsize=(12, 4.5))
     axes = figure.add_subplot()
-    times = [when(v["created"]) for v in versions]
+    times = [registry_time(v["created"]) for v in versions]
     series = [primary_metric] + (["macro_f1"] if primary_metric != "macro_f1" else [])
     for key, colour, style in zip(series, (CHAMPION_COLOUR, CHALLENGER_COLOUR), ("-", "--"), strict=False):
         points = [(t, v[key]) for t, v in zip(times, versions, strict=True) if v.get(key) is not None]
@@ -161,8 +159,8 @@ def overview_png(versions: list[dict], aliases: list[dict], primary_metric: str)
                      label="failed challenger")  # fmt: skip
     end = max([*times, datetime.now(UTC)])
     for n, alias in enumerate(aliases):
-        start = when(alias["at"])
-        stop = when(aliases[n + 1]["at"]) if n + 1 < len(aliases) else end
+        start = registry_time(alias["at"])
+        stop = registry_time(aliases[n + 1]["at"]) if n + 1 < len(aliases) else end
         axes.axvspan(start, stop, color="green" if n % 2 == 0 else "olive", alpha=0.12,
                      label="champion period" if n == 0 else None)  # fmt: skip
         axes.annotate(f"{alias['version'][-8:]} ({alias['action']})", (start, 1.0), xycoords=("data", "axes fraction"),

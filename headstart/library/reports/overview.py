@@ -83,15 +83,13 @@ def _detailed(registry: Registry, point: VersionPoint) -> VersionPoint:
         decision = json.loads(registry.read_file(point.version, DECISION) or b"{}")
         health = json.loads(registry.read_file(point.version, HEALTH) or b"{}")
         failing = [str(rule["rule"]) for rule in decision.get("rules", []) if rule.get("verdict") == "FAIL"]
-        drift = health.get("drift") or {}
-        issues = health.get("label_issues") or {}
-        _number(drift.get("p_value")), _number(drift.get("mmd2")), _number(issues.get("fraction"))
+        drift, issues = health.get("drift") or {}, health.get("label_issues") or {}
+        figures = {"drift_mmd2": _number(drift.get("mmd2")), "drift_p_value": _number(drift.get("p_value")),
+                   "label_issue_fraction": _number(issues.get("fraction"))}  # fmt: skip
     except (RegistryError, StorageError, ValueError, TypeError, AttributeError, KeyError) as exc:
         # verified but not what a decision or health file holds (a version registered by other code)
         log.warning("%s/%s: not read for the overview (%s)", registry.model, point.version, exc)
         return VersionPoint(**{**asdict(point), "read": False})
-    figures = {"drift_mmd2": drift.get("mmd2"), "drift_p_value": drift.get("p_value"),
-               "label_issue_fraction": issues.get("fraction")}  # fmt: skip
     return VersionPoint(**{**asdict(point), "failing_rules": failing, **figures})
 
 
