@@ -1,0 +1,55 @@
+"""The metrics endpoint's promises without a Prefect server: a registry that cannot be read is a 0 in
+``headstart_source_up`` and adds none of its metrics (not half of them); a port in use is an error naming it."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
+
+from flows.ops_metrics import HeadstartCollector, start_metrics_server
+from headstart.ground.errors import ToolError
+from headstart.ground.params import Params
+from headstart.library.registry.registry import Registry
+from headstart.library.storage.backends import LocalStorage
+from tests.support.versions import FILES
+
+
+def scraped(params: Params) -> dict[str, list]:
+    """One scrape through prometheus-client's own exposition and parser: samples by metric name."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HeadstartCollector(params))
+    families = text_string_to_metric_families(generate_latest(registry).decode())
+    return {family.name: family.samples for family in families}
+
+
+def test_a_registry_that_fails_halfway_adds_no_metrics_and_reports_itself_down(tmp_path: Path) -> None:
+    registry = Registry(LocalStorage(tmp_path / "registry"), "demo")
+    health = json.dumps({"drift": {"p_value": 0.2, "mmd2": 0.01}}).encode()
+    version = registry.register({**FILES, "health.json": health}, {"metrics": {"accuracy": 0.8}, "decision": "PASS"})
+    registry.set_champion(version, "promote", "first")
+    params = Params.model_validate({"registry": {"uri": registry.storage.uri, "model_name": "demo"}})
+    healthy = scraped(params)
+    assert healthy["headstart_source_up"][0].value == 1.0 and healthy["headstart_last_drift_p_value"][0].value == 0.2
+    assert healthy["headstart_champion_primary_metric"][0].value == 0.8
+
+    # the newest version's health.json changed behind the registry's back: the read is refused after the champion
+    # metrics were already produced, and none of them may reach the scrape
+    registry.storage.put(f"demo/versions/{version}/health.json", b"tampered")
+    broken = scraped(params)
+    assert [s.value for s in broken["headstart_source_up"]] == [0.0]
+    assert set(broken) == {"headstart_source_up"}, sorted(broken)
+
+
+def test_a_metrics_port_in_use_is_named(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ToolError, match=f"cannot listen on 127.0.0.1:{port}"):
+            start_metrics_server(Params(), port)
