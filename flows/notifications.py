@@ -95,3 +95,13 @@ def remove_notifications(model_name: str) -> None:
         for name in automation_names(model_name).values():
             for existing in client.read_automations_by_name(name):
                 client.delete_automation(existing.id)
+
+
+def configure_notifications(params: Params, model_name: str) -> list[str]:
+    """What ``headstart serve`` does: with a webhook URL, (re)create the model's automations and return their
+    names; without one, delete them (notifications off) and return none."""
+    url = webhook_url(params)
+    if url:
+        return ensure_notifications(url, model_name)
+    remove_notifications(model_name)
+    return []

@@ -210,7 +210,7 @@ def start_services(workspace: Path, port: int, model_name: str, params: Params |
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from flows.concurrency import ensure_limit, limit_name
-    from flows.notifications import ensure_notifications, remove_notifications, webhook_url
+    from flows.notifications import configure_notifications
 
     logs = workspace / "runs" / "serve"
     logs.mkdir(parents=True, exist_ok=True)
@@ -225,10 +225,8 @@ def start_services(workspace: Path, port: int, model_name: str, params: Params |
         with temporary_settings(updates={PREFECT_API_URL: services.api_url, PREFECT_API_AUTH_STRING: services.auth}):
             ensure_pools()
             ensure_limit(limit_name(model_name))
-            if params is not None and (url := webhook_url(params)):
-                services.automations = ensure_notifications(url, model_name)
-            elif params is not None:
-                remove_notifications(model_name)  # no URL any more: notifications off
+            if params is not None:
+                services.automations = configure_notifications(params, model_name)
         deploy(services.api_url, workspace, auth=services.auth)
         for pool in ("local", "gpu") if cuda_available() else ("local",):
             worker = start_worker(services.api_url, pool, workspace, logs / f"worker-{pool}.log", services.auth)

@@ -227,3 +227,18 @@ def test_an_overview_that_cannot_be_read_costs_only_the_overview(prefect_server:
         published = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
     assert events[0]["payload"]["verdict"] == "FAIL" and events[0]["payload"]["failing_rules"] == ["floor accuracy"]
     assert sorted(a.key for a in published) == sorted(keys[:2])  # the run's pages, not the overview
+
+
+def test_serve_without_a_webhook_url_turns_the_models_notifications_off(prefect_server: str, monkeypatch) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.notifications import WEBHOOK_ENV, automation_names, configure_notifications
+    from headstart.ground.params import Params
+
+    model = "notify-off"
+    monkeypatch.setenv(WEBHOOK_ENV, "http://127.0.0.1:9/hook")
+    assert configure_notifications(Params(), model) == list(automation_names(model).values())
+    monkeypatch.delenv(WEBHOOK_ENV)
+    assert configure_notifications(Params(), model) == []
+    with get_client(sync_client=True) as client:
+        assert [client.read_automations_by_name(name) for name in automation_names(model).values()] == [[], []]
