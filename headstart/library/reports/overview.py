@@ -7,6 +7,7 @@ Rendered once as Markdown: the ``<model>-overview`` Prefect artifact publishes i
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -101,13 +102,13 @@ def _number(value: object) -> float | None:
 
 
 MARKDOWN_SPECIAL = set("\\`*_{}[]()!|~")  # . - + # only act at a line's start, never inside a cell
-HTML_SPECIAL = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
 
 
 def plain(text: str) -> str:
-    """``text`` as literal Markdown text: its punctuation backslash-escaped (no links, images, emphasis or table
-    cells from a name or reason) and ``<``, ``>``, ``&`` as entities (the Prefect UI renders raw HTML)."""
-    return "".join(HTML_SPECIAL.get(c) or ("\\" + c if c in MARKDOWN_SPECIAL else c) for c in text.replace("\n", " "))
+    """``text`` as literal Markdown text: ``<``, ``>``, ``&`` as entities (the Prefect UI renders raw HTML), then
+    Markdown punctuation backslash-escaped (no links, images, emphasis or table cells from a name or reason)."""
+    escaped = html.escape(text.replace("\n", " "), quote=False)
+    return "".join("\\" + c if c in MARKDOWN_SPECIAL else c for c in escaped)
 
 
 def _cell(value: object) -> str:
@@ -189,9 +190,7 @@ img {{ max-width: 100%; }}
 def overview_html(markdown: str, title: str) -> str:
     """The overview Markdown as one self-contained HTML page (images stay inline data URIs; raw HTML in any
     name is escaped, not rendered)."""
-    from html import escape
-
     from markdown_it import MarkdownIt
 
     renderer = MarkdownIt("commonmark", {"html": False}).enable("table")
-    return HTML_PAGE.format(title=escape(title), body=renderer.render(markdown))
+    return HTML_PAGE.format(title=html.escape(title), body=renderer.render(markdown))
