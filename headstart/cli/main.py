@@ -187,8 +187,10 @@ def run(
     """Run the retrain flow: the pipeline table's steps (validate → split → train → evaluate → gate → register →
     report → promote → publish)."""
     from flows.retrain import retrain
+    from headstart.cli.interrupts import sigterm_as_ctrl_c
     from headstart.cli.progress import progress_bars
 
+    sigterm_as_ctrl_c()  # a stopped run stops its temporary Prefect server and torchrun ranks too
     overrides = list(set_ or [])
     if data is not None:
         overrides.append(f"data.dir={json.dumps(str(data))}")  # quoted: a folder named 2024 or yes is a name
@@ -224,7 +226,9 @@ def sweep(
     through evaluate → gate → register → promote like any run. `--set` applies to every trial."""
     from flows.sweep import sweep as sweep_flow
     from flows.sweep import task_runner
+    from headstart.cli.interrupts import sigterm_as_ctrl_c
 
+    sigterm_as_ctrl_c()  # a stopped sweep stops its temporary Prefect server and Dask workers too
     runner = task_runner(cluster)
     state = sweep_flow.with_options(task_runner=runner)(
         sweep_path=str(sweep_file),
