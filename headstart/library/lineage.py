@@ -1,7 +1,8 @@
-"""Lineage that travels with every model: code, data, params, run and package versions."""
+"""Lineage that travels with every model: code, data, params, run, package versions and the lock file."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 from headstart.ground.params import Params
 
 PACKAGES = ("headstart", "torch", "torchvision", "timm", "albumentations", "scikit-learn", "prefect", "dvc")
+LOCK_FILE = "requirements.lock"  # pip-compile's lock that `make install` installs (README, "The lock file")
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout, when the code runs from one
 
 
 def git_commit(cwd: Path) -> str | None:
@@ -39,8 +42,16 @@ def package_versions() -> dict[str, str]:
 def code_commit() -> str | None:
     """The commit of the checkout Headstart's code runs from (``-dirty`` with changes); None for an installed
     wheel. The workspace's commit names the data and params, not the code."""
-    source_root = Path(__file__).resolve().parents[2]
-    return git_commit(source_root) if (source_root / ".git").exists() else None
+    return git_commit(SOURCE_ROOT) if (SOURCE_ROOT / ".git").exists() else None
+
+
+def lock_sha256(source_root: Path = SOURCE_ROOT) -> str | None:
+    """sha256 of the lock file beside the code's source root, the exact package set `make install` installed;
+    None when the code runs from an installed wheel, which carries no lock."""
+    try:
+        return hashlib.sha256((source_root / LOCK_FILE).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
 
 
 def collect(cwd: Path, params: Params, flow_run_id: str | None) -> dict:
@@ -64,6 +75,7 @@ def collect(cwd: Path, params: Params, flow_run_id: str | None) -> dict:
         "params_sha256": params.digest(),
         "flow_run_id": flow_run_id,
         "packages": package_versions(),
+        "lock_sha256": lock_sha256(),  # every installed package's version and hash, not only those above
     }
 
 

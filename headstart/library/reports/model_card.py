@@ -42,5 +42,5 @@ Accuracy **{metrics["accuracy"]:.4f}**, macro-F1 **{metrics["macro_f1"]:.4f}** o
 - workspace commit `{lineage.get("workspace_commit")}`, params sha256 `{lineage.get("params_sha256")}`
 - code: {code}, fingerprint `{lineage.get("code_sha256")}`
 - Prefect flow run `{lineage.get("flow_run_id")}`
-- packages: {packages}
+- packages: {packages}; lock file sha256 `{lineage.get("lock_sha256")}`
 """
