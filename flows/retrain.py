@@ -74,6 +74,9 @@ def load_run_params(
         overrides = [*(overrides or []), f"data.dir={json.dumps(f'data/{dataset}')}"]  # JSON: YAML reads it as is
     params = load_params(params_path, overrides)
     check_step_names(params)
+    from headstart.library.data.transforms import check_augmentations  # albumentations: this run trains
+
+    check_augmentations(params)  # an unknown transform or argument is named before any step starts
     for what, folder in (("data.dir", params.data.dir), ("data.test_dir", params.data.test_dir)):
         if folder is not None:
             inside(workspace, folder, what)

@@ -21,9 +21,7 @@ from flows.retrain import load_run_params, new_context, run_steps
 from headstart.ground.environment import log_project_at_info
 from headstart.ground.errors import ConfigError, HeadstartError
 from headstart.ground.paths import inside
-from tasks import evaluate as evaluate_step
-from tasks import train as train_step
-from tasks.pipeline import PIPELINE
+from tasks.pipeline import PIPELINE, get_step
 from tasks.publish import final_summary
 from tasks.sweep import Trial, best_trial, load_sweep, run_trial, save_sweep, trial_params, validation_rows
 
@@ -47,6 +45,20 @@ def task_runner(cluster: str):
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={**workers, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
     )
+
+
+def share_temporary_api(cluster: str) -> None:
+    """Without a Prefect API configured, every process reporting runs starts a temporary server of its own: each
+    LocalCluster worker would too, and a worker ended by a signal leaves its server behind. This process's starts
+    now instead (Prefect stops it at exit) and the workers, started later, inherit its address."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if not cluster.startswith("local:") or PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return
+    server = SubprocessASGIServer()  # the one instance this process's Prefect clients use as well
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
 
 
 def worker_threads(cluster: str) -> int | None:
@@ -100,7 +112,7 @@ def sweep(
         by_trial = {t.name: trial_params(Path(params_path), overrides or [], t) for t in trials}  # all checked first
         ctx = new_context(params, run_dir)
         logger.info("sweep of %d trials on %s in %s", len(trials), cluster, ctx.run.root)
-        run_steps(ctx, PIPELINE[: PIPELINE.index(train_step.STEP)])  # validate, split, health: once for all
+        run_steps(ctx, PIPELINE[: PIPELINE.index(get_step("train"))])  # validate, split, health: once for all
         validation_rows(ctx.result("split").table)  # before any trial trains: no validation rows, no choice
         threads = params.train.threads or worker_threads(cluster)
         futures = {
@@ -124,7 +136,7 @@ def sweep(
         logger.info("chose %s %s on validation %s", chosen["trial"], chosen["overrides"], params.gate.primary_metric)
         final = new_context(by_trial[chosen["trial"]], chosen["run_dir"], allow_class_change)
         with retrain_slot(params.registry.model_name):
-            run_steps(final, PIPELINE[PIPELINE.index(evaluate_step.STEP) :])
+            run_steps(final, PIPELINE[PIPELINE.index(get_step("evaluate")) :])
         summary = final.results.get("publish") or final_summary(final)
         return {**summary, "sweep": record}
     except HeadstartError as exc:

@@ -7,7 +7,7 @@ from dataclasses import replace
 from headstart.library.evaluation.metrics import Evaluation, evaluate, load_evaluation, save_evaluation
 from headstart.library.evaluation.transfer import measure_transfer
 from headstart.library.training.features import feature_store
-from tasks.step import Step, StepContext
+from tasks.step import StepContext
 
 
 def run(ctx: StepContext) -> Evaluation:
@@ -24,14 +24,3 @@ def run(ctx: StepContext) -> Evaluation:
 def load(ctx: StepContext) -> Evaluation:
     """Metrics and per-image predictions as written."""
     return load_evaluation(ctx.run)
-
-
-STEP = Step(
-    name="evaluate",
-    run=run,
-    load=load,
-    reads=("model", "split"),
-    metrics=("metrics",),
-    plots=("confusion",),
-    params=("evaluate", "model.weights", "train.classifier", "train.features_fit", "train.seed"),
-)

@@ -13,8 +13,7 @@ from headstart.library.evaluation.champion import challenger_report, score_champ
 from headstart.library.evaluation.gate import Decision, data_health_rules, decide
 from headstart.library.registry.registry import open_registry
 from headstart.library.reports.model_card import render_model_card
-from headstart.library.training.features import feature_store
-from tasks.step import Step, StepContext
+from tasks.step import StepContext
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,8 @@ def judge(ctx: StepContext) -> Decision:
     report = None
     if version is not None:
         split, batch_size = ctx.result("split").table, ctx.params.evaluate.batch_size
+        from headstart.library.training.features import feature_store  # torch: only to score a champion
+
         report = score_champion(registry, version, split, ctx.run.champion, batch_size, feature_store(ctx.params))
     decision = decide(challenger, report, ctx.params.gate, version, ctx.allow_class_change)
     health = data_health_rules(ctx.result("health").summary(), ctx.params.health.max_drift)
@@ -51,14 +52,3 @@ def judge(ctx: StepContext) -> Decision:
 def load(ctx: StepContext) -> Decision:
     """The decision as written."""
     return Decision.from_dict(json.loads(ctx.run.decision.read_text()))
-
-
-STEP = Step(
-    name="gate",
-    run=run,
-    load=load,
-    reads=("model", "metrics", "confusion", "split", "health"),
-    writes=("decision", "model_card"),
-    params=("gate", "registry", "evaluate.batch_size", "health.max_drift"),
-    retries=2,
-)

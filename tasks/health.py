@@ -9,7 +9,7 @@ from headstart.library.health import report as health_report
 from headstart.library.health.checkup import examine
 from headstart.library.health.reference import to_bytes
 from headstart.library.registry.registry import open_registry
-from tasks.step import Step, StepContext, first_few
+from tasks.step import StepContext, first_few
 
 
 def run(ctx: StepContext) -> health_report.HealthReport:
@@ -34,14 +34,3 @@ def check(ctx: StepContext, report: health_report.HealthReport) -> None:
 def load(ctx: StepContext) -> health_report.HealthReport:
     """``health.json`` as written."""
     return health_report.load(ctx.run.health)
-
-
-STEP = Step(
-    name="health",
-    run=run,
-    load=load,
-    check=check,
-    reads=("split", "near_duplicates"),
-    writes=("health",),  # health_reference.safetensors beside it travels with the version, not through DVC
-    params=("health", "model", "train.feature_cache", "train.seed", "evaluate.batch_size", "registry"),
-)

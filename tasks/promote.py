@@ -9,7 +9,7 @@ import logging
 
 from headstart.library.registry.registry import AliasRecord, PromotionConflict, open_registry
 from tasks import gate
-from tasks.step import Step, StepContext
+from tasks.step import StepContext
 
 log = logging.getLogger(__name__)
 REJUDGED = "promote:rejudged"  # the re-judged decision, kept in the run context across Prefect retries
@@ -56,14 +56,3 @@ def load(ctx: StepContext) -> AliasRecord | None:
         return None
     [record] = [r for r in open_registry(ctx.params.registry).history() if r.seq == outcome["alias_seq"]]
     return record
-
-
-STEP = Step(
-    name="promote",
-    run=run,
-    load=load,
-    reads=("decision", "registered", "summary"),  # the summary: report runs before the alias moves
-    writes=("promotion",),
-    params=("registry",),
-    retries=2,
-)

@@ -14,7 +14,7 @@ from headstart.library.registry.registry import open_registry
 from headstart.library.reports.dashboard import Dashboard, registry_page
 from headstart.library.reports.overview import gather_overview, overview_dashboard
 from tasks.promote import REJUDGED
-from tasks.step import Step, StepContext
+from tasks.step import StepContext
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +114,3 @@ def run(ctx: StepContext) -> dict:
     if failures:
         raise failures[0]
     return summary
-
-
-STEP = Step(
-    name="publish",
-    run=run,
-    reads=("summary", "dashboard", "promotion"),
-    in_dvc=False,
-    best_effort=True,
-)

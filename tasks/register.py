@@ -14,7 +14,7 @@ from pathlib import Path
 from headstart.library.data.versioning import data_md5_of
 from headstart.library.registry.registration import planned_version, register_run
 from headstart.library.registry.registry import open_registry
-from tasks.step import Step, StepContext, code_fingerprint
+from tasks.step import StepContext, code_fingerprint
 
 
 def run(ctx: StepContext) -> str:
@@ -42,7 +42,7 @@ def resume_key(ctx: StepContext) -> str:
     folders = [d for d in (ctx.params.data.dir, ctx.params.data.test_dir) if d]
     data = [data_md5_of(Path(d)) for d in folders]
     same_run = ctx.flow_run_id if None in data else None
-    read_back = list(ctx.steps.values())[: list(ctx.steps).index(STEP.name)]
+    read_back = list(ctx.steps.values())[: list(ctx.steps).index("register")]
     key = [ctx.params.digest(), data, same_run, ctx.allow_class_change, code_fingerprint(read_back)]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
@@ -50,14 +50,3 @@ def resume_key(ctx: StepContext) -> str:
 def load(ctx: StepContext) -> str:
     """The version id as recorded."""
     return json.loads(ctx.run.registered.read_text())["version"]
-
-
-STEP = Step(
-    name="register",
-    run=run,
-    load=load,
-    reads=("near_duplicates", "health", "model", "metrics", "confusion", "decision", "model_card"),
-    writes=("registered",),
-    params=("registry",),
-    retries=2,
-)

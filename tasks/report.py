@@ -23,7 +23,7 @@ from headstart.library.reports.dashboard import (
     save_dashboards,
 )
 from headstart.library.reports.model_card import render_model_card
-from tasks.step import Step, StepContext
+from tasks.step import StepContext
 
 
 @dataclass(frozen=True)
@@ -103,13 +103,3 @@ def run(ctx: StepContext) -> RunReport:
 def load(ctx: StepContext) -> RunReport:
     """Summary and dashboards as written."""
     return RunReport(json.loads(ctx.run.summary.read_text()), load_dashboards(ctx.run.dashboard))
-
-
-STEP = Step(
-    name="report",
-    run=run,
-    load=load,
-    reads=("health", "split", "model", "curves", "metrics", "confusion", "decision", "registered"),
-    writes=("dashboard", "summary"),
-    params=("augment", "registry", "data", "model"),
-)

@@ -10,7 +10,7 @@ from pathlib import Path
 from headstart.ground.errors import ValidationFailed
 from headstart.library.data.leakage import apply_policy, find_duplicates, load_report, save_report
 from headstart.library.data.split import SplitResult, load_split, make_split, save_split
-from tasks.step import Step, StepContext, first_few
+from tasks.step import StepContext, first_few
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +50,3 @@ def load(ctx: StepContext) -> SplitResult:
     """The split table and near-duplicate report as written (how many exact test duplicates were dropped is not
     recorded there)."""
     return SplitResult(load_split(ctx.run.split), None, load_report(ctx.run.near_duplicates))
-
-
-STEP = Step(
-    name="split",
-    run=run,
-    load=load,
-    check=check,
-    reads=("validate", "validate-test"),
-    writes=("split", "near_duplicates"),
-    params=(
-        "split",
-        "health.leakage",
-        "health.duplicate_similarity",
-        "health.duplicate_edge_similarity",
-        "health.within_duplicates",
-    ),
-)

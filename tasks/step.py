@@ -10,10 +10,12 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import importlib
 import importlib.util
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from headstart.ground.errors import DataError
@@ -27,12 +29,12 @@ PROJECT_PACKAGES = ("headstart", "tasks", "flows")
 class Step:
     """One row of the pipeline table.
 
+    The step's code lives in :attr:`module`, imported only when the step's functions are first asked for, so
+    the table itself is read for free (rendering dvc.yaml, listing steps, ``headstart step NAME`` for one step).
+
     Attributes:
         name: the step's name (Prefect task name, ``headstart step NAME``, DVC stage).
-        run: context → result; writes its outputs into the run folder.
-        load: context → the result :attr:`run` returned, read back from the run folder.
-        check: (context, result) → None, or raises to stop the run (invalid data). Called outside the Prefect
-            task, so a stop is one clear message, not a task traceback; also applied to a loaded result.
+        module: the module defining ``run`` and optionally ``load`` and ``check`` (see the properties).
         reads: run-folder entries it needs (``RunFolder.entry`` names).
         writes: run-folder entries it creates (DVC outs).
         metrics, plots: run-folder entries it creates that DVC shows as metrics and plots.
@@ -43,9 +45,7 @@ class Step:
     """
 
     name: str
-    run: Callable[[StepContext], Any]
-    load: Callable[[StepContext], Any] | None = None
-    check: Callable[[StepContext, Any], None] | None = None
+    module: str
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
@@ -56,10 +56,24 @@ class Step:
     in_dvc: bool = True
     best_effort: bool = False
 
+    def _code(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
     @property
-    def module(self) -> str:
-        """The module defining the step (the root of its code dependencies)."""
-        return self.run.__module__
+    def run(self) -> Callable[[StepContext], Any]:
+        """context → result; writes its outputs into the run folder."""
+        return self._code().run
+
+    @property
+    def load(self) -> Callable[[StepContext], Any] | None:
+        """context → the result :attr:`run` returned, read back from the run folder (None: cannot be)."""
+        return getattr(self._code(), "load", None)
+
+    @property
+    def check(self) -> Callable[[StepContext, Any], None] | None:
+        """(context, result) → None, or raises to stop the run (invalid data). Called outside the Prefect task,
+        so a stop is one clear message, not a task traceback; also applied to a loaded result."""
+        return getattr(self._code(), "check", None)
 
     def code_files(self) -> list[Path]:
         """Every project source file the step's module imports, transitively (also imports inside functions):

@@ -37,7 +37,7 @@ from headstart.library import lineage
 from headstart.library.data.split import load_split
 from headstart.library.evaluation.metrics import evaluate
 from headstart.library.training.scenarios import train
-from tasks import train as train_step
+from tasks.pipeline import get_step
 from tasks.step import code_fingerprint
 
 TRIAL_SECTIONS = ("model", "train", "augment")  # what a trial may change: not the data it is judged on
@@ -125,7 +125,7 @@ def run_trial(params: Params, sweep_root: Path, trial: Trial, flow_run_id: str |
     val = validation_rows(split)
     record = {
         **lineage.collect(Path.cwd(), params, flow_run_id),
-        "code_sha256": code_fingerprint([train_step.STEP]),
+        "code_sha256": code_fingerprint([get_step("train")]),
         "sweep_trial": {"sweep": sweep_root.name, "trial": trial.name, "overrides": trial.overrides},
     }
     result = train(split, params, run, record)

@@ -15,10 +15,10 @@ from headstart.library import lineage
 from headstart.library.training import distributed
 from headstart.library.training.accelerator import resolve_accelerator
 from headstart.library.training.scenarios import TrainResult, load_train_result, resolve_scenario, train
-from tasks.step import Step, StepContext, code_fingerprint
+from headstart.library.training.world import FLOW_RUN_ENV, under_torchrun
+from tasks.step import StepContext, code_fingerprint
 
 log = logging.getLogger(__name__)
-FLOW_RUN_ENV = "HEADSTART_FLOW_RUN_ID"  # the launching flow run, recorded in the ranks' lineage
 
 
 def run(ctx: StepContext) -> TrainResult:
@@ -26,13 +26,16 @@ def run(ctx: StepContext) -> TrainResult:
     split = ctx.result("split").table
     params = resolve_scenario(split, ctx.params)
     nproc = params.train.distributed.nproc
-    if nproc > 1 and not distributed.under_torchrun():
+    if nproc > 1 and not under_torchrun():
         if params.train.scenario != "features":
             return _launch(ctx, params, nproc)
         log.info("train.distributed.nproc=%d: the features scenario fits its classifier in one process", nproc)
     # the code's fingerprint: recorded in lineage, and part of the resume key (other training code never resumes);
     # the params digest is of the params as given (auto unresolved), so it matches params.yaml and --set
-    record = {**lineage.collect(ctx.workspace, ctx.params, ctx.flow_run_id), "code_sha256": code_fingerprint([STEP])}
+    record = {
+        **lineage.collect(ctx.workspace, ctx.params, ctx.flow_run_id),
+        "code_sha256": code_fingerprint([ctx.steps["train"]]),
+    }
     return train(split, params, ctx.run, record)
 
 
@@ -53,14 +56,3 @@ def _launch(ctx: StepContext, params: Params, nproc: int) -> TrainResult:
 def load(ctx: StepContext) -> TrainResult:
     """The saved model's config and curves."""
     return load_train_result(ctx.run)
-
-
-STEP = Step(
-    name="train",
-    run=run,
-    load=load,
-    reads=("split", "health"),  # health: trains only on data that passed it
-    writes=("model",),  # checkpoints/ is resume state, not an output
-    plots=("curves",),
-    params=("augment", "model", "train", "evaluate.batch_size"),
-)

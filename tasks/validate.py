@@ -13,7 +13,7 @@ from headstart.ground.run_folder import Dataset
 from headstart.library.data.manifest import load_thumbnails
 from headstart.library.data.split import load_manifest_table
 from headstart.library.data.validation import ValidationReport, load_report, save_report, validate_dataset
-from tasks.step import Step, StepContext, first_few
+from tasks.step import StepContext, first_few
 
 
 @dataclass(frozen=True)
@@ -76,14 +76,3 @@ def _validated(
 ) -> ValidatedData:
     test_manifest, test = found.get("test", (None, None))
     return ValidatedData(found["data"][1], found["data"][0], test, test_manifest, thumbnails)
-
-
-STEP = Step(
-    name="validate",
-    run=run,
-    load=load,
-    check=check,
-    writes=("validate", "validate-test"),
-    params=("data.dir", "data.test_dir", "validate"),
-    data_params=("data.dir", "data.test_dir"),
-)

@@ -224,11 +224,12 @@ def sweep(
 ) -> None:
     """Train every trial of SWEEP_FILE on a Dask cluster, each scored on the validation split; the best goes
     through evaluate → gate → register → promote like any run. `--set` applies to every trial."""
+    from flows.sweep import share_temporary_api, task_runner
     from flows.sweep import sweep as sweep_flow
-    from flows.sweep import task_runner
     from headstart.cli.interrupts import sigterm_as_ctrl_c
 
     sigterm_as_ctrl_c()  # a stopped sweep stops its temporary Prefect server and Dask workers too
+    share_temporary_api(cluster)
     runner = task_runner(cluster)
     state = sweep_flow.with_options(task_runner=runner)(
         sweep_path=str(sweep_file),
@@ -302,7 +303,7 @@ def backbones(
     """List the presets: family, smallest input, weight sources, and whether weights are offline here."""
     if ctx.invoked_subcommand is not None:
         return
-    from headstart.library.models.backbones import list_presets
+    from headstart.library.models.presets import list_presets
 
     rows = [
         {

@@ -56,14 +56,14 @@ def step(
     from headstart.ground.environment import PROJECT_LOGGERS
     from headstart.ground.params import load_params
     from headstart.ground.run_folder import RunFolder
-    from headstart.library.training import distributed
+    from headstart.library.training.world import FLOW_RUN_ENV
+    from headstart.library.training.world import current as current_world
     from tasks.pipeline import get_step, steps_by_name
     from tasks.step import StepContext
-    from tasks.train import FLOW_RUN_ENV
 
     # Steps run outside Prefect here: their progress (epochs, resume, freezing) goes to stderr; under torchrun
     # only rank 0 reports (the other ranks say only what goes wrong).
-    rank = distributed.current().rank
+    rank = current_world().rank
     level = logging.INFO if rank == 0 else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
     for logger in PROJECT_LOGGERS:

@@ -38,31 +38,26 @@ DEFAULT_AUGMENT: dict[str, Any] = {
 }
 
 
-def _transform_names(node: Any) -> list[str]:
-    """Every ``__class_fullname__`` in a serialised albumentations pipeline, outermost first."""
-    if isinstance(node, dict):
-        own = [node["__class_fullname__"]] if isinstance(node.get("__class_fullname__"), str) else []
-        return own + [name for child in node.values() for name in _transform_names(child)]
-    if isinstance(node, list):
-        return [name for child in node for name in _transform_names(child)]
-    return []
-
-
-def build_augmentations(serialised: dict[str, Any]) -> Any:
-    """Rebuild a serialised pipeline with albumentations' own ``from_dict``; a bad entry is a ValueError naming
-    the transform (and what albumentations said)."""
-    import albumentations as A
-    from albumentations.core.serialization import SERIALIZABLE_REGISTRY
-
+def check_augment_shape(serialised: dict[str, Any]) -> None:
+    """Check the shape of albumentations' serialised form without importing albumentations (it imports torch,
+    seconds that commands which never augment must not pay): a ``transform`` key and every transform a mapping
+    naming its class. Whether the named transforms exist and take these arguments is albumentations' to say:
+    ``headstart.library.data.transforms.check_augmentations``, which every training entry point runs first."""
     if "transform" not in serialised:
         raise ValueError("augment must be albumentations' serialised form (A.to_dict): a 'transform' key")
-    unknown = [name for name in _transform_names(serialised["transform"]) if name not in SERIALIZABLE_REGISTRY]
-    if unknown:
-        raise ValueError(f"unknown albumentations transform(s) {unknown}; see albumentations' transform list")
-    try:
-        return A.from_dict(serialised)
-    except Exception as exc:  # from_dict raises many types for a bad entry
-        raise ValueError(f"not a valid albumentations pipeline ({type(exc).__name__}: {exc})") from None
+    _check_transform_node(serialised["transform"], "augment.transform")
+
+
+def _check_transform_node(node: Any, where: str) -> None:
+    if not isinstance(node, dict) or not isinstance(node.get("__class_fullname__"), str):
+        raise ValueError(f"{where}: each transform is a mapping with a '__class_fullname__' (got {node!r:.80})")
+    children = node.get("transforms")
+    if children is None:
+        return
+    if not isinstance(children, list):
+        raise ValueError(f"{where}.transforms: a list of transforms (got {children!r:.80})")
+    for i, child in enumerate(children):
+        _check_transform_node(child, f"{where}.transforms[{i}]")
 
 
 class _Section(BaseModel):
@@ -288,7 +283,7 @@ class Params(_Section):
     @classmethod
     def _augment_builds(cls, value: dict[str, Any]) -> dict[str, Any]:
         if value:
-            build_augmentations(value)  # built once here, so a bad pipeline is a params error, not a late crash
+            check_augment_shape(value)  # the names are checked against albumentations before anything trains
         return value
 
     def as_dict(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import albumentations as A
 import numpy as np
 import pytest
 import torch
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -85,20 +86,47 @@ def test_every_knob_is_in_the_file_with_a_comment() -> None:
 @pytest.mark.parametrize(
     ("augment", "message"),
     [
-        ({"transform": {"__class_fullname__": "NoSuchTransform"}}, r"augment: .*unknown .*'NoSuchTransform'"),
         ({"transforms": []}, r"augment: .*'transform' key"),
+        ({"transform": ["HorizontalFlip"]}, r"augment: .*augment.transform: each transform is a mapping"),
         (
-            {"transform": {"__class_fullname__": "Compose", "p": 1.0, "transforms": [{"__class_fullname__": "Blurr"}]}},
-            r"augment: .*unknown .*'Blurr'",
+            {"transform": {"__class_fullname__": "Compose", "transforms": [{"p": 0.5}]}},
+            r"augment: .*augment.transform.transforms\[0\]: each transform is a mapping with a '__class_fullname__'",
         ),
     ],
 )
-def test_a_bad_augment_pipeline_is_a_params_error_naming_it(augment: dict, message: str) -> None:
-    raw = Params().as_dict()
+def test_a_malformed_augment_pipeline_is_a_params_error_naming_it(augment: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        from headstart.ground.params import params_from_dict
+        params_from_dict({**Params().as_dict(), "augment": augment})
 
-        params_from_dict({**raw, "augment": augment})
+
+UNKNOWN_TRANSFORMS = [
+    ({"transform": {"__class_fullname__": "NoSuchTransform"}}, r"augment: .*unknown .*'NoSuchTransform'"),
+    (
+        {"transform": {"__class_fullname__": "Compose", "p": 1.0, "transforms": [{"__class_fullname__": "Blurr"}]}},
+        r"augment: .*unknown .*'Blurr'",
+    ),
+    (
+        {"transform": {"__class_fullname__": "HorizontalFlip", "p": "often"}},
+        r"augment: not a valid albumentations pipeline",
+    ),
+]
+
+
+@pytest.mark.parametrize(("augment", "message"), UNKNOWN_TRANSFORMS)
+def test_an_unknown_transform_stops_a_run_before_anything_trains(
+    augment: dict, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Params check the shape alone (no albumentations import); the run's first act builds the pipeline."""
+    from flows.retrain import load_run_params
+
+    raw = {**Params().as_dict(), "augment": augment}
+    raw["data"] = {"dir": "data/images", "test_dir": None}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    assert load_params("params.yaml").augment == augment  # reading params never builds it
+    with pytest.raises(ConfigError, match=message):
+        load_run_params("params.yaml", [], "runs/r")
+    assert not (tmp_path / "runs").exists()  # nothing was started
 
 
 def test_missing_params_file_says_what_to_do(tmp_path: Path) -> None:

@@ -12,8 +12,10 @@ import torch
 from headstart.ground.errors import ConfigError
 from headstart.ground.params import HeadParams
 from headstart.library.data.transforms import preprocessing_for
-from headstart.library.models.backbones import PRESETS, check_input_size, create_classifier, freeze, list_presets
-from headstart.library.models.saved_model import ModelConfig, load_predictor, save_model
+from headstart.library.models.backbones import create_classifier, freeze
+from headstart.library.models.model_config import ModelConfig
+from headstart.library.models.presets import PRESETS, check_input_size, list_presets
+from headstart.library.models.saved_model import load_predictor, save_model
 
 
 @pytest.mark.parametrize("preset", list_presets(), ids=lambda p: p.name)

@@ -69,7 +69,7 @@ def test_backbones_lists_every_preset_with_offline_availability() -> None:
     assert rows["tf_efficientnet_lite0"]["offline_weights"] == "package:efficientnet-lite0"
     assert rows["mobilenetv2_100"]["offline_weights"] == "package:mobilenetv2"
     assert rows["resnet50"]["offline_weights"] is None and "hub" in rows["resnet50"]["weights"]
-    from headstart.library.models.backbones import list_presets  # their minimums are measured in test_presets
+    from headstart.library.models.presets import list_presets  # their minimums are measured in test_presets
 
     assert {name: row["min_input_size"] for name, row in rows.items()} == {
         p.name: p.min_input_size for p in list_presets()

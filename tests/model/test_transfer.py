@@ -40,7 +40,7 @@ def test_the_pretrained_arm_is_the_model_itself_and_a_rerun_reads_both_arms_from
 
 def test_a_transfer_report_that_cannot_be_measured_is_reported_and_fails_nothing(tiny_split, tmp_path) -> None:
     from headstart.library.evaluation.transfer import measure_transfer
-    from headstart.library.models.saved_model import read_config
+    from headstart.library.models.model_config import read_config
 
     _, split = tiny_split(12, 5, 1)
     overrides = ["train.num_workers=0", "model.features_input_size=32", "train.scenario=features",

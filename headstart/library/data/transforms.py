@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
-
-import albumentations as A
-import cv2
-from albumentations.pytorch import ToTensorV2
+from typing import TYPE_CHECKING, Any
 
 from headstart.ground.errors import ConfigError
-from headstart.ground.params import build_augmentations
+from headstart.ground.params import Params
+
+if TYPE_CHECKING:  # albumentations imports torch: loaded where a pipeline is built, not where one is described
+    import albumentations as A
 
 
 @dataclass(frozen=True)
@@ -36,6 +35,33 @@ def preprocessing_for(model: Any, input_size: int | None) -> Preprocessing:
     return Preprocessing(size, tuple(config["mean"]), tuple(config["std"]), str(config["interpolation"]))
 
 
+def _transform_names(node: Any) -> list[str]:
+    """Every ``__class_fullname__`` in a serialised albumentations pipeline, outermost first."""
+    if isinstance(node, dict):
+        own = [node["__class_fullname__"]] if isinstance(node.get("__class_fullname__"), str) else []
+        return own + [name for child in node.values() for name in _transform_names(child)]
+    if isinstance(node, list):
+        return [name for child in node for name in _transform_names(child)]
+    return []
+
+
+def build_augmentations(serialised: dict[str, Any]) -> A.BasicTransform:
+    """Rebuild a serialised pipeline with albumentations' own ``from_dict``; a bad entry is a ValueError naming
+    the transform (and what albumentations said)."""
+    import albumentations as A
+    from albumentations.core.serialization import SERIALIZABLE_REGISTRY
+
+    if "transform" not in serialised:
+        raise ValueError("augment must be albumentations' serialised form (A.to_dict): a 'transform' key")
+    unknown = [name for name in _transform_names(serialised["transform"]) if name not in SERIALIZABLE_REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown albumentations transform(s) {unknown}; see albumentations' transform list")
+    try:
+        return A.from_dict(serialised)
+    except Exception as exc:  # from_dict raises many types for a bad entry
+        raise ValueError(f"not a valid albumentations pipeline ({type(exc).__name__}: {exc})") from None
+
+
 def load_augmentations(serialised: dict[str, Any]) -> A.BasicTransform | None:
     """Rebuild the params' pipeline with albumentations' own deserialiser."""
     if not serialised:
@@ -46,8 +72,18 @@ def load_augmentations(serialised: dict[str, Any]) -> A.BasicTransform | None:
         raise ConfigError(f"augment: {exc}") from None
 
 
+def check_augmentations(params: Params) -> None:
+    """Build the params' augmentation pipeline once, so an unknown transform or a bad argument is a ConfigError
+    naming it before anything trains (params validation checks only its shape, without albumentations)."""
+    load_augmentations(params.augment)
+
+
 def build_transform(pre: Preprocessing, augment: dict[str, Any] | None = None) -> A.Compose:
     """Augmentations (training only), then resize, normalise and convert to a CHW tensor."""
+    import albumentations as A
+    import cv2
+    from albumentations.pytorch import ToTensorV2
+
     steps: list[Any] = []
     if augment and (pipeline := load_augmentations(augment)) is not None:
         steps.append(pipeline)

@@ -4,14 +4,17 @@ pulled (verified) from the registry and re-scored."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from headstart.library.evaluation.gate import ScoreReport
 from headstart.library.evaluation.metrics import Evaluation, evaluate
-from headstart.library.models.saved_model import ModelConfig, read_config
+from headstart.library.models.model_config import ModelConfig, read_config
 from headstart.library.registry.registry import Registry
-from headstart.library.training.feature_store import FeatureStore
+
+if TYPE_CHECKING:
+    from headstart.library.training.feature_store import FeatureStore
 
 
 def challenger_report(config: ModelConfig, evaluation: Evaluation) -> ScoreReport:

@@ -5,21 +5,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from headstart.ground import progress
 from headstart.ground.errors import DataError
 from headstart.ground.run_folder import RunFolder
-from headstart.library.data.loader import ImageTable, make_loader
-from headstart.library.data.transforms import build_transform
-from headstart.library.models.classical import probabilities
-from headstart.library.models.saved_model import Predictor, load_predictor
-from headstart.library.training.feature_store import FeatureStore
-from headstart.library.training.features import extractor_of, features_for
+
+if TYPE_CHECKING:  # torch and scikit-learn load where a model is scored, not where its scores are read back
+    import torch
+
+    from headstart.library.models.saved_model import Predictor
+    from headstart.library.training.feature_store import FeatureStore
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,8 @@ def predict_loader(predictor: Predictor, loader: torch.utils.data.DataLoader) ->
 
 def compute_metrics(pred: Predictions, classes: list[str]) -> dict:
     """Overall and per-class metrics from scikit-learn, and the confusion matrix (rows = true class)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
     labels = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(
         pred.y_true, pred.y_pred, labels=labels, zero_division=0
@@ -81,6 +82,9 @@ class Evaluation:
 def predict_from_store(predictor: Predictor, table: pd.DataFrame, store: FeatureStore, batch_size: int) -> Predictions:
     """Score a features-scenario model through the feature store: only images the store has not seen with this
     backbone's weights are run through it (an unchanged test set costs nothing on the next run)."""
+    from headstart.library.models.classical import probabilities
+    from headstart.library.training.features import extractor_of, features_for
+
     config = predictor.config
     extractor = extractor_of(predictor.network, config.backbone, config.pre, config.head["pool"], config.feature_stages)
     features = features_for(predictor.network, table, extractor, store, batch_size, 0).features
@@ -94,6 +98,10 @@ def evaluate(
 ) -> Evaluation:
     """Score the saved model on the ``test`` rows of the split (a features-scenario model through ``store``,
     when given)."""
+    from headstart.library.data.loader import ImageTable, make_loader
+    from headstart.library.data.transforms import build_transform
+    from headstart.library.models.saved_model import load_predictor
+
     predictor = load_predictor(model_dir)
     config = predictor.config
     test = split[split["split"] == "test"]

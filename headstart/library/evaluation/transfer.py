@@ -10,18 +10,17 @@ extra extraction the first time only. The gap tells a user whether ImageNet weig
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import torch
-from sklearn.metrics import accuracy_score
 
 from headstart.ground.errors import HeadstartError
 from headstart.ground.params import Params
-from headstart.library.models.backbones import create_pretrained, freeze_all
 from headstart.library.models.classical import FALLBACK_C, fit_classifier
-from headstart.library.models.saved_model import ModelConfig
-from headstart.library.training.feature_store import FeatureStore
-from headstart.library.training.features import extractor_of, features_for
+from headstart.library.models.model_config import ModelConfig
+
+if TYPE_CHECKING:  # torch loads where the report is measured; the model card only renders it
+    from headstart.library.training.feature_store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,12 @@ def transfer_report(config: ModelConfig, split: pd.DataFrame, params: Params, st
 
     A features-scenario model's head is its own classifier with the C it chose; other scenarios are compared with
     a linear probe (``train.classifier`` at C = the fallback, no search: the report stays cheap)."""
+    import torch
+    from sklearn.metrics import accuracy_score
+
+    from headstart.library.models.backbones import create_pretrained, freeze_all
+    from headstart.library.training.features import extractor_of, features_for
+
     p = params.train
     fitted_on = config.features_fit or p.features_fit  # the model's own rows (a sweep trial: train only)
     fit_rows = split["split"].eq("train") | (split["split"].eq("val") & (fitted_on == "train+val"))

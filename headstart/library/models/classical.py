@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import skops.io as sio
-from sklearn.base import ClassifierMixin
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC, LinearSVC
 
 from headstart.ground.errors import WeightsError
+
+if TYPE_CHECKING:  # scikit-learn loads where a classifier is fitted or read (skops.io imports all of it)
+    from sklearn.base import ClassifierMixin
+    from sklearn.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +29,13 @@ TRUSTED_TYPES = frozenset(
 
 def make_classifier(name: str, c: float, seed: int) -> Pipeline:
     """Standardised features into the named classifier; every one gives probabilities."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC, LinearSVC
+
     estimators: dict[str, ClassifierMixin] = {
         "logreg": LogisticRegression(C=c, max_iter=2000),
         # LinearSVC has no predict_proba: calibrate its decision function.
@@ -52,6 +55,8 @@ def fit_classifier(name: str, c: float | str, seed: int, x: np.ndarray, y: np.nd
     """Fit the named classifier; with ``c == "auto"`` choose C on its ``C_GRIDS`` row by stratified k-fold
     cross-validation (scikit-learn's GridSearchCV, k = min(5, smallest class)) and refit on every row. Returns the
     classifier and what the search found (``classifier_c``, ``cv_accuracy``), empty when there was no search."""
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
     if c != "auto" or name == "random_forest":  # a random forest has no C
         return make_classifier(name, FALLBACK_C if c == "auto" else float(c), seed).fit(x, y), {}
     folds = min(5, int(np.unique(y, return_counts=True)[1].min()))
@@ -79,6 +84,8 @@ def probabilities(classifier: Pipeline, features: np.ndarray, num_classes: int) 
 
 def save_classifier(classifier: Pipeline, model_dir: Path) -> Path:
     """Write ``classifier.skops`` (skops' format: no pickle)."""
+    import skops.io as sio
+
     path = model_dir / CLASSIFIER_FILE
     sio.dump(classifier, path)
     return path
@@ -89,6 +96,8 @@ def load_classifier(model_dir: Path) -> Pipeline:
     path = model_dir / CLASSIFIER_FILE
     if not path.is_file():
         raise WeightsError(f"{path}: not found; a features-scenario model needs its classifier file")
+    import skops.io as sio
+
     untrusted = sio.get_untrusted_types(file=path)
     refused = sorted(set(untrusted) - TRUSTED_TYPES)
     if refused:

@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -14,40 +13,11 @@ from safetensors.torch import load_file, save_file
 from sklearn.pipeline import Pipeline
 from torch import nn
 
-from headstart.ground.errors import WeightsError
 from headstart.ground.params import HeadParams
-from headstart.library.data.transforms import Preprocessing
 from headstart.library.models.backbones import attach_head, create_pretrained, freeze, freeze_all, pooled_features
 from headstart.library.models.classical import load_classifier, probabilities, save_classifier
+from headstart.library.models.model_config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, read_config
 from headstart.library.models.weights import load_checked
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """What a saved model is: architecture, head, freezing, classes, preprocessing, scenario and lineage."""
-
-    backbone: str
-    classes: list[str]
-    head: dict[str, Any]
-    freeze_stages: int
-    bn: str
-    preprocessing: dict[str, Any]
-    scenario: str
-    lineage: dict[str, Any]
-    freeze_patterns: list[str] = field(default_factory=list)
-    classifier: str | None = None  # the scikit-learn classifier of the features scenario
-    classifier_c: float | None = None  # its C (chosen by cross-validation under classifier_c: auto)
-    feature_stages: int = 0  # the features scenario's features: 0 the classifier's input, n the last n stages
-    features_fit: str | None = None  # the features scenario's fitted rows: train | train+val
-
-    @property
-    def pre(self) -> Preprocessing:
-        """The preprocessing as a typed value."""
-        p = self.preprocessing
-        return Preprocessing(p["input_size"], tuple(p["mean"]), tuple(p["std"]), p["interpolation"])
 
 
 @dataclass
@@ -82,14 +52,6 @@ def save_model(model: nn.Module, config: ModelConfig, out_dir: Path, classifier:
         save_classifier(classifier, out_dir)
     (out_dir / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2))
     return out_dir
-
-
-def read_config(model_dir: Path) -> ModelConfig:
-    """The config of a saved model."""
-    path = model_dir / CONFIG_FILE
-    if not path.is_file():
-        raise WeightsError(f"{path}: not found; {model_dir} is not a saved model folder")
-    return ModelConfig(**json.loads(path.read_text()))
 
 
 def build_network(config: ModelConfig) -> nn.Module:

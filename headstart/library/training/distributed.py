@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,39 +25,9 @@ import torch.distributed as dist
 from torch import nn
 
 from headstart.ground.errors import ConfigError, RunFailed
+from headstart.library.training.world import World
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class World:
-    """This process's place among the training processes (one process: rank 0 of 1)."""
-
-    rank: int = 0
-    local_rank: int = 0
-    size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0: the one that evaluates, checkpoints, saves and logs."""
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        """Whether there are other ranks to talk to."""
-        return self.size > 1
-
-
-def under_torchrun() -> bool:
-    """Whether torchrun started this process (it sets these for every rank)."""
-    return "TORCHELASTIC_RUN_ID" in os.environ and "WORLD_SIZE" in os.environ
-
-
-def current() -> World:
-    """This process's rank and world size, from the environment torchrun sets."""
-    if not under_torchrun():
-        return World()
-    return World(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
 
 
 def start(world: World, device_type: str, timeout_minutes: float = 30.0) -> str | None:

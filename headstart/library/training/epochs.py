@@ -24,7 +24,7 @@ from headstart.library.training.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from headstart.library.training.distributed import World
+from headstart.library.training.world import World
 
 log = logging.getLogger(__name__)
 

@@ -141,7 +141,8 @@ def frozen_backbone(
     """The pretrained backbone as a frozen feature extractor (classifier removed, ``pool`` pooling) and the
     identity of its features (``stages``: see ``backbones.pooled_features``)."""
     from headstart.library.data.transforms import preprocessing_for
-    from headstart.library.models.backbones import check_input_size, create_pretrained, freeze_all
+    from headstart.library.models.backbones import create_pretrained, freeze_all
+    from headstart.library.models.presets import check_input_size
 
     model = create_pretrained(backbone, weights)
     pre = preprocessing_for(model, input_size)

@@ -30,21 +30,23 @@ from headstart.library.data.loader import ImageTable, make_loader
 from headstart.library.data.transforms import Preprocessing, build_transform, preprocessing_for
 from headstart.library.models.backbones import (
     attach_head,
-    check_input_size,
     create_pretrained,
     freeze,
     freeze_all,
     stage_modules,
 )
 from headstart.library.models.classical import fit_classifier
-from headstart.library.models.saved_model import ModelConfig, read_config, save_model
+from headstart.library.models.model_config import ModelConfig, read_config
+from headstart.library.models.presets import check_input_size
+from headstart.library.models.saved_model import save_model
 from headstart.library.training import distributed
 from headstart.library.training.accelerator import resolve_accelerator
 from headstart.library.training.checkpoints import exclusive
-from headstart.library.training.distributed import World
 from headstart.library.training.epochs import UnfreezeSchedule, fit
 from headstart.library.training.features import extractor_of, training_features
 from headstart.library.training.linear_probe import fit_head
+from headstart.library.training.world import World
+from headstart.library.training.world import current as current_world
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ def train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict) ->
 
     Under torchrun (:mod:`distributed`) every rank runs this; rank 0 alone saves the model and curves."""
     params = resolve_scenario(split, params)
-    world = distributed.current()
+    world = current_world()
     if world.distributed and params.train.scenario == "features":
         raise ConfigError("the features scenario fits a classifier in one process: run it without torchrun")
     try:
