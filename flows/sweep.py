@@ -47,20 +47,6 @@ def task_runner(cluster: str):
     )
 
 
-def share_temporary_api(cluster: str) -> None:
-    """Without a Prefect API configured, every process reporting runs starts a temporary server of its own: each
-    LocalCluster worker would too, and a worker ended by a signal leaves its server behind. This process's starts
-    now instead (Prefect stops it at exit) and the workers, started later, inherit its address."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if not cluster.startswith("local:") or PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return
-    server = SubprocessASGIServer()  # the one instance this process's Prefect clients use as well
-    server.start()
-    os.environ["PREFECT_API_URL"] = server.api_url
-
-
 def worker_threads(cluster: str) -> int | None:
     """torch threads per trial on a LocalCluster: the cores shared among its workers (a remote cluster's workers
     keep their own default)."""

@@ -187,10 +187,12 @@ def run(
     """Run the retrain flow: the pipeline table's steps (validate → split → train → evaluate → gate → register →
     report → promote → publish)."""
     from flows.retrain import retrain
+    from flows.temporary_api import share_temporary_api
     from headstart.cli.interrupts import sigterm_as_ctrl_c
     from headstart.cli.progress import progress_bars
 
     sigterm_as_ctrl_c()  # a stopped run stops its temporary Prefect server and torchrun ranks too
+    share_temporary_api()
     overrides = list(set_ or [])
     if data is not None:
         overrides.append(f"data.dir={json.dumps(str(data))}")  # quoted: a folder named 2024 or yes is a name
@@ -224,12 +226,13 @@ def sweep(
 ) -> None:
     """Train every trial of SWEEP_FILE on a Dask cluster, each scored on the validation split; the best goes
     through evaluate → gate → register → promote like any run. `--set` applies to every trial."""
-    from flows.sweep import share_temporary_api, task_runner
     from flows.sweep import sweep as sweep_flow
+    from flows.sweep import task_runner
+    from flows.temporary_api import share_temporary_api
     from headstart.cli.interrupts import sigterm_as_ctrl_c
 
     sigterm_as_ctrl_c()  # a stopped sweep stops its temporary Prefect server and Dask workers too
-    share_temporary_api(cluster)
+    share_temporary_api()  # one for the Dask workers too, which would each start their own
     runner = task_runner(cluster)
     state = sweep_flow.with_options(task_runner=runner)(
         sweep_path=str(sweep_file),
