@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,40 @@ apply_quiet_environment()  # before albumentations, Prefect and DVC are imported
 VENV_BIN = Path(sys.executable).parent
 # Subprocesses (headstart, dvc, dvc repro's stage commands) come from this venv.
 os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"
+SESSION_MARK = pytest.StashKey[str]()  # the leftover-process marker (the controller's only)
+LEFTOVER_GRACE = 30.0  # seconds for processes to stop after the session: SeaweedFS takes the longest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller marks every process the session starts (xdist workers inherit the mark)."""
+    from tests.support.leftovers import new_marker
+
+    if not hasattr(config, "workerinput"):
+        config.stash[SESSION_MARK] = new_marker()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[None, object, object]:
+    """After the session fixtures (and xdist's workers) are gone: fail the session naming each process it started
+    that is still alive, then kill those."""
+    from tests.support.leftovers import describe, kill, wait_for_leftovers
+
+    result = yield
+    if (marker := session.config.stash.get(SESSION_MARK, None)) is None:
+        return result
+    if left := wait_for_leftovers(marker, LEFTOVER_GRACE):
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        title, lines = "processes the test session started are still running (killed now)", describe(left)
+        if reporter is None:
+            print(title, *lines, sep="\n", file=sys.stderr)
+        else:
+            reporter.ensure_newline()
+            reporter.write_sep("=", title, red=True)
+            for line in lines:
+                reporter.write_line(line, red=True)
+        kill(left)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    return result
 
 
 @pytest.fixture(scope="session")
