@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from flows.services import Services, deploy, ensure_pools, start_worker
 from headstart.cli.main import app
 from headstart.library.training.checkpoints import checkpoint_epoch as published_epoch
+from tests.support.leftovers import carrying, kill
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow  # trains models end to end (`pytest -m 'not slow'` skips them)
@@ -80,9 +81,12 @@ def gpu_pool_worker(prefect_server, tmp_path: Path, monkeypatch, fashion_idx_dir
     assert imported.exit_code == 0, imported.output
     ensure_pools()
     deploy(prefect_server, workspace, names=("gpu",))
-    services = Services(prefect_server, [start_worker(prefect_server, "gpu", workspace, tmp_path / "worker.log")])
+    worker = start_worker(prefect_server, "gpu", workspace, tmp_path / "worker.log")
+    services = Services(prefect_server, processes=[worker])  # by keyword: the second field is the auth string
     yield workspace
     services.stop()
+    # the flow-run processes the worker started run in sessions of their own: a failed test may leave one
+    kill(carrying("HEADSTART_WORKSPACE", str(workspace.resolve())))
 
 
 def test_resume_after_flow_run_process_is_killed(gpu_pool_worker: Path, tmp_path: Path) -> None:

@@ -24,12 +24,18 @@ def new_marker() -> str:
 
 def marked(marker: str) -> list[psutil.Process]:
     """Live processes, other than this one, whose environment carries ``marker``."""
+    return carrying(MARKER, marker)
+
+
+def carrying(variable: str, value: str) -> list[psutil.Process]:
+    """Live processes, other than this one, whose environment sets ``variable`` to ``value`` (as it was when each
+    started)."""
     found = []
     for process in psutil.process_iter():
         if process.pid == os.getpid():
             continue
         try:
-            if process.environ().get(MARKER) == marker and process.status() != psutil.STATUS_ZOMBIE:
+            if process.environ().get(variable) == value and process.status() != psutil.STATUS_ZOMBIE:
                 found.append(process)
         except psutil.Error:  # gone meanwhile, or not ours to read
             continue
