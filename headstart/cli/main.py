@@ -404,9 +404,12 @@ def serve(
 @app.command()
 def demo(
     directory: Annotated[Path, typer.Argument(help="Workspace for the demo (created).")] = Path(".headstart/demo"),
-    per_class: Annotated[int, typer.Option(help="Images per class in data v1.")] = 200,
-    v2_per_class: Annotated[int, typer.Option(help="Images per class in data v2.")] = 300,
-    test_per_class: Annotated[int, typer.Option(help="Fixed evaluation images per class.")] = 100,
+    full: Annotated[
+        bool, typer.Option(help="The shipped params.yaml on 200 → 300 images/class (else trimmed for ~5 min).")
+    ] = False,
+    per_class: Annotated[int | None, typer.Option(help="Images per class in data v1 (default: by --full).")] = None,
+    v2_per_class: Annotated[int | None, typer.Option(help="Images per class in data v2.")] = None,
+    test_per_class: Annotated[int | None, typer.Option(help="Fixed evaluation images per class.")] = None,
     port: Annotated[int, typer.Option(help="Prefect server port.")] = 4200,
     keep_serving: Annotated[
         bool, typer.Option(help="Keep the server and worker up afterwards (Ctrl-C stops).")
@@ -415,22 +418,31 @@ def demo(
 ) -> None:
     """The life cycle: serve; data v1 → watcher event → triggered retrain → champion; data v2 → the same →
     the gate's decision against the champion."""
+    from dataclasses import replace
+
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
     from rich.markup import escape
 
-    from flows.demo import lifecycle
+    from flows.demo import FULL, QUICK, apply_trims, lifecycle
     from flows.services import start_services
     from tasks.dvc_stages import init_pipeline_workspace
 
+    plan = FULL if full else QUICK
+    sizes = {"per_class": per_class, "v2_per_class": v2_per_class, "test_per_class": test_per_class}
+    plan = replace(plan, **{name: value for name, value in sizes.items() if value is not None})
     root = init_pipeline_workspace(directory).resolve()
     os.chdir(root)
+    apply_trims(root, plan.trims)
+    console.print(f"[bold]{'Full' if full else 'Quick'} demo[/]: {escape(plan.describe())}")
+    if not full:
+        console.print("  trimmed for speed; the shipped defaults on more data: make demo-full (headstart demo --full)")
     chosen = settings(Path("params.yaml"), None)
     services = start_services(root, port, chosen.registry.model_name, chosen)
     os.environ.update(services.client_env())  # the watcher's and the CLI's subprocesses
     console.print(f"[bold]Prefect server and worker up[/]: UI {services.ui_url}")
     try:
         with temporary_settings(updates={PREFECT_API_URL: services.api_url, PREFECT_API_AUTH_STRING: services.auth}):
-            versions = [(per_class, test_per_class), (v2_per_class, 0)]
+            versions = [(plan.per_class, plan.test_per_class), (plan.v2_per_class, 0)]
             say = lambda line: console.print(f"  {escape(line)}", overflow="ellipsis", no_wrap=True)  # noqa: E731
             summaries = lifecycle(root, versions, say, timeout)  # log lines may hold [brackets]: never markup
         for label, summary in zip(("data v1", "data v2"), summaries, strict=True):
