@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from tests.support.leftovers import kill
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.slow  # each command trains (briefly) before it is stopped
+pytestmark = [pytest.mark.slow, pytest.mark.server]  # each trains (briefly) under a temporary Prefect server
 
 SERVER = "prefect.server.api.server:create_app"  # the temporary server's command line
 SMALL = [

@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.server  # starts a (temporary) Prefect server of its own
 
 # A command's start as `headstart run` and `headstart sweep` do it, then a child Prefect client (a Dask worker's).
 COMMAND = """
