@@ -53,6 +53,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
     return result
 
 
+# Tests that use these fixtures need a server (the session's SeaweedFS or Prefect server): marked `server`
+# automatically, so `-m "not server"` can never run one by mistake and a new test cannot forget its marker.
+SERVER_FIXTURES = frozenset({"seaweedfs", "bucket", "prefect_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a server `server` (by the fixtures it uses, the S3 parameter of `registry`)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_s3 = callspec is not None and callspec.params.get("registry") == "s3"
+        if on_s3 or SERVER_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.server)
+
+
 @pytest.fixture(scope="session")
 def fashion_idx_dir() -> Path:
     """The Fashion-MNIST IDX folder (fetched once into the user cache with apt-get download)."""

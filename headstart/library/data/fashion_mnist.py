@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import shutil
 import subprocess
@@ -50,6 +51,14 @@ def locate_idx_dir(cache: Path) -> Path:
                 f"{tool} not found: install Debian's {DEBIAN_PACKAGE} package, or copy its IDX files into {extracted}"
             )
     cache.mkdir(parents=True, exist_ok=True)
+    with (cache / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes at once (parallel tests, two imports): one fetches
+        if (extracted / _FILES["test"][1]).is_file():
+            return extracted  # the other one fetched it while this one waited
+        return _fetch_and_extract(cache, extracted)
+
+
+def _fetch_and_extract(cache: Path, extracted: Path) -> Path:
     for deb in cache.glob("*.deb"):
         deb.unlink()
     _run(["apt-get", "download", DEBIAN_PACKAGE], cwd=cache)
