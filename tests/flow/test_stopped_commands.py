@@ -111,6 +111,7 @@ def test_a_stopped_command_leaves_no_process_behind(
     run_dir = f"runs/{command}-{how}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "PREFECT_API_AUTH"))}
     env["PREFECT_HOME"] = str(tmp_path_factory.getbasetemp() / "stopped-prefect-home")  # its own server database
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"  # 20 s is short on 2 busy cores
     log = data_workspace / f"{command}-{how}.log"
     with log.open("wb") as out:  # its own session: a Ctrl-C to its group reaches nothing of the suite's
         process = subprocess.Popen(
