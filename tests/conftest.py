@@ -44,7 +44,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
         if reporter is None:
             print(title, *lines, sep="\n", file=sys.stderr)
         else:
-            reporter.ensure_newline()
+            reporter.write_line("")  # off the progress line
             reporter.write_sep("=", title, red=True)
             for line in lines:
                 reporter.write_line(line, red=True)
