@@ -12,7 +12,7 @@ HS := $(CURDIR)/$(BIN)/headstart
 # Rich tables (decision, registry) at a readable width when make is not on a terminal.
 export COLUMNS ?= 120
 
-.PHONY: install demo demo-full test lint clean-demo
+.PHONY: install demo demo-full test test-quick lint clean-demo
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: Headstart needs Python 3.11"; exit 1; }
@@ -43,8 +43,15 @@ demo: install  # trimmed for ~5 min (it says what on screen); demo-full: the shi
 demo-full:
 	$(MAKE) demo DEMO_ARGS=--full
 
+# The suite on xdist workers: most of its time is waiting (servers, leases, torchrun, worker polls), so more workers
+# than cores overlap the waits. Each worker is a test session with its own SeaweedFS and Prefect server.
+TEST_WORKERS ?= 4
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+
+# The edit-test loop: no server, no training (about a minute).
+test-quick: install
+	$(BIN)/pytest -m "not server and not slow"
 
 lint: install
 	$(BIN)/ruff check .

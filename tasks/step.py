@@ -146,7 +146,8 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
-def _imports_of(module: str) -> set[str]:
+@functools.cache  # rendering dvc.yaml asks for the same modules' imports once per stage
+def _imports_of(module: str) -> frozenset[str]:
     """Project modules named by import statements anywhere in ``module`` (inside functions too)."""
     path = _module_file(module)
     tree = ast.parse(path.read_text())
@@ -164,7 +165,7 @@ def _imports_of(module: str) -> set[str]:
         else:
             continue
         found |= {n for n in names if n.split(".")[0] in PROJECT_PACKAGES and _module_file(n) is not None}
-    return found
+    return frozenset(found)
 
 
 def project_imports(root: str) -> set[str]:

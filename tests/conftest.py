@@ -56,15 +56,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
 # Tests that use these fixtures need a server (the session's SeaweedFS or Prefect server): marked `server`
 # automatically, so `-m "not server"` can never run one by mistake and a new test cannot forget its marker.
 SERVER_FIXTURES = frozenset({"seaweedfs", "bucket", "prefect_server"})
+MODEL_TESTS = Path(__file__).parent / "model"  # every test there runs a torch model: marked `slow` as a whole
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs a server `server` (by the fixtures it uses, the S3 parameter of `registry`)."""
+    """Mark every test that needs a server `server`: by the fixtures it uses, or an "s3" parameter (the backend
+    fixtures and tests parametrized over local and S3 ask for a bucket only then)."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        on_s3 = callspec is not None and callspec.params.get("registry") == "s3"
+        on_s3 = callspec is not None and any(value == "s3" for value in callspec.params.values())
         if on_s3 or SERVER_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.server)
+        if item.path.is_relative_to(MODEL_TESTS):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from headstart.cli.progress import progress_bars
@@ -33,6 +34,7 @@ class Recorder:
         self.tasks[handle]["finished"] = True
 
 
+@pytest.mark.slow  # trains
 def test_training_reports_epochs_and_batches(tiny_split) -> None:
     base, split = tiny_split(8, 2, 4)
     overrides = ["train.num_workers=0", "model.input_size=32", "train.batch_size=16", "train.scenario=finetune"]

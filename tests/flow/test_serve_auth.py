@@ -16,6 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.support.seaweedfs import free_ports
 from tests.support.waiting import wait_for
 
@@ -35,6 +37,7 @@ def api_call(api: str, path: str, auth: str | None = None, body: dict | None = N
         return refused.code, None
 
 
+@pytest.mark.server  # `headstart serve` starts a Prefect server of its own
 def test_the_server_serve_starts_asks_for_the_workspace_auth_string(tmp_path: Path, fashion_idx_dir) -> None:
     from headstart.library.data.workspace import init_workspace
 
