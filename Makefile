@@ -45,7 +45,7 @@ demo-full:
 
 # The suite on xdist workers: most of its time is waiting (servers, leases, torchrun, worker polls), so more workers
 # than cores overlap the waits. Each worker is a test session with its own SeaweedFS and Prefect server.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 test: install
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 

@@ -15,6 +15,10 @@ from headstart.ground.environment import apply_quiet_environment
 apply_quiet_environment()  # before albumentations, Prefect and DVC are imported: no phoning home from tests
 
 VENV_BIN = Path(sys.executable).parent
+# Under xdist each worker (and every process it starts) gets its share of the cores for torch's threads: N workers
+# each running torch on every core spin their thread pools against each other, and the suite's CPU time doubles.
+if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
 # Subprocesses (headstart, dvc, dvc repro's stage commands) come from this venv.
 os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"
 SESSION_MARK = pytest.StashKey[str]()  # the leftover-process marker (the controller's only)
