@@ -44,10 +44,11 @@ demo-full:
 	$(MAKE) demo DEMO_ARGS=--full
 
 # The suite on xdist workers: most of its time is waiting (servers, leases, torchrun, worker polls), so more workers
-# than cores overlap the waits. Each worker is a test session with its own SeaweedFS and Prefect server.
+# than cores overlap the waits. Each worker is a test session with its own SeaweedFS and Prefect server; a module's
+# tests that share a module fixture stay on one worker (tests/conftest.py), the others spread out.
 TEST_WORKERS ?= 3
 test: install
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The edit-test loop: no server, no training (about a minute).
 test-quick: install

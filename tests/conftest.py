@@ -73,6 +73,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.server)
         if item.path.is_relative_to(MODEL_TESTS):
             item.add_marker(pytest.mark.slow)
+        if _uses_module_fixtures(item):  # `--dist loadgroup`: built once, on one worker; other tests spread out
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+def _uses_module_fixtures(item: pytest.Item) -> bool:
+    fixtures = getattr(item, "_fixtureinfo", None)
+    if fixtures is None:
+        return False
+    return any(d.scope == "module" for defs in fixtures.name2fixturedefs.values() for d in defs)
 
 
 @pytest.fixture(scope="session")
