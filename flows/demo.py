@@ -38,7 +38,7 @@ class DemoPlan:
 
 # `make demo`: small enough for about five minutes on 2 cores, with a clear gain from v1 to v2 (v1 is small enough
 # to be fitted as features + logistic regression, v2 large enough to be fine-tuned).
-QUICK = DemoPlan(40, 150, 50, {"train.epochs": 4, "model.features_input_size": 96})
+QUICK = DemoPlan(20, 150, 100, {"train.epochs": 4, "model.features_input_size": 96})
 # `make demo-full` / `headstart demo --full`: the shipped params.yaml on larger data.
 FULL = DemoPlan(200, 300, 100)
 
