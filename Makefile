@@ -50,9 +50,9 @@ TEST_WORKERS ?= 3
 test: install
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
-# The edit-test loop: no server, no training (about a minute).
+# The edit-test loop: no server, no training (about a minute on 2 workers).
 test-quick: install
-	$(BIN)/pytest -m "not server and not slow"
+	$(BIN)/pytest -n 2 -m "not server and not slow"
 
 lint: install
 	$(BIN)/ruff check .
