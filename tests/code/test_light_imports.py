@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tasks.pipeline import PIPELINE
+from tests.support.forks import answers_in_forks
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "timm", "albumentations", "sklearn", "matplotlib", "great_expectations")
@@ -53,26 +54,13 @@ def test_params_and_the_registry_load_nothing_heavy(tmp_path: Path) -> None:
     assert found["heavy"] == [], f"imported without need: {found['heavy']}"
 
 
-# A fork per step: resolving the step's function (as `headstart step NAME` does) imports its module and what that
-# imports; the child prints the heavy libraries and the other steps' modules it pulled in.
-STEP_CLOSURES = """
-import json, os, sys
-from tasks.pipeline import get_step
-heavy, names = sys.argv[1].split(","), sys.argv[2:]
-found = {}
-for name in names:
-    read, write = os.pipe()
-    if os.fork() == 0:
-        os.close(read)
-        get_step(name).run
-        steps = sorted(m for m in sys.modules if m.startswith("tasks.") and m.removeprefix("tasks.") in names)
-        os.write(write, json.dumps({"heavy": [h for h in heavy if h in sys.modules], "steps": steps}).encode())
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as answer:
-        found[name] = json.loads(answer.read())
-    os.wait()
-print(json.dumps(found))
+# Resolving the step's function (as `headstart step NAME` does) imports its module and what that imports; the
+# answer names the heavy libraries and the pipeline's step modules it pulled in.
+STEP_CLOSURE = f"""
+from tasks.pipeline import PIPELINE, get_step
+get_step(name).run
+steps = {{f"tasks.{{s.name}}" for s in PIPELINE}}
+return {{"heavy": [h for h in {HEAVY!r} if h in sys.modules], "steps": sorted(steps & set(sys.modules))}}
 """
 
 # What each step itself needs; every other heavy library must stay out of its process.
@@ -92,10 +80,7 @@ NEEDS = {
 
 @pytest.fixture(scope="module")
 def step_closures() -> dict[str, dict]:
-    names = [step.name for step in LIGHT_STEPS]
-    done = subprocess.run([sys.executable, "-c", STEP_CLOSURES, ",".join(HEAVY), *names], capture_output=True,
-                          text=True, check=True, cwd=REPO)  # fmt: skip
-    return json.loads(done.stdout)
+    return answers_in_forks(STEP_CLOSURE, [step.name for step in LIGHT_STEPS], REPO)
 
 
 # The steps that run without torch (those that need it import it anyway: not worth three torch imports here).

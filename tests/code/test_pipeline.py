@@ -3,7 +3,6 @@ cover what each step imports; layers that only point down; one quiet environment
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from headstart.cli.main import app
 from headstart.ground.environment import LOGGING_ENV, QUIET_ENV
 from tasks.dvc_stages import render_dvc_yaml, stage_code_files
 from tasks.pipeline import PIPELINE, get_step
+from tests.support.forks import answers_in_forks
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -50,27 +50,12 @@ def test_the_order_is_the_run_lifecycle() -> None:
         assert set(step.reads) <= earlier | (written if step.best_effort else set()), step.name
 
 
-# One interpreter imports the heavy third-party libraries once, then forks a child per step that imports the step
-# module and lists the project's modules it pulled in (the parent holds none of them: each list is that step's own
-# import closure, as a fresh `headstart step` would have it). Ten fresh interpreters took ~110 s, this ~15 s.
-IMPORTS_PER_STEP = """
-import json, os, sys
-import numpy, pandas, sklearn, timm, torch  # shared by every fork; no project module is imported here
-found = {}
-for name in sys.argv[1:]:
-    read, write = os.pipe()
-    if os.fork() == 0:
-        os.close(read)
-        __import__(name)
-        files = [m.__file__ for n, m in list(sys.modules.items())
-                 if n.split(".")[0] in ("headstart", "tasks", "flows") and getattr(m, "__file__", None)]
-        os.write(write, json.dumps(sorted(files)).encode())
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as answer:
-        found[name] = json.loads(answer.read())
-    os.wait()
-print(json.dumps(found))
+# Each step module's project import closure, as a fresh `headstart step` would have it; the heavy third-party
+# libraries are imported once, before the forks (no project module is).
+PROJECT_FILES = """
+__import__(name)
+return sorted(m.__file__ for n, m in list(sys.modules.items())
+              if n.split(".")[0] in ("headstart", "tasks", "flows") and getattr(m, "__file__", None))
 """
 
 
@@ -78,9 +63,8 @@ print(json.dumps(found))
 def imports_per_step() -> dict[str, set[Path]]:
     """Each step module's project import closure, by module name."""
     modules = [step.module for step in PIPELINE]
-    done = subprocess.run([sys.executable, "-c", IMPORTS_PER_STEP, *modules], capture_output=True, text=True,
-                          check=True, cwd=REPO)  # fmt: skip
-    return {name: {Path(f).resolve() for f in files} for name, files in json.loads(done.stdout).items()}
+    found = answers_in_forks(PROJECT_FILES, modules, REPO, preload="import numpy, pandas, sklearn, timm, torch")
+    return {name: {Path(f).resolve() for f in files} for name, files in found.items()}
 
 
 @pytest.mark.parametrize("step", PIPELINE, ids=lambda s: s.name)

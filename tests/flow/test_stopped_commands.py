@@ -117,6 +117,7 @@ def test_a_stopped_command_leaves_no_process_behind(
         process = subprocess.Popen(
             ["headstart", *args, "--run-dir", run_dir],
             cwd=data_workspace, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_as_a_terminals_job,
         )  # fmt: skip
     tree = Tree(process)
     try:
@@ -139,6 +140,12 @@ def test_a_stopped_command_leaves_no_process_behind(
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         kill(tree.alive())
+
+
+def _as_a_terminals_job() -> None:
+    """SIGINT as a terminal's foreground job has it: a suite started in the background (`make test &`) runs with
+    SIGINT ignored, every child inherits that, and Python keeps an inherited ignore (Ctrl-C would do nothing)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _gone_within(alive: Callable[[], list[psutil.Process]], timeout: float) -> list[psutil.Process]:
