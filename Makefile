@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml $(LOCK)
 
 install: $(STAMP)
 
-demo: install  # trimmed for ~5 min (it says what on screen); demo-full: the shipped params.yaml on more data
+demo: install  # trimmed to ~3½ min on 2 cores (it says what on screen); demo-full: the shipped params.yaml on more data
 	$(HS) demo $(DEMO_DIR) --port $(DEMO_PORT) $(DEMO_ARGS)
 	cd $(DEMO_DIR) && $(HS) registry ls
 	@echo
