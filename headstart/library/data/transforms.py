@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from headstart.ground.errors import ConfigError
-from headstart.ground.params import Params
+from headstart.ground.params import Params, check_augment_shape
 
 if TYPE_CHECKING:  # albumentations imports torch: loaded where a pipeline is built, not where one is described
     import albumentations as A
@@ -51,8 +51,7 @@ def build_augmentations(serialised: dict[str, Any]) -> A.BasicTransform:
     import albumentations as A
     from albumentations.core.serialization import SERIALIZABLE_REGISTRY
 
-    if "transform" not in serialised:
-        raise ValueError("augment must be albumentations' serialised form (A.to_dict): a 'transform' key")
+    check_augment_shape(serialised)  # the same shape rules as params; then albumentations judges the names
     unknown = [name for name in _transform_names(serialised["transform"]) if name not in SERIALIZABLE_REGISTRY]
     if unknown:
         raise ValueError(f"unknown albumentations transform(s) {unknown}; see albumentations' transform list")
