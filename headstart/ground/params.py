@@ -165,6 +165,7 @@ class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when torch sees a GPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU
     compile: bool = False  # torch.compile the model for training (pays off on long GPU runs)
+    deterministic: bool = False  # torch's deterministic algorithms (CUDA: cuBLAS/cuDNN); README "Reproducible runs"
     distributed: DistributedParams = DistributedParams()
 
     @model_validator(mode="after")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import albumentations as A
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from headstart.library.data.images import load_rgb_array
+from headstart.library.data.transforms import seed_augmentations
 
 
 class ImageTable(Dataset):
@@ -29,6 +32,20 @@ class ImageTable(Dataset):
         return image, self.targets[i]
 
 
+def augmentation_stream_seed(seed: int, rank: int = 0, worker: int | None = None) -> int:
+    """The seed of one augmentation stream: training seed, rank and loader worker (None: the images load in the
+    training process itself) mixed by NumPy's ``SeedSequence``, so neighbouring keys give unrelated streams."""
+    key = [seed, rank] if worker is None else [seed, rank, worker + 1]
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
+
+
+def seed_worker(worker_id: int, seed: int, rank: int) -> None:
+    """A loader worker's ``worker_init_fn``: its copy of the dataset's transform gets its own stream (the workers
+    start from copies of one pipeline, which would otherwise draw the same augmentations in every worker)."""
+    info = torch.utils.data.get_worker_info()
+    seed_augmentations(info.dataset.transform, augmentation_stream_seed(seed, rank, worker_id))
+
+
 def make_loader(
     dataset: ImageTable,
     batch_size: int,
@@ -40,6 +57,10 @@ def make_loader(
     """A seeded DataLoader; workers stay alive across epochs. ``shard`` = (rank, world size): across training
     processes each rank reads its own share of the images (torch's DistributedSampler, reshuffled per epoch).
 
+    Everything it draws follows ``seed``: the order (its generator, or the sampler's seed), torch's own seeds
+    of the workers (from that generator), and the augmentation streams, one per rank and worker (or one per rank
+    when the images load in this process).
+
     Shuffled (training) loaders drop a ragged last batch when there is more than one batch: a batch of one
     image breaks BatchNorm in training mode.
     """
@@ -48,6 +69,8 @@ def make_loader(
     if size > 1:
         sampler = DistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=shuffle, seed=seed)
     generator = torch.Generator().manual_seed(seed)
+    if num_workers == 0:
+        seed_augmentations(dataset.transform, augmentation_stream_seed(seed, rank))
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -56,6 +79,7 @@ def make_loader(
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         generator=generator,
+        worker_init_fn=functools.partial(seed_worker, seed=seed, rank=rank) if num_workers else None,
         drop_last=shuffle and len(sampler if sampler is not None else dataset) > batch_size,
         pin_memory=torch.cuda.is_available(),  # page-locked batches copy to the GPU asynchronously
     )

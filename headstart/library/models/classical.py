@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import re
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,12 +86,38 @@ def probabilities(classifier: Pipeline, features: np.ndarray, num_classes: int) 
 
 
 def save_classifier(classifier: Pipeline, model_dir: Path) -> Path:
-    """Write ``classifier.skops`` (skops' format: no pickle)."""
+    """Write ``classifier.skops`` (skops' format: no pickle), the same classifier always as the same bytes."""
     import skops.io as sio
 
     path = model_dir / CLASSIFIER_FILE
-    sio.dump(classifier, path)
+    path.write_bytes(canonical_skops(sio.dumps(classifier)))
     return path
+
+
+_SKOPS_ID = re.compile(r'(?<="__id__": )\d+|(?<="file": ")\d+(?=\.npy")')
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
+
+
+def canonical_skops(archive: bytes) -> bytes:
+    """A skops archive made reproducible: skops names each object by ``id()`` (a memory address: different in every
+    process) and dates each entry now. Here the ids are numbered in order of first appearance and every entry is
+    dated 1980-01-01; skops reads ids only to match an object's references and its array file, so the archive
+    loads as before (a test checks that it predicts the same)."""
+    source = zipfile.ZipFile(io.BytesIO(archive))
+    numbering: dict[str, str] = {}
+
+    def renumber(found: re.Match[str]) -> str:
+        return numbering.setdefault(found.group(0), str(len(numbering) + 1))
+
+    schema = _SKOPS_ID.sub(renumber, source.read("schema.json").decode())
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as target:
+        for entry in source.infolist():
+            stem = entry.filename.removesuffix(".npy")
+            name = f"{numbering[stem]}.npy" if entry.filename.endswith(".npy") else entry.filename
+            data = schema.encode() if name == "schema.json" else source.read(entry)
+            target.writestr(zipfile.ZipInfo(name, date_time=_ZIP_EPOCH), data)
+    return out.getvalue()
 
 
 def load_classifier(model_dir: Path) -> Pipeline:

@@ -48,7 +48,7 @@ class Accelerator:
         (``wrap``: DDP across processes) and/or compiled. State dicts are always taken from ``model``, whose keys
         neither wrapper prefixes."""
         model.to(self.device, memory_format=torch.channels_last)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
         forward = wrap(model) if wrap else model
         return torch.compile(forward) if self.compile else forward  # DDP first, then compile (torch's advice)

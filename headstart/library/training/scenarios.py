@@ -14,7 +14,6 @@ import csv
 import hashlib
 import json
 import logging
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from headstart.library.models.saved_model import save_model
 from headstart.library.training import distributed
 from headstart.library.training.accelerator import resolve_accelerator
 from headstart.library.training.checkpoints import exclusive
+from headstart.library.training.determinism import deterministic_algorithms, seed_everything
 from headstart.library.training.epochs import UnfreezeSchedule, fit
 from headstart.library.training.features import extractor_of, training_features
 from headstart.library.training.linear_probe import fit_head
@@ -65,13 +65,6 @@ class TrainResult:
     def features_from_cache(self) -> bool | None:
         """Features and hybrid: whether every feature came from the store."""
         return None if self.features_extracted is None else self.features_extracted == 0
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch so a rerun gives the same model on the same machine."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def class_names(split: pd.DataFrame) -> list[str]:
@@ -103,7 +96,8 @@ def train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict) ->
         p = params.train
         device_type = resolve_accelerator(p.device, p.precision, p.compile, world.local_rank).device.type
         distributed.start(world, device_type, params.run.timeout_minutes)
-        return _train(split, params, run, lineage, world)
+        with deterministic_algorithms(p.deterministic, device_type):
+            return _train(split, params, run, lineage, world)
     finally:
         distributed.stop()
 
