@@ -97,6 +97,11 @@ PIPELINE: tuple[Step, ...] = (
 )
 
 
+# What `headstart reproduce` runs again on a registered version's recorded data and params (the gate, the registry
+# and the reports are the record it compares with, not part of the model).
+REBUILT_STEPS = ("validate", "split", "train", "evaluate")
+
+
 def steps_by_name() -> dict[str, Step]:
     """The table keyed by step name."""
     return {step.name: step for step in PIPELINE}

@@ -6,6 +6,7 @@ same step (``headstart step train``), in DDP, on the params the parent wrote int
 
 from __future__ import annotations
 
+import json
 import logging
 
 import yaml
@@ -30,13 +31,27 @@ def run(ctx: StepContext) -> TrainResult:
         if params.train.scenario != "features":
             return _launch(ctx, params, nproc)
         log.info("train.distributed.nproc=%d: the features scenario fits its classifier in one process", nproc)
-    # the code's fingerprint: recorded in lineage, and part of the resume key (other training code never resumes);
-    # the params digest is of the params as given (auto unresolved), so it matches params.yaml and --set
-    record = {
+    return train(split, params, ctx.run, _lineage(ctx, params))
+
+
+def _lineage(ctx: StepContext, resolved: Params) -> dict:
+    """The lineage record of this training (under torchrun: the one the launching step wrote for its ranks).
+
+    The code's fingerprint is recorded and is part of the resume key (other training code never resumes); the
+    params digest is of the params as given (auto unresolved), so it matches params.yaml and --set. The params
+    themselves, as given and as resolved, and the fingerprint of every step ``headstart reproduce`` runs again
+    make the record replayable."""
+    if under_torchrun() and ctx.run.train_lineage.is_file():
+        return json.loads(ctx.run.train_lineage.read_text())
+    from tasks.pipeline import REBUILT_STEPS
+
+    return {
         **lineage.collect(ctx.workspace, ctx.params, ctx.flow_run_id),
         "code_sha256": code_fingerprint([ctx.steps["train"]]),
+        "rebuild_code_sha256": code_fingerprint([ctx.steps[name] for name in REBUILT_STEPS]),
+        "params": lineage.recordable_params(ctx.params),
+        "resolved_params": lineage.recordable_params(resolved),
     }
-    return train(split, params, ctx.run, record)
 
 
 def _launch(ctx: StepContext, params: Params, nproc: int) -> TrainResult:
@@ -46,6 +61,7 @@ def _launch(ctx: StepContext, params: Params, nproc: int) -> TrainResult:
     env = distributed.launch_environment(nproc, resolve_accelerator(p.device, p.precision, p.compile).device.type)
     ctx.run.root.mkdir(parents=True, exist_ok=True)
     ctx.run.train_params.write_text(yaml.safe_dump(params.as_dict(), sort_keys=False))
+    ctx.run.train_lineage.write_text(json.dumps(_lineage(ctx, params)))  # the params as given, not the ranks'
     command = distributed.launch_command(
         nproc, ["train", "--out", str(ctx.run.root.resolve()), "--params", str(ctx.run.train_params.resolve())]
     )

@@ -36,6 +36,7 @@ MANIFEST_CSV = "manifest.csv"
 VALIDATION_REPORT = "validation.json"
 THUMBNAILS = "thumbnails.npz"
 TRAIN_PARAMS = "train_params.yaml"
+TRAIN_LINEAGE = "train_lineage.json"
 VALIDATE_DATA, VALIDATE_TEST = "validate", "validate-test"  # the validate step's folders
 SWEEP_RECORD, TRIAL_RECORD = "sweep.json", "trial.json"  # a sweep's folder, and each trial's
 # RunFolder properties the pipeline table may name.
@@ -79,6 +80,11 @@ class RunFolder:
     def train_params(self) -> Path:
         """The resolved params a train step launched under torchrun hands its ranks."""
         return self.root / TRAIN_PARAMS
+
+    @property
+    def train_lineage(self) -> Path:
+        """The lineage record a train step launched under torchrun hands its ranks (params as given included)."""
+        return self.root / TRAIN_LINEAGE
 
     @property
     def model(self) -> Path:

@@ -79,6 +79,18 @@ def collect(cwd: Path, params: Params, flow_run_id: str | None) -> dict:
     }
 
 
+REDACTED = "<redacted: not recorded>"
+
+
+def recordable_params(params: Params) -> dict:
+    """The params as lineage records them: everything, but a webhook URL (often a bearer secret) is never
+    written to the registry; ``headstart reproduce`` needs none of it."""
+    recorded = params.as_dict()
+    if recorded["notify"].get("webhook_url"):
+        recorded["notify"]["webhook_url"] = REDACTED
+    return recorded
+
+
 def split_lineage(params: Params) -> dict:
     """The split parameters a model is trained under, as the gate compares them."""
     return {**params.split.model_dump(), "fixed_test_set": params.data.test_dir is not None}

@@ -54,3 +54,22 @@ def deterministic_algorithms(on: bool, device_type: str) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(saved[0])
         cudnn.deterministic, cudnn.benchmark = saved[1], saved[2]
+
+
+def training_environment(device_type: str, precision: str, world_size: int, deterministic: bool) -> dict:
+    """What besides code, data, params and packages decides a model's exact bits: recorded in lineage, compared by
+    ``headstart reproduce`` (another device type, thread count or world size changes the order of float sums)."""
+    import platform
+
+    import torch
+
+    return {
+        "device": device_type,
+        "device_name": torch.cuda.get_device_name() if device_type == "cuda" else platform.processor() or "cpu",
+        "precision": precision,
+        "threads": torch.get_num_threads(),
+        "world_size": world_size,
+        "deterministic": deterministic,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }

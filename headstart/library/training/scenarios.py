@@ -41,7 +41,11 @@ from headstart.library.models.saved_model import save_model
 from headstart.library.training import distributed
 from headstart.library.training.accelerator import resolve_accelerator
 from headstart.library.training.checkpoints import exclusive
-from headstart.library.training.determinism import deterministic_algorithms, seed_everything
+from headstart.library.training.determinism import (
+    deterministic_algorithms,
+    seed_everything,
+    training_environment,
+)
 from headstart.library.training.epochs import UnfreezeSchedule, fit
 from headstart.library.training.features import extractor_of, training_features
 from headstart.library.training.linear_probe import fit_head
@@ -94,10 +98,15 @@ def train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict) ->
         raise ConfigError("the features scenario fits a classifier in one process: run it without torchrun")
     try:
         p = params.train
-        device_type = resolve_accelerator(p.device, p.precision, p.compile, world.local_rank).device.type
+        accelerator = resolve_accelerator(p.device, p.precision, p.compile, world.local_rank)
+        device_type = accelerator.device.type
         distributed.start(world, device_type, params.run.timeout_minutes)
         with deterministic_algorithms(p.deterministic, device_type):
-            return _train(split, params, run, lineage, world)
+            if p.threads:  # before the environment is recorded: the thread count decides the sums' order
+                torch.set_num_threads(p.threads)
+            precision = "fp32" if p.scenario == "features" or accelerator.autocast_dtype is None else "bf16"
+            environment = training_environment(device_type, precision, world.size, p.deterministic)
+            return _train(split, params, run, {**lineage, "environment": environment}, world)
     finally:
         distributed.stop()
 
@@ -105,8 +114,6 @@ def train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict) ->
 def _train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict, world: World) -> TrainResult:
     p, m = params.train, params.model
     seed_everything(p.seed)
-    if p.threads:
-        torch.set_num_threads(p.threads)
     classes = class_names(split)
     model = create_pretrained(m.backbone, m.weights)
     # frozen features are extracted at their own size (a linear probe gains from the pretrained resolution,
