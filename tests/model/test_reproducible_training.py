@@ -30,9 +30,7 @@ def data(tiny_split):
 
 def digests(model_dir: Path) -> dict[str, str]:
     """sha256 of every file of a model folder but its config (which holds the run's lineage)."""
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in model_dir.iterdir() if p.name != "config.json"
-    }
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in model_dir.iterdir() if p.name != "config.json"}
 
 
 @pytest.mark.parametrize(
