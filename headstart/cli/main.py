@@ -19,6 +19,7 @@ from headstart.cli.options import AllowClassChangeOpt, ParamsOpt, SetOpt, settin
 from headstart.cli.output import print_decision, print_report
 from headstart.cli.registry import registry_app
 from headstart.cli.report import report
+from headstart.cli.reproduce import reproduce
 from headstart.cli.steps import step
 from headstart.ground.environment import apply_quiet_environment, log_project_at_info
 from headstart.ground.errors import ExportMismatch, HeadstartError, RunFailed, ValidationFailed
@@ -37,6 +38,7 @@ app.add_typer(registry_app, name="registry")
 app.command("predict")(cli_registry.predict)
 app.command("export")(cli_registry.export)
 app.command("report")(report)
+app.command("reproduce")(reproduce)
 console = Console()
 err_console = Console(stderr=True)
 

@@ -8,6 +8,7 @@ botocore at push and pull time, as the registry's S3 backend reads them, so no f
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -197,3 +198,36 @@ def pull_versions(root: Path, versions: dict[str, str], commit: str | None = Non
                 hint += " (the run's workspace had uncommitted changes there: its .dvc file may not be in git)"
         raise DataError(f"no .dvc file here records {named}; {hint}")
     return pull(root, [by_md5[md5] for md5 in versions.values()])
+
+
+def checkout_versions(root: Path, folders: dict[str, str], remote: str) -> list[TrackedData]:
+    """In a new DVC repository at ``root`` (no git: nothing here is ever committed), check out each data version
+    (folder relative to ``root`` → DVC directory md5, as lineage records them) from ``remote``: a ``.dvc`` file
+    naming exactly that md5, then ``dvc pull``. A version the remote lacks is a DataError naming its md5."""
+    from dvc.repo import Repo
+
+    root.mkdir(parents=True, exist_ok=True)
+    init_log = logging.getLogger("dvc.repo.init")
+    level, init_log.level = init_log.level, logging.WARNING  # not DVC's "Initialized DVC repository" banner
+    try:
+        Repo.init(str(root), no_scm=True, force=True).close()
+    finally:
+        init_log.setLevel(level)
+    set_remote(root, remote)
+    pulled = []
+    for folder, md5 in folders.items():
+        target = root / folder
+        target.parent.mkdir(parents=True, exist_ok=True)
+        dvc_file = target.with_name(target.name + ".dvc")
+        entry = {"md5": md5, "hash": "md5", "path": target.name}  # hash: md5 is DVC 3's (no dos2unix)
+        dvc_file.write_text(yaml.safe_dump({"outs": [entry]}))
+        try:
+            with Repo(str(root)) as repo:
+                repo.pull(targets=[str(dvc_file)])
+        except Exception as exc:  # DVC raises many unrelated types; which version failed is what matters
+            raise DataError(
+                f"data version {md5} ({folder}) could not be pulled from DVC remote {remote}: {exc}. Push it from "
+                "a workspace that has it (`dvc push`), or point --remote at the remote that holds it"
+            ) from None
+        pulled.append(TrackedData(path=target, dvc_file=dvc_file, md5=md5, remote=remote))
+    return pulled
