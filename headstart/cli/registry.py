@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from headstart.cli.options import ParamsOpt, SetOpt, settings
+from headstart.ground.run_folder import MODEL_CARD
 
 registry_app = typer.Typer(help="The model registry: versions and the champion alias.", no_args_is_help=True)
 console = Console()
@@ -72,13 +73,25 @@ def show(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    card: Annotated[
+        bool, typer.Option("--card", help="Print the version's model card with its reproductions.")
+    ] = False,
 ) -> None:
-    """A version's manifest and decision; for 'champion' also the alias history and lost promotion races."""
+    """A version's manifest, decision and reproductions; for 'champion' also the alias history and lost promotion
+    races."""
     from headstart.library.evaluation.gate import Decision
+    from headstart.library.registry.reproductions import reproductions
+    from headstart.library.reports.model_card import reproduction_markdown
 
     registry = _registry(params, set_)
     version = registry.resolve(ref)
-    shown = {"manifest": registry.manifest(version), "decision": registry.decision(version)}
+    if card:
+        written = registry.read_file(version, MODEL_CARD)  # verified against the manifest
+        text = written.decode() if written is not None else f"# {version}: registered without a model card\n"
+        typer.echo(text + "\n" + reproduction_markdown(reproductions(registry, version)))
+        return
+    shown = {"manifest": registry.manifest(version), "decision": registry.decision(version),
+             "reproductions": reproductions(registry, version)}  # fmt: skip
     if ref == "champion":
         shown["history"] = [r.__dict__ for r in registry.history()]
         shown["conflicts"] = registry.conflicts()
@@ -88,6 +101,8 @@ def show(
         return
     console.print_json(json.dumps(shown["manifest"]))
     console.print(Decision.from_dict(shown["decision"]).to_markdown())
+    for record in shown["reproductions"]:
+        console.print(f"reproduced on {record['at']}: {record['verdict']} ({record.get('mode')})", markup=False)
     if "history" in shown:
         table = Table("seq", "version", "action", "at", "reason", title="champion history")
         for r in shown["history"]:

@@ -44,3 +44,20 @@ Accuracy **{metrics["accuracy"]:.4f}**, macro-F1 **{metrics["macro_f1"]:.4f}** o
 - Prefect flow run `{lineage.get("flow_run_id")}`
 - packages: {packages}; lock file sha256 `{lineage.get("lock_sha256")}`
 """
+
+
+def reproduction_markdown(records: list[dict]) -> str:
+    """The model card's reproduction section: each ``headstart reproduce`` outcome recorded beside the version."""
+    lines = ["## Reproductions", ""]
+    if not records:
+        return "\n".join([*lines, "Not reproduced yet (`headstart reproduce VERSION`).", ""])
+    lines += ["| when | verdict | compared | accuracy Δ | macro-F1 Δ | environment differences |", "| --- " * 6 + "|"]
+    for record in records:
+        metrics = record.get("metrics") or {}
+        deltas = [(metrics.get(name) or {}).get("delta") for name in ("accuracy", "macro_f1")]
+        compared = "bit for bit" if record.get("mode") == "bitwise" else f"within ±{record.get('tolerance')}"
+        cells = [str(record.get("at")), str(record.get("verdict")), compared,
+                 *("—" if d is None else f"{d:+.4f}" for d in deltas),
+                 ", ".join(record.get("why_not_bitwise") or []) or "none"]  # fmt: skip
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from headstart.ground.run_folder import DECISION, HEALTH
 from headstart.library.registry.registry import Registry, RegistryError
+from headstart.library.registry.reproductions import latest_outcome
 from headstart.library.reports.charts import health_trend_png, markdown_image, overview_png
 from headstart.library.reports.dashboard import Dashboard, artifact_key
 from headstart.library.storage.backends import StorageError
@@ -37,6 +38,7 @@ class VersionPoint:
     drift_p_value: float | None = None
     label_issue_fraction: float | None = None
     read: bool = True  # False: its decision or health file could not be read (listed, not judged)
+    reproduced: str | None = None  # the newest `headstart reproduce` outcome: "reproduced on <date>: identical"
 
 
 @dataclass(frozen=True)
@@ -87,11 +89,12 @@ def _detailed(registry: Registry, point: VersionPoint) -> VersionPoint:
         drift, issues = health.get("drift") or {}, health.get("label_issues") or {}
         figures = {"drift_mmd2": _number(drift.get("mmd2")), "drift_p_value": _number(drift.get("p_value")),
                    "label_issue_fraction": _number(issues.get("fraction"))}  # fmt: skip
+        reproduced = latest_outcome(registry, point.version)
     except (RegistryError, StorageError, ValueError, TypeError, AttributeError, KeyError) as exc:
         # verified but not what a decision or health file holds (a version registered by other code)
         log.warning("%s/%s: not read for the overview (%s)", registry.model, point.version, exc)
         return VersionPoint(**{**asdict(point), "read": False})
-    return VersionPoint(**{**asdict(point), "failing_rules": failing, **figures})
+    return VersionPoint(**{**asdict(point), "failing_rules": failing, **figures, "reproduced": reproduced})
 
 
 def _number(value: object) -> float | None:
@@ -147,12 +150,13 @@ def overview_markdown(overview: Overview, last_decisions: int = 10) -> str:
         "",
         f"## Last {last_decisions} decisions",
         "",
-        "| version | registered | verdict | accuracy | macro-F1 | failing rules |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| version | registered | verdict | accuracy | macro-F1 | failing rules | reproduced |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for point in reversed(overview.versions[-last_decisions:]):
         failing = ", ".join(point.failing_rules) if point.read else "(decision not readable)"
-        cells = (point.version, point.created, point.verdict, point.accuracy, point.macro_f1, failing or "none")
+        cells = (point.version, point.created, point.verdict, point.accuracy, point.macro_f1, failing or "none",
+                 point.reproduced or "not tried")  # fmt: skip
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     measured = [p for p in overview.versions if p.drift_p_value is not None or p.label_issue_fraction is not None]
     if measured:
