@@ -236,6 +236,7 @@ class GateParams(_Section):
     min_ci_lower: float | None = Field(None, ge=-1, le=1)
     ci_confidence: float = Field(0.95, gt=0.5, lt=1)  # two-sided confidence level of the intervals
     bootstrap_resamples: int = Field(2000, ge=100, le=100_000)  # seeded: a re-judge gets the same interval
+    bootstrap_seed: int = 0  # the resamples' seed: the same decision on the same predictions
     allow_class_change: bool = False  # a different class set is promoted only when this is set
 
 

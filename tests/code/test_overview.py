@@ -77,7 +77,8 @@ def test_hostile_names_stay_text_in_the_html(registry: Registry) -> None:
     # the name is one cell's text, pipe and all (a split cell would end the text at the pipe)
     shown = "&lt;img src=x onerror=&quot;alert(1)&quot;&gt; | rule"
     assert f"<td>{shown}</td>" in page  # the reason, the history's last column
-    assert f"<td>{shown}</td>\n</tr>" in page.split("Last 10 decisions")[1]  # the failing rule, the last column
+    decisions = page.split("Last 10 decisions")[1]
+    assert f"<td>{shown}</td>\n<td>not tried</td>\n</tr>" in decisions  # the failing rule, then "reproduced"
     # Markdown in a reason stays text: no remote image in the "self-contained" page, no link (the Prefect UI
     # renders the same Markdown, with raw HTML allowed)
     assert "evil.example" in page and 'src="https://evil' not in page and "<a " not in page

@@ -163,7 +163,14 @@ def _intervals(challenger: ScoreReport, champion: ScoreReport, policy: GateParam
     results = []
     for metric in dict.fromkeys([policy.primary_metric, "macro_f1"]):
         interval = paired_difference(
-            metric, truth, new, old, len(index), policy.ci_confidence, policy.bootstrap_resamples
+            metric,
+            truth,
+            new,
+            old,
+            len(index),
+            policy.ci_confidence,
+            policy.bootstrap_resamples,
+            policy.bootstrap_seed,
         )
         name = f"{policy.ci_confidence:.0%} CI of gain {metric}"
         judged = metric == policy.primary_metric and policy.min_ci_lower is not None
