@@ -1,4 +1,5 @@
-"""`headstart reproduce`: a registered champion rebuilt from its record alone comes out bit-identical, whatever
+"""Two runs of the same inputs against the same champion write the same weights, metrics and decision.
+`headstart reproduce`: a registered champion rebuilt from its record alone comes out bit-identical, whatever
 happened in the workspace since (an image changed and re-imported, params edited); another thread count is another
 environment, judged within a tolerance; a record that cannot be replayed (data gone from the remote, lineage
 from before, other code) is refused naming why, and nothing is recorded or changed for it."""
@@ -54,7 +55,15 @@ def test_the_champion_is_rebuilt_bit_for_bit_from_its_record_not_the_workspace(w
     version = trained_champion([])
     registry = open_registry(load_params("params.yaml").registry)
     recorded_md5 = read_dvc_md5(Path("data/fashion-mnist.dvc"))
+    # two more runs of the same inputs, judged against the same champion (and not promoted): the same files
+    for again in ("runs/b", "runs/c"):
+        ok(["run", *[a for s in [*QUICK, "gate.min_abs_gain=1.0"] for a in ("--set", s)], "--run-dir", again])
+    b, c = Path("runs/b"), Path("runs/c")
+    for name in ("model/model.safetensors", "metrics.json", "decision.json", "confusion.csv", "health.json"):
+        assert (b / name).read_bytes() == (c / name).read_bytes(), name
+    assert json.loads((b / "decision.json").read_text())["champion"] == version  # judged against the champion
     history = registry.history()
+    assert [r.version for r in history] == [version]
     # since registration: one image changed and re-imported (a new data version), params edited
     image = sorted(Path("data/fashion-mnist").rglob("*.png"))[0]
     image.write_bytes(sorted(Path("data/fashion-mnist").rglob("*.png"))[-1].read_bytes())
