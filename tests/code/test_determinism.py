@@ -32,6 +32,7 @@ def test_deterministic_mode_is_on_only_inside_and_sets_cublas_for_cuda(monkeypat
         assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
         assert not torch.backends.cudnn.benchmark and os.environ[CUBLAS_WORKSPACE] == ":4096:8"
     assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    assert CUBLAS_WORKSPACE not in os.environ  # the process is as it was
 
 
 def folder(path: Path) -> Path:

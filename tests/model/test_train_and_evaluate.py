@@ -49,7 +49,8 @@ def test_artifacts_and_frozen_stem(trained) -> None:
         "std": [0.5] * 3,
         "interpolation": "bicubic",
     }
-    assert config["lineage"] == {"data_md5": "test"}
+    assert config["lineage"]["data_md5"] == "test"  # the caller's record, and where and how it trained
+    assert config["lineage"]["environment"]["device"] == "cpu" and config["lineage"]["environment"]["world_size"] == 1
     assert [row["epoch"] for row in result.history] == [1, 2]
     assert (run / "curves.csv").read_text().startswith("epoch,train_loss,lr")
     from headstart.library.training.checkpoints import STATE, WEIGHTS, latest_folder

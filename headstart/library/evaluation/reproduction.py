@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 IDENTICAL, WITHIN_TOLERANCE, NOT_REPRODUCED = "identical", "within tolerance", "not reproduced"
-ENVIRONMENT_KEYS = ("device", "precision", "threads", "world_size")
+ENVIRONMENT_KEYS = (
+    "device", "device_name", "cpu_capability", "precision", "threads", "world_size", "machine", "python",
+)  # fmt: skip
 JUDGED_METRICS = ("accuracy", "macro_f1")
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
-import re
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -94,28 +94,41 @@ def save_classifier(classifier: Pipeline, model_dir: Path) -> Path:
     return path
 
 
-_SKOPS_ID = re.compile(r'(?<="__id__": )\d+|(?<="file": ")\d+(?=\.npy")')
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
 
 
 def canonical_skops(archive: bytes) -> bytes:
     """A skops archive made reproducible: skops names each object by ``id()`` (a memory address: different in every
-    process) and dates each entry now. Here the ids are numbered in order of first appearance and every entry is
-    dated 1980-01-01; skops reads ids only to match an object's references and its array file, so the archive
-    loads as before (a test checks that it predicts the same)."""
+    process) and dates each entry now. Here the ids are numbered in order of first appearance in its schema (an
+    ``__id__`` and the ``file`` of an array node both carry one) and every entry is dated 1980-01-01; skops reads
+    ids only to match an object's references and its array file, so the archive loads as before (a test checks
+    that it predicts the same)."""
     source = zipfile.ZipFile(io.BytesIO(archive))
-    numbering: dict[str, str] = {}
+    numbering: dict[str, int] = {}
 
-    def renumber(found: re.Match[str]) -> str:
-        return numbering.setdefault(found.group(0), str(len(numbering) + 1))
+    def number(old: str) -> int:
+        return numbering.setdefault(old, len(numbering) + 1)
 
-    schema = _SKOPS_ID.sub(renumber, source.read("schema.json").decode())
+    def renumber(node: Any) -> Any:
+        if isinstance(node, list):
+            return [renumber(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {key: renumber(value) for key, value in node.items()}
+        if isinstance(node.get("__id__"), int):
+            out["__id__"] = number(str(node["__id__"]))
+        if isinstance(node.get("file"), str) and node["file"].endswith(".npy"):
+            out["file"] = f"{number(node['file'].removesuffix('.npy'))}.npy"
+        return out
+
+    schema = json.dumps(renumber(json.loads(source.read("schema.json"))), indent=2)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as target:
         for entry in source.infolist():
-            stem = entry.filename.removesuffix(".npy")
-            name = f"{numbering[stem]}.npy" if entry.filename.endswith(".npy") else entry.filename
-            data = schema.encode() if name == "schema.json" else source.read(entry)
+            if entry.filename == "schema.json":
+                data, name = schema.encode(), entry.filename
+            else:  # an array file: named by its node's id
+                data, name = source.read(entry), f"{number(entry.filename.removesuffix('.npy'))}.npy"
             target.writestr(zipfile.ZipInfo(name, date_time=_ZIP_EPOCH), data)
     return out.getvalue()
 

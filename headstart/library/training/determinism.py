@@ -43,7 +43,8 @@ def deterministic_algorithms(on: bool, device_type: str) -> Iterator[None]:
         yield
         return
     cudnn = torch.backends.cudnn
-    saved = (torch.are_deterministic_algorithms_enabled(), cudnn.deterministic, cudnn.benchmark)
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             cudnn.deterministic, cudnn.benchmark, os.environ.get(CUBLAS_WORKSPACE))  # fmt: skip
     if device_type == "cuda":
         os.environ.setdefault(CUBLAS_WORKSPACE, CUBLAS_DETERMINISTIC)
     torch.use_deterministic_algorithms(True)
@@ -52,8 +53,10 @@ def deterministic_algorithms(on: bool, device_type: str) -> Iterator[None]:
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(saved[0])
-        cudnn.deterministic, cudnn.benchmark = saved[1], saved[2]
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        cudnn.deterministic, cudnn.benchmark = saved[2], saved[3]
+        if saved[4] is None:
+            os.environ.pop(CUBLAS_WORKSPACE, None)
 
 
 def training_environment(device_type: str, precision: str, world_size: int, deterministic: bool) -> dict:
@@ -66,6 +69,7 @@ def training_environment(device_type: str, precision: str, world_size: int, dete
     return {
         "device": device_type,
         "device_name": torch.cuda.get_device_name() if device_type == "cuda" else platform.processor() or "cpu",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the SIMD kernels torch picked (AVX2, ...)
         "precision": precision,
         "threads": torch.get_num_threads(),
         "world_size": world_size,

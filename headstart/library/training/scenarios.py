@@ -96,6 +96,7 @@ def train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict) ->
     world = current_world()
     if world.distributed and params.train.scenario == "features":
         raise ConfigError("the features scenario fits a classifier in one process: run it without torchrun")
+    threads = torch.get_num_threads()  # restored after: a server process trains many runs
     try:
         p = params.train
         accelerator = resolve_accelerator(p.device, p.precision, p.compile, world.local_rank)
@@ -108,6 +109,7 @@ def train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict) ->
             environment = training_environment(device_type, precision, world.size, p.deterministic)
             return _train(split, params, run, {**lineage, "environment": environment}, world)
     finally:
+        torch.set_num_threads(threads)
         distributed.stop()
 
 
