@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -24,12 +25,17 @@ class NotReproduced(ExportMismatch):
 def _remote(given: str | None) -> str:
     """The DVC remote to pull from: ``--remote``, else the workspace's, else ``$HEADSTART_DVC_REMOTE`` or the local
     default (where ``headstart data import`` pushes when none is configured)."""
+    from headstart.ground.errors import DataError
     from headstart.ground.paths import default_dvc_remote
     from headstart.library.data.versioning import REMOTE_ENV, check_remote_url, configured_remote, find_repo_root
 
     if given:
         return check_remote_url(given)
-    return configured_remote(find_repo_root(Path.cwd())) or os.environ.get(REMOTE_ENV) or str(default_dvc_remote())
+    try:
+        configured = configured_remote(find_repo_root(Path.cwd()))
+    except DataError:  # outside a workspace: the registry and a remote are all reproduce needs
+        configured = None
+    return configured or os.environ.get(REMOTE_ENV) or str(default_dvc_remote())
 
 
 def reproduce(
@@ -61,14 +67,14 @@ def reproduce(
     from headstart.library.registry.registry import open_registry
 
     registry = open_registry(settings(params, set_).registry)
-    scratch = out or Path("runs") / f"reproduce-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    scratch = out or Path("runs") / f"reproduce-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     outcome = rebuild_and_compare(registry, ref, scratch, _remote(remote), allow_code_change, tolerance, threads)
     if as_json:
         typer.echo(json.dumps(outcome, indent=2))
     else:
         console.print(f"{registry.model}/{outcome['version']}: {verdict_line(outcome)}")
         console.print(
-            f"details: {scratch / 'reproduction.json'}; recorded in the registry as {outcome['registry_record']}"
+            f"details: {outcome['scratch']}/reproduction.json; recorded in the registry as {outcome['registry_record']}"
         )
     if outcome["verdict"] == NOT_REPRODUCED:
         raise NotReproduced(f"{registry.model}/{outcome['version']} was not reproduced: {verdict_line(outcome)}")

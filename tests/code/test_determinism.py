@@ -93,6 +93,13 @@ def test_only_sound_reproduction_records_are_read(tmp_path: Path, signing: bool)
     registry.storage.put(folder + "20991203T120000000000Z-0000000b.json", json.dumps(moved).encode())  # other's
     forged = {"model": "demo", "version": version, "at": "2026-12-05T00:00:00+00:00", "verdict": "identical"}
     registry.storage.put(folder + "20991203T130000000000Z-0000000c.json", json.dumps(forged).encode())  # no key
+    odd = {"model": "demo", "version": version, "at": "2026-12-06T00:00:00+00:00", "verdict": "identical",
+           "metrics": {"accuracy": {"delta": "a lot"}}}  # fmt: skip
+    if key:
+        from headstart.library.registry.signing import sign
+
+        odd["signature"] = sign(odd, key)  # signed, but not what reproduce writes: a reader must not choke on it
+    registry.storage.put(folder + "20991203T140000000000Z-0000000d.json", json.dumps(odd).encode())
     read = reproductions(registry, version)
     assert [r["at"] for r in read] == (["2026-12-03T10:00:00+00:00"] if signing else
                                        ["2026-12-03T10:00:00+00:00", "2026-12-05T00:00:00+00:00"])  # fmt: skip

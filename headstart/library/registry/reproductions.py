@@ -50,8 +50,7 @@ def reproductions(registry: Registry, version: str) -> list[dict]:
                 version,
             ):
                 raise ValueError("it describes another model or version")
-            if not isinstance(record.get("at"), str) or not isinstance(record.get("verdict"), str):
-                raise ValueError("no 'at' or 'verdict'")
+            check_shape(record)
             if registry.signing_key is not None and not signed_by(record, registry.signing_key):
                 raise ValueError("unsigned or wrongly signed")
         except ValueError as exc:  # JSON errors are ValueErrors
@@ -59,6 +58,26 @@ def reproductions(registry: Registry, version: str) -> list[dict]:
             continue
         trusted.append(record)
     return trusted
+
+
+def check_shape(record: dict) -> None:
+    """ValueError unless the fields readers show have the types ``headstart reproduce`` writes."""
+    if not isinstance(record.get("at"), str) or not isinstance(record.get("verdict"), str):
+        raise ValueError("no 'at' or 'verdict'")
+    if record.get("mode") not in ("bitwise", "tolerance", None):
+        raise ValueError(f"mode {record.get('mode')!r}")
+    why = record.get("why_not_bitwise")
+    if why is not None and not (isinstance(why, list) and all(isinstance(w, str) for w in why)):
+        raise ValueError("why_not_bitwise is not a list of names")
+    tolerance = record.get("tolerance")
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, int | float)):
+        raise ValueError("tolerance is not a number")
+    metrics = record.get("metrics", {})
+    if not isinstance(metrics, dict) or not all(isinstance(m, dict) for m in metrics.values()):
+        raise ValueError("metrics is not a mapping of metrics")
+    deltas = [m.get("delta") for m in metrics.values()]
+    if any(d is not None and (isinstance(d, bool) or not isinstance(d, int | float)) for d in deltas):
+        raise ValueError("a metric's delta is not a number")
 
 
 def latest_outcome(registry: Registry, version: str) -> str | None:

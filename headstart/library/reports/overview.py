@@ -89,11 +89,15 @@ def _detailed(registry: Registry, point: VersionPoint) -> VersionPoint:
         drift, issues = health.get("drift") or {}, health.get("label_issues") or {}
         figures = {"drift_mmd2": _number(drift.get("mmd2")), "drift_p_value": _number(drift.get("p_value")),
                    "label_issue_fraction": _number(issues.get("fraction"))}  # fmt: skip
-        reproduced = latest_outcome(registry, point.version)
     except (RegistryError, StorageError, ValueError, TypeError, AttributeError, KeyError) as exc:
         # verified but not what a decision or health file holds (a version registered by other code)
         log.warning("%s/%s: not read for the overview (%s)", registry.model, point.version, exc)
         return VersionPoint(**{**asdict(point), "read": False})
+    try:
+        reproduced = latest_outcome(registry, point.version)  # untrusted records are skipped inside
+    except (RegistryError, StorageError) as exc:
+        log.warning("%s/%s: reproductions not read for the overview (%s)", registry.model, point.version, exc)
+        reproduced = "(not readable)"
     return VersionPoint(**{**asdict(point), "failing_rules": failing, **figures, "reproduced": reproduced})
 
 
