@@ -1,49 +1,74 @@
-"""A torch Dataset over the split table, and its DataLoader."""
+"""A torch Dataset over the split table, and its DataLoader.
+
+Every random draw of a training loader follows ``train.seed``: the order of each epoch (torch's
+DistributedSampler, seeded with seed + epoch, also for a single process) and the augmentation of each image, drawn
+from its own stream keyed by (seed, epoch, image). albumentations keeps its own generators and ignores the global
+seeds; keying each draw by the image rather than by the worker that loads it means the workers never repeat each
+other's draws, the number of workers does not change the model, and a training resumed after epoch k draws what an
+uninterrupted one would have drawn from epoch k + 1 on.
+"""
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Iterator
 from pathlib import Path
 
 import albumentations as A
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from headstart.library.data.images import load_rgb_array
 from headstart.library.data.transforms import seed_augmentations
 
 
-class ImageTable(Dataset):
-    """Images listed in a split table (``file``, ``label``), decoded, normalised to RGB and transformed."""
+def augmentation_seed(seed: int, epoch: int, image: int) -> int:
+    """The seed of one image's augmentation in one epoch, mixed by NumPy's ``SeedSequence`` (neighbouring keys give
+    unrelated streams)."""
+    return int(np.random.SeedSequence([seed, epoch, image]).generate_state(1)[0])
 
-    def __init__(self, table: pd.DataFrame, classes: list[str], transform: A.Compose) -> None:
+
+class ImageTable(Dataset):
+    """Images listed in a split table (``file``, ``label``), decoded, normalised to RGB and transformed.
+
+    With ``seed`` (a training set), the transform draws from the stream of (seed, epoch, image): the loader asks
+    for ``epoch * len(table) + image`` (see :class:`EpochIndexed`), so the epoch reaches persistent workers too."""
+
+    def __init__(self, table: pd.DataFrame, classes: list[str], transform: A.Compose, seed: int | None = None) -> None:
         self.files = [Path(f) for f in table["file"]]
         index = {name: i for i, name in enumerate(classes)}
         self.targets = [index[label] for label in table["label"]]
-        self.transform = transform
+        self.transform, self.seed = transform, seed
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, int]:
+        epoch, i = divmod(key, len(self.files))
+        if self.seed is not None:
+            seed_augmentations(self.transform, augmentation_seed(self.seed, epoch, i))
         image = self.transform(image=load_rgb_array(self.files[i]))["image"]
         return image, self.targets[i]
 
 
-def augmentation_stream_seed(seed: int, rank: int = 0, worker: int | None = None) -> int:
-    """The seed of one augmentation stream: training seed, rank and loader worker (None: the images load in the
-    training process itself) mixed by NumPy's ``SeedSequence``, so neighbouring keys give unrelated streams."""
-    key = [seed, rank] if worker is None else [seed, rank, worker + 1]
-    return int(np.random.SeedSequence(key).generate_state(1)[0])
+class EpochIndexed(Sampler[int]):
+    """Torch's DistributedSampler (each rank its share, reshuffled by seed + epoch), yielding ``epoch * n + i`` for
+    its index ``i``: :class:`ImageTable` reads the epoch from the key."""
 
+    def __init__(self, inner: DistributedSampler, size: int) -> None:
+        self.inner, self.size, self.epoch = inner, size, 0
 
-def seed_worker(worker_id: int, seed: int, rank: int) -> None:
-    """A loader worker's ``worker_init_fn``: its copy of the dataset's transform gets its own stream (the workers
-    start from copies of one pipeline, which would otherwise draw the same augmentations in every worker)."""
-    info = torch.utils.data.get_worker_info()
-    seed_augmentations(info.dataset.transform, augmentation_stream_seed(seed, rank, worker_id))
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch about to be drawn (order and augmentations)."""
+        self.inner.set_epoch(epoch)
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return (self.epoch * self.size + i for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
 
 
 def make_loader(
@@ -54,32 +79,25 @@ def make_loader(
     seed: int = 0,
     shard: tuple[int, int] = (0, 1),
 ) -> DataLoader:
-    """A seeded DataLoader; workers stay alive across epochs. ``shard`` = (rank, world size): across training
-    processes each rank reads its own share of the images (torch's DistributedSampler, reshuffled per epoch).
-
-    Everything it draws follows ``seed``: the order (its generator, or the sampler's seed), torch's own seeds
-    of the workers (from that generator), and the augmentation streams, one per rank and worker (or one per rank
-    when the images load in this process).
+    """A DataLoader whose workers stay alive across epochs. ``shuffle`` (training): an :class:`EpochIndexed` sampler
+    seeded with ``seed`` (call its ``set_epoch`` each epoch); ``shard`` = (rank, world size): each rank reads its
+    own share of the images. Unshuffled loaders read every image in order.
 
     Shuffled (training) loaders drop a ragged last batch when there is more than one batch: a batch of one
     image breaks BatchNorm in training mode.
     """
     rank, size = shard
     sampler = None
-    if size > 1:
-        sampler = DistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=shuffle, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    if num_workers == 0:
-        seed_augmentations(dataset.transform, augmentation_stream_seed(seed, rank))
+    if shuffle:
+        inner = DistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=True, seed=seed)
+        sampler = EpochIndexed(inner, len(dataset))
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle and sampler is None,
         sampler=sampler,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
-        generator=generator,
-        worker_init_fn=functools.partial(seed_worker, seed=seed, rank=rank) if num_workers else None,
+        generator=torch.Generator().manual_seed(seed),  # the workers' own torch/NumPy/Python seeds
         drop_last=shuffle and len(sampler if sampler is not None else dataset) > batch_size,
         pin_memory=torch.cuda.is_available(),  # page-locked batches copy to the GPU asynchronously
     )

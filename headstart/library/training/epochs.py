@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from headstart.ground import progress
 from headstart.ground.params import Params
@@ -171,8 +171,8 @@ def fit(
                 scheduler.step_update(num_updates=epoch * per_epoch)
                 if world.distributed:
                     forward = accelerator.prepare(model, in_ddp)  # DDP syncs only the parameters it was built with
-            if isinstance(train_loader.sampler, DistributedSampler):
-                train_loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
+            if hasattr(train_loader.sampler, "set_epoch"):  # loader.EpochIndexed (or a plain DistributedSampler)
+                train_loader.sampler.set_epoch(epoch)  # this epoch's order and augmentations, the same on every rank
             parts = (optimizer, scheduler, loss_fn, mixup, accelerator)
             row = _train_epoch(forward, model, ema, train_loader, parts, epoch)
             judged = ema.module if ema is not None else model

@@ -227,7 +227,7 @@ def _fit_on_images(
     p = params.train
     schedule = UnfreezeSchedule(stage_modules(model, p.freeze_stages), p.bn)
     train_rows, val_rows = split[split["split"] == "train"], split[split["split"] == "val"]
-    train_set = ImageTable(train_rows, classes, build_transform(pre, params.augment))
+    train_set = ImageTable(train_rows, classes, build_transform(pre, params.augment), seed=p.seed)
     batch = distributed.per_rank_batch(p.batch_size, world)
     train_loader = make_loader(train_set, batch, True, p.num_workers, p.seed, (world.rank, world.size))
     val_loader = None
