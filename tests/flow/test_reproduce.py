@@ -1,5 +1,6 @@
 """Two runs of the same inputs against the same champion write the same weights, metrics and decision.
-`headstart reproduce`: a registered champion rebuilt from its record alone comes out bit-identical, whatever
+`headstart reproduce`: a registered champion rebuilt from its record alone (local registry and DVC remote; then
+SeaweedFS, signed, with no local DVC cache) comes out bit-identical, whatever
 happened in the workspace since (an image changed and re-imported, params edited); another thread count is another
 environment, judged within a tolerance; a record that cannot be replayed (data gone from the remote, lineage
 from before, other code) is refused naming why, and nothing is recorded or changed for it."""
@@ -51,7 +52,9 @@ def reproduce(*args: str) -> tuple[subprocess.CompletedProcess, dict | None]:
     return done, json.loads(written.read_text()) if written.is_file() else None
 
 
-def test_the_champion_is_rebuilt_bit_for_bit_from_its_record_not_the_workspace(workspace: Path, prefect_server) -> None:
+def test_the_champion_is_rebuilt_bit_for_bit_from_its_record_not_the_workspace(
+    workspace: Path, prefect_server, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     version = trained_champion([])
     registry = open_registry(load_params("params.yaml").registry)
     recorded_md5 = read_dvc_md5(Path("data/fashion-mnist.dvc"))
@@ -64,6 +67,12 @@ def test_the_champion_is_rebuilt_bit_for_bit_from_its_record_not_the_workspace(w
     assert json.loads((b / "decision.json").read_text())["champion"] == version  # judged against the champion
     history = registry.history()
     assert [r.version for r in history] == [version]
+    # the same run registered on SeaweedFS too, signed, its data pushed to a DVC remote in the same bucket
+    monkeypatch.setenv("HS_REPRODUCE_KEY", "a signing secret")
+    on_s3 = [f"--set=registry.uri=s3://{bucket}/registry", "--set=registry.signing_key_env=HS_REPRODUCE_KEY"]
+    ok(["registry", "push", "runs/first", *on_s3])
+    for dvc in (["remote", "add", "bucket", f"s3://{bucket}/dvc", "--local"], ["push", "-r", "bucket", "-q"]):
+        subprocess.run(["dvc", *dvc], check=True, capture_output=True)
     # since registration: one image changed and re-imported (a new data version), params edited
     image = sorted(Path("data/fashion-mnist").rglob("*.png"))[0]
     image.write_bytes(sorted(Path("data/fashion-mnist").rglob("*.png"))[-1].read_bytes())
@@ -88,6 +97,19 @@ def test_the_champion_is_rebuilt_bit_for_bit_from_its_record_not_the_workspace(w
     assert f"reproduced on {outcome['at'][:10]}: identical" in overview
     assert "| identical | bit for bit |" in ok(["registry", "show", version, "--card"])
 
+    # on SeaweedFS, from the bucket alone (this machine's DVC cache gone), in a signed registry
+    shutil.rmtree(".dvc/cache")
+    done, outcome = reproduce(version, "--out", "runs/on-s3", "--remote", f"s3://{bucket}/dvc", *on_s3)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert outcome["verdict"] == "identical", outcome
+    signed = open_registry(load_params("params.yaml", [s.split("=", 1)[1] for s in on_s3]).registry)
+    [record] = reproductions(signed, version)
+    assert record["verdict"] == "identical" and record["signature"] and "scratch" not in record
+    planted = {**record, "signature": None, "at": "2099-01-01T00:00:00+00:00"}  # written without the key
+    signed.storage.put(f"{signed.model}/reproductions/{version}/20990101T000000000000Z-00000000.json",
+                       json.dumps(planted).encode())  # fmt: skip
+    assert [r["at"] for r in reproductions(signed, version)] == [record["at"]]
+
     # another thread count: another environment, compared within the tolerance, never called identical
     threads = outcome["rebuilt_environment"]["threads"] + 1
     done, other = reproduce(version, "--out", "runs/threads", "--threads", str(threads), "--tolerance", "1")
@@ -99,7 +121,7 @@ def test_the_champion_is_rebuilt_bit_for_bit_from_its_record_not_the_workspace(w
     # the remote lacks the data version: refused naming it, nothing recorded
     done, _ = reproduce(version, "--out", "runs/no-data", "--remote", str(workspace.parent / "empty-remote"))
     assert done.returncode == 2 and recorded_md5 in " ".join(done.stderr.split()), done.stderr
-    assert len(reproductions(registry, version)) == 2
+    assert len(reproductions(registry, version)) == 2 and not Path("runs/no-data/run").exists()
 
     # a version registered before lineage recorded enough, and one built by other code
     manifest, _, files = registry.fetch(version)
@@ -116,24 +138,3 @@ def test_the_champion_is_rebuilt_bit_for_bit_from_its_record_not_the_workspace(w
     assert done.returncode == 2 and "built by other code" in " ".join(done.stderr.split()), done.stderr
     assert not Path("runs/elsewhere").exists()  # refused before anything was fetched
     assert reproductions(registry, older) == reproductions(registry, elsewhere) == []
-
-
-def test_reproduce_on_seaweedfs_with_a_signed_registry(
-    workspace: Path, prefect_server, bucket: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("HS_REPRODUCE_KEY", "a signing secret")
-    ok(["data", "remote", f"s3://{bucket}/dvc"])
-    sets = [f"registry.uri=s3://{bucket}/registry", "registry.signing_key_env=HS_REPRODUCE_KEY"]
-    version = trained_champion(sets)
-    shutil.rmtree(".dvc/cache")  # the data comes from the bucket, not from a cache on this machine
-    done, outcome = reproduce("champion", "--out", "runs/again", *[a for s in sets for a in ("--set", s)])
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert outcome["verdict"] == "identical", outcome
-    registry = open_registry(load_params("params.yaml", sets).registry)
-    [record] = reproductions(registry, version)
-    assert record["verdict"] == "identical" and record["signature"]
-    # a record planted without the key is not shown as a reproduction
-    planted = {**record, "signature": None, "at": "2099-01-01T00:00:00+00:00"}
-    registry.storage.put(f"{registry.model}/reproductions/{version}/20990101T000000000000Z-00000000.json",
-                         json.dumps(planted).encode())  # fmt: skip
-    assert [r["at"] for r in reproductions(registry, version)] == [record["at"]]
