@@ -77,4 +77,4 @@ def reproduce(
             f"details: {outcome['scratch']}/reproduction.json; recorded in the registry as {outcome['registry_record']}"
         )
     if outcome["verdict"] == NOT_REPRODUCED:
-        raise NotReproduced(f"{registry.model}/{outcome['version']} was not reproduced: {verdict_line(outcome)}")
+        raise NotReproduced(f"{registry.model}/{outcome['version']}: {verdict_line(outcome)}")
