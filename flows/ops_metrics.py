@@ -61,8 +61,12 @@ class HeadstartCollector(Collector):
     def _registry_metrics(self) -> Iterator[Metric]:
         registry = open_registry(self.params.registry)
         model, metric = registry.model, self.params.gate.primary_metric
-        versions, history = registry.versions(), registry.history()
-        yield _gauge("headstart_registered_versions", "Complete versions in the registry.", model, len(versions))
+        scan, history = registry.scan_versions(), registry.history()
+        versions = scan.verified
+        yield _gauge("headstart_registered_versions", "Complete, verified versions in the registry.", model,
+                     len(versions))  # fmt: skip
+        yield _gauge("headstart_refused_versions", "Versions whose manifest failed verification (not counted).",
+                     model, len(scan.refused))  # fmt: skip
         if history:
             current = history[-1]
             manifest = next((m for m in versions if m["version"] == current.version), {})

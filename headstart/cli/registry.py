@@ -35,6 +35,7 @@ def ls(
     """Complete versions, oldest first: id, created, data md5, metrics, decision, champion, manifest sha256."""
     registry = _registry(params, set_)
     champion = registry.champion()
+    scan = registry.scan_versions()
     rows = [
         {
             "id": m["version"],
@@ -45,8 +46,10 @@ def ls(
             "champion": m["version"] == champion,
             "manifest_sha256": m["manifest_sha256"],
         }
-        for m in registry.versions()
+        for m in scan.verified
     ]
+    for version, reason in scan.refused.items():  # to stderr: --json stays the verified versions alone
+        Console(stderr=True).print(f"not listed: {version}: {reason}", markup=False, style="yellow")
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -37,7 +37,7 @@ def test_a_manifest_naming_paths_is_refused_and_nothing_is_written_outside(
         manifest["files"][hostile] = manifest["files"]["config.json"]
 
     rewrite_manifest(registry, version, add_hostile)
-    assert registry.versions()  # still listed: only using it is refused
+    assert not registry.versions() and version in registry.scan_versions().refused  # named, never listed as good
     cache = tmp_path / "cache" / "deep" / "models"
     before = set(tmp_path.rglob("*"))
     with pytest.raises(RegistryError, match=rf"demo/{version}: the manifest names .*not plain file names"):

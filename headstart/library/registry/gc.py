@@ -52,13 +52,18 @@ def plan_gc(
 def collect(registry: Registry, policy: RegistryParams, dry_run: bool = True, now: datetime | None = None) -> GcPlan:
     """Plan and, unless ``dry_run``, remove: a complete version's manifest first (so it is never listed half
     removed; a crash leaves an incomplete upload the next collection clears), then its files."""
-    manifests = registry.versions()
-    complete = {m["version"] for m in manifests}
+    scan = registry.scan_versions()
+    manifests = scan.verified  # only verified versions count toward keep_last
+    # a manifest that is not one is debris, like an upload that never got one; a readable manifest that failed
+    # verification (unsigned, replaced, copied) is kept and named: a person judges it, gc does not
+    complete = {m["version"] for m in manifests} | (set(scan.refused) - scan.damaged)
     prefix = registry.model + "/versions/"
     keys = registry.storage.list(prefix)
     uploads = sorted({k[len(prefix) :].split("/")[0] for k in keys if k.count("/") == 3})
     incomplete = [v for v in uploads if VERSION_ID.match(v) and v not in complete]
     protected = {r.version: f"named by alias entry #{r.seq} ({r.action})" for r in registry.history()}
+    for version in set(scan.refused) - scan.damaged:
+        protected.setdefault(version, f"failed verification, kept for a person to judge: {scan.refused[version]}")
     plan = plan_gc(manifests, incomplete, protected, policy, now or datetime.now(UTC))
     if dry_run:
         return plan

@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +35,19 @@ CHAMPION = "champion"
 
 class RegistryError(HeadstartError):
     """A registry operation was refused (unknown version, failed verification, no champion)."""
+
+
+class DamagedManifest(RegistryError):
+    """A version's MANIFEST.json cannot be read as a manifest (truncated, not JSON, wrong shape): debris."""
+
+
+@dataclass
+class VersionScan:
+    """Versions with a manifest: those verified (oldest first) and those refused, with why."""
+
+    verified: list[dict] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # version -> the reason, as verified_manifest says it
+    damaged: set[str] = field(default_factory=set)  # of those refused: manifests that are not manifests at all
 
 
 class PromotionConflict(RegistryError):
@@ -140,16 +153,32 @@ class Registry:
         return version
 
     def versions(self) -> list[dict]:
-        """Manifests of complete versions, oldest first (a version without its manifest is never listed), each
-        with its own sha256 added as ``manifest_sha256``."""
+        """Verified manifests of complete versions, oldest first, each with its own sha256 added as
+        ``manifest_sha256``. A version without its manifest is never listed; one whose manifest fails
+        :meth:`verified_manifest` (damaged, unsigned in a signing registry, replaced after promotion) is left out
+        with a warning naming it (:meth:`scan_versions` says why): every reader sees what a pull would accept."""
+        return self.scan_versions().verified
+
+    def scan_versions(self) -> VersionScan:
+        """Every version with a manifest, verified (one read of the alias history for all of them)."""
         keys = self.storage.list(self._key("versions") + "/")
         ids = sorted({k.split("/")[-2] for k in keys if k.endswith(f"/{MANIFEST}") and k.count("/") == 3})
-        ids = [v for v in ids if VERSION_ID.match(v)]  # anything else under versions/ is not a version
-        listed = []
-        for version in ids:
-            data = self._manifest_bytes(version)
-            listed.append({**json.loads(data), "manifest_sha256": _sha256(data)})
-        return listed
+        history = self.history()
+        scan = VersionScan()
+        for version in (v for v in ids if VERSION_ID.match(v)):  # anything else under versions/ is not a version
+            try:
+                data = self._manifest_bytes(version)
+                manifest, digest = self._verified(version, data, history)
+            except ObjectNotFound:  # removed meanwhile (gc)
+                continue
+            except RegistryError as exc:
+                log.warning("%s; not listed", exc)
+                scan.refused[version] = str(exc)
+                if isinstance(exc, DamagedManifest):
+                    scan.damaged.add(version)
+                continue
+            scan.verified.append({**manifest, "manifest_sha256": digest})
+        return scan
 
     def manifest(self, version: str) -> dict:
         """The manifest of a complete version."""
@@ -166,7 +195,9 @@ class Registry:
     def verified_manifest(self, version: str) -> tuple[dict, str]:
         """The manifest and its sha256, refused when it names anything but plain file names or when it differs
         from the manifest recorded by an alias entry that promoted this version (replaced after promotion)."""
-        data = self._manifest_bytes(version)
+        return self._verified(version, self._manifest_bytes(version), self.history())
+
+    def _verified(self, version: str, data: bytes, history: list[AliasRecord]) -> tuple[dict, str]:
         digest = _sha256(data)
         try:
             manifest = json.loads(data)
@@ -174,7 +205,7 @@ class Registry:
             if not isinstance(files, dict) or not all(isinstance(h, str) for h in files.values()):
                 raise TypeError("files is not a mapping of names to sha256")
         except (ValueError, TypeError, KeyError) as exc:
-            raise RegistryError(f"{self.model}/{version}: MANIFEST.json is not a manifest ({exc}); refused") from None
+            raise DamagedManifest(f"{self.model}/{version}: MANIFEST.json is not a manifest ({exc}); refused") from None
         if manifest.get("model") != self.model or manifest.get("version") != version:
             raise RegistryError(
                 f"{self.model}/{version}: MANIFEST.json describes {manifest.get('model')}/{manifest.get('version')}; "
@@ -183,7 +214,7 @@ class Registry:
         if self.signing_key is not None and not signed_by(manifest, self.signing_key):
             raise RegistryError(f"{self.model}/{version}: MANIFEST.json is unsigned or wrongly signed; version refused")
         check_file_names(self.model, version, list(files))
-        recorded = {r.manifest_sha256 for r in self.history() if r.version == version and r.manifest_sha256}
+        recorded = {r.manifest_sha256 for r in history if r.version == version and r.manifest_sha256}
         if recorded and recorded != {digest}:
             raise RegistryError(
                 f"{self.model}/{version}: MANIFEST.json differs from the one recorded when it was promoted "
