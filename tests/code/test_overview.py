@@ -171,3 +171,13 @@ def test_webhook_url_is_checked_and_never_repeated(monkeypatch) -> None:
     with pytest.raises(ConfigError, match=r"\$HEADSTART_WEBHOOK_URL: not an http\(s\) URL") as refused:
         webhook_url(params)
     assert "secret-token" not in str(refused.value)
+
+
+def test_a_carriage_return_in_a_reason_cannot_start_a_heading(registry: Registry) -> None:
+    v1 = version(registry, 0.80, "PASS", [], None)
+    registry.set_champion(v1, "manual-promote", "ok\r\r## Everything is fine\u2028- a list item")
+    markdown = overview_markdown(gather_overview(registry))
+    page = overview_html(markdown, "demo")
+    assert not any(line.startswith(("## Everything", "- a list")) for line in markdown.splitlines())  # splits on \r
+    assert "<h2>Everything is fine</h2>" not in page and "<li>" not in page
+    assert "<td>ok  ## Everything is fine - a list item</td>" in page  # one cell's text

@@ -7,13 +7,32 @@ display, no global figure state shared between threads (Prefect runs tasks in th
 from __future__ import annotations
 
 import base64
+import functools
 import io
+from collections.abc import Callable
+from typing import ParamSpec
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
 DPI = 100  # 1 inch = 100 px: the Prefect UI shows Markdown images at their pixel width, up to the page's
 CHAMPION_COLOUR, CHALLENGER_COLOUR, FAIL_COLOUR = "#1f77b4", "#ff7f0e", "#d62728"
+
+
+P = ParamSpec("P")
+
+
+def text_only(chart: Callable[P, bytes]) -> Callable[P, bytes]:
+    """Draw with mathtext off: class names, versions and reasons are text (``$^$`` would raise in mathtext,
+    ``price $5-$10`` would render as garbled math). matplotlib reads the setting when each text is created."""
+
+    @functools.wraps(chart)
+    def drawn(*args: P.args, **kwargs: P.kwargs) -> bytes:
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return chart(*args, **kwargs)
+
+    return drawn
 
 
 def _png(figure: Figure) -> bytes:
@@ -22,6 +41,7 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
+@text_only
 def confusion_png(matrix: list[list[int]], classes: list[str]) -> bytes:
     """Rows = true class, columns = predicted; counts in the cells, colour = the row's share (recall on the
     diagonal), so a small class's errors show as clearly as a large one's. Full class names on both axes."""
@@ -54,6 +74,7 @@ def best_epoch(history: list[dict[str, float]], key: str = "val_accuracy") -> di
     return max(scored, key=lambda row: row[key]) if scored else None
 
 
+@text_only
 def curves_png(history: list[dict[str, float]]) -> bytes:
     """Loss (left) and validation accuracy (right) per epoch, with axes, legends and the best epoch marked."""
     epochs = [row["epoch"] for row in history]
@@ -80,6 +101,7 @@ def curves_png(history: list[dict[str, float]]) -> bytes:
     return _png(figure)
 
 
+@text_only
 def recall_bars_png(challenger: dict[str, float], champion: dict[str, float] | None) -> bytes:
     """Per-class recall: the challenger beside the champion it was judged against (alone on a first run)."""
     classes = list(challenger)
@@ -103,6 +125,7 @@ def recall_bars_png(challenger: dict[str, float], champion: dict[str, float] | N
     return _png(figure)
 
 
+@text_only
 def augmentation_grid_png(draws: list[list[np.ndarray]], labels: list[str] | None = None) -> bytes:
     """One row per image: the original, then its augmented draws (see ``transforms.augmentation_draws``)."""
     columns = max(len(row) for row in draws)
@@ -122,6 +145,7 @@ def augmentation_grid_png(draws: list[list[np.ndarray]], labels: list[str] | Non
     return _png(figure)
 
 
+@text_only
 def labelled_tiles_png(images: list[np.ndarray], captions: list[str], per_row: int = 6) -> bytes:
     """Images as tiles with a caption under each (the health page's suspected label errors: given → suggested)."""
     rows = (len(images) + per_row - 1) // per_row
@@ -135,6 +159,7 @@ def labelled_tiles_png(images: list[np.ndarray], captions: list[str], per_row: i
     return _png(figure)
 
 
+@text_only
 def overview_png(versions: list[dict], aliases: list[dict], primary_metric: str) -> bytes:
     """The primary metric and macro-F1 of every registered version over time; the champion's periods shaded and
     labelled with its version; failed challengers as red crosses."""
@@ -173,6 +198,7 @@ def overview_png(versions: list[dict], aliases: list[dict], primary_metric: str)
     return _png(figure)
 
 
+@text_only
 def health_trend_png(versions: list[dict]) -> bytes:
     """Drift p-value (against the champion of the time) and the suspected label-error share, per version."""
     names = [v["version"][-8:] for v in versions]
