@@ -1,7 +1,8 @@
 """Every reader of the version list sees only what a pull would accept (issue 27, items 1 and 2): in a registry
 signed with a key, a version planted without the key, and a version whose MANIFEST.json is truncated, are left
 out of `registry ls`, the overview, the metrics, gc's retention count and the watcher's record of what was
-trained, and named; gc clears the truncated one as debris and keeps the planted one for a person to judge."""
+trained, and named; gc clears the truncated one as debris and keeps the planted one for a person to judge.
+And gc never deletes a version that a concurrent rollback makes champion while it runs (item 3)."""
 
 from __future__ import annotations
 
@@ -76,3 +77,39 @@ def test_planted_and_damaged_versions_are_named_and_never_read_as_good(signed: R
     assert set(registry.scan_versions().refused) == {planted}
     assert not registry.storage.list(f"demo/versions/{damaged}/")
     assert json.loads(registry.storage.get(f"demo/versions/{planted}/MANIFEST.json"))["version"] == planted
+
+
+class RollbackDuringDelete:
+    """The registry's own storage, with a second writer: just before gc deletes ``manifest_key``, another registry
+    on the same storage rolls the champion back to that version (it verifies the manifest, which is still there,
+    and creates its alias entry) — the worst moment for gc."""
+
+    def __init__(self, storage, manifest_key: str, version: str) -> None:
+        self.inner, self.manifest_key, self.version, self.rolled_back = storage, manifest_key, version, False
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def delete(self, key: str) -> None:
+        if key == self.manifest_key and not self.rolled_back:
+            self.rolled_back = True
+            Registry(self.inner, "demo").set_champion(self.version, "rollback", "rolled back while gc ran")
+        self.inner.delete(key)
+
+
+def test_gc_never_deletes_a_version_a_concurrent_rollback_just_restored(registry: Registry) -> None:
+    old = registry.register(FILES, {"decision": "PASS"})
+    registry.set_champion(old, "promote", "first")
+    for _ in range(2):
+        newer = registry.register(FILES, {"decision": "PASS"})
+        registry.set_champion(newer, "promote", "better")
+    stale = registry.register(FILES, {"decision": "PASS"})  # never champion: keep_last 1 removes it
+    newest = registry.register(FILES, {"decision": "PASS"})
+    racing = Registry(RollbackDuringDelete(registry.storage, f"demo/versions/{stale}/MANIFEST.json", stale), "demo")
+    policy = RegistryParams(uri="file:///unused", model_name="demo", keep_last=1)
+    plan = collect(racing, policy, dry_run=False, settle_seconds=0.1)
+    assert racing.storage.rolled_back and registry.champion() == stale  # the race happened, the rollback landed
+    assert stale not in plan.versions and "while gc ran" in plan.kept[stale]
+    manifest, _, files = registry.fetch(stale)  # the champion is whole: verified, every file there
+    assert set(files) == set(FILES) and manifest["version"] == stale
+    assert newest in {m["version"] for m in registry.versions()}  # the rest of the plan went as planned

@@ -7,11 +7,19 @@ the retention policy in params (``registry.keep_last``, ``registry.keep_failed_d
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from headstart.ground.params import RegistryParams
 from headstart.library.registry.registry import MANIFEST, VERSION_ID, Registry, version_created_at
+from headstart.library.storage.backends import ObjectNotFound
+
+log = logging.getLogger(__name__)
+# Between removing the manifests and re-reading the alias history: longer than a rollback takes from verifying a
+# version to creating its alias entry (two small reads and one write), so one that raced gc is seen.
+SETTLE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -49,9 +57,18 @@ def plan_gc(
     return plan
 
 
-def collect(registry: Registry, policy: RegistryParams, dry_run: bool = True, now: datetime | None = None) -> GcPlan:
-    """Plan and, unless ``dry_run``, remove: a complete version's manifest first (so it is never listed half
-    removed; a crash leaves an incomplete upload the next collection clears), then its files."""
+def collect(
+    registry: Registry,
+    policy: RegistryParams,
+    dry_run: bool = True,
+    now: datetime | None = None,
+    settle_seconds: float = SETTLE_SECONDS,
+) -> GcPlan:
+    """Plan and, unless ``dry_run``, remove: the manifests of the versions that go first (so none is listed half
+    removed, and from then on none can be verified, so none can be promoted or rolled back to), then — after
+    ``settle_seconds`` and a fresh read of the alias history — their files. A version that became champion
+    meanwhile (a rollback that had verified it just before its manifest went) gets its manifest back and keeps its
+    files. A crash leaves incomplete uploads, which the next collection clears."""
     scan = registry.scan_versions()
     manifests = scan.verified  # only verified versions count toward keep_last
     # a manifest that is not one is debris, like an upload that never got one; a readable manifest that failed
@@ -67,8 +84,24 @@ def collect(registry: Registry, policy: RegistryParams, dry_run: bool = True, no
     plan = plan_gc(manifests, incomplete, protected, policy, now or datetime.now(UTC))
     if dry_run:
         return plan
+    manifests_removed = {}
+    for version in plan.versions:
+        key = f"{prefix}{version}/{MANIFEST}"
+        try:
+            manifests_removed[version] = registry.storage.get(key)
+        except ObjectNotFound:
+            continue
+        registry.storage.delete(key)
+    if manifests_removed:  # a rollback or promotion that verified one of them before it went commits within this
+        time.sleep(settle_seconds)
+        named = {r.version: r.seq for r in registry.history()}
+        for version in sorted(set(manifests_removed) & set(named)):
+            registry.storage.put(f"{prefix}{version}/{MANIFEST}", manifests_removed[version], create_only=True)
+            del plan.versions[version]
+            plan.kept[version] = f"named by alias entry #{named[version]} while gc ran: its manifest was put back"
+            log.warning("%s/%s became champion while gc ran: kept, manifest restored", registry.model, version)
     for version in [*plan.versions, *plan.incomplete]:
         mine = [k for k in keys if k.startswith(f"{prefix}{version}/")]
         for key in sorted(mine, key=lambda k: not k.endswith(f"/{MANIFEST}")):  # the manifest first
-            registry.storage.delete(key)
+            registry.storage.delete(key)  # (already gone for a complete version: deleting it again is a no-op)
     return plan
