@@ -39,8 +39,14 @@ def webhook_url(params: Params) -> str | None:
 
 
 def block_name(model_name: str) -> str:
-    """The model's own Webhook block (models served on one Prefect server never share a receiver)."""
-    return "headstart-notify-" + "".join(c if c.isalnum() else "-" for c in model_name.lower())
+    """The model's own Webhook block (models served on one Prefect server never share a receiver). Block names
+    are lowercase letters, digits and dashes; model names also have upper case, ``.`` and ``_``, so the readable
+    part alone would map ``fashion-mnist``, ``fashion.mnist`` and ``Fashion_MNIST`` to one block: the sha256 of the
+    exact name follows it."""
+    import hashlib
+
+    readable = "".join(c if c.isalnum() else "-" for c in model_name.lower())
+    return f"headstart-notify-{readable}-{hashlib.sha256(model_name.encode()).hexdigest()[:12]}"
 
 
 def automation_names(model_name: str) -> dict[str, str]:
