@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.text import Text
 
-console = Console()
+from headstart.cli.output import text_console
+
+console = text_console()
 ENV_HINT = "endpoint and credentials from the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
 
 
@@ -64,4 +66,6 @@ def pull(
         files = [d if d.suffix == ".dvc" else d.with_name(d.name + ".dvc") for d in datasets] if datasets else None
         pulled = dvc_pull(root, files)
     for tracked in pulled:
-        console.print(f"[green]{tracked.path}[/]: DVC md5 {tracked.md5}, pulled from {tracked.remote}")
+        console.print(
+            Text.assemble((str(tracked.path), "green"), f": DVC md5 {tracked.md5}, pulled from {tracked.remote}")
+        )

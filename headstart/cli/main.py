@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from headstart.cli import data_remote
 from headstart.cli import registry as cli_registry
 from headstart.cli.options import AllowClassChangeOpt, ParamsOpt, SetOpt, settings
-from headstart.cli.output import print_decision, print_report
+from headstart.cli.output import print_decision, print_report, text_console
 from headstart.cli.registry import registry_app
 from headstart.cli.report import report
 from headstart.cli.reproduce import reproduce
@@ -39,8 +39,8 @@ app.command("predict")(cli_registry.predict)
 app.command("export")(cli_registry.export)
 app.command("report")(report)
 app.command("reproduce")(reproduce)
-console = Console()
-err_console = Console(stderr=True)
+console = text_console()
+err_console = text_console(stderr=True)
 
 
 def _print_version(value: bool) -> None:
@@ -119,10 +119,8 @@ def import_fashion_mnist(
     for split, count, dest in jobs:
         export_split(idx_dir, split, count, seed, dest)
         tracked = track_and_push(dest)
-        console.print(
-            f"[green]{dest}[/]: {count} images x 10 classes from the official {split} file; "
-            f"DVC md5 {tracked.md5}, pushed to {tracked.remote}"
-        )
+        console.print(Text.assemble((str(dest), "green"), f": {count} images x 10 classes from the official {split} "
+                                    f"file; DVC md5 {tracked.md5}, pushed to {tracked.remote}"))  # fmt: skip
     _hint_commit([dest for _, _, dest in jobs])
 
 
@@ -142,16 +140,16 @@ def import_folder(
 ) -> None:
     """Copy the regular files of a class-per-folder image tree into data/<name>/ and track it (hidden files
     skipped; links leaving the tree, FIFOs and devices skipped and named)."""
-    from rich.markup import escape
 
     from headstart.library.data.folder_import import check_dataset_name, copy_image_tree
     from headstart.library.data.versioning import track_and_push
 
     report = copy_image_tree(src, data_root / check_dataset_name(name), replace=replace)
     for path, why in report.skipped:
-        console.print(f"[yellow]skipped[/] {escape(str(src / path))}: {escape(why)}")  # names may hold [markup]
+        console.print(Text.assemble(("skipped ", "yellow"), f"{src / path}: {why}"))
     tracked = track_and_push(report.dest)
-    console.print(f"[green]{report.dest}[/]: {report.copied} files, DVC md5 {tracked.md5}, pushed to {tracked.remote}")
+    pushed = f": {report.copied} files, DVC md5 {tracked.md5}, pushed to {tracked.remote}"
+    console.print(Text.assemble((str(report.dest), "green"), pushed))
     _hint_commit([report.dest])
 
 
@@ -265,17 +263,14 @@ def _print_summary(summary: dict, summary_json: Path | None) -> None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary, indent=2))
     m = summary["metrics"]
-    console.print(
-        f"[bold]test accuracy {m['accuracy']:.3f}[/], macro-F1 {m['macro_f1']:.3f} on {m['test_images']} images "
-        f"({summary['scenario']}, {summary['backbone']}, data md5 {summary['data_md5']})"
-    )
+    console.print(Text.assemble((f"test accuracy {m['accuracy']:.3f}", "bold"),
+                                f", macro-F1 {m['macro_f1']:.3f} on {m['test_images']} images ({summary['scenario']}, "
+                                f"{summary['backbone']}, data md5 {summary['data_md5']})"))  # fmt: skip
     console.print(f"run folder: {summary['run_dir']}  (model: {summary['model_dir']})")
     print_decision(summary["decision"])
     promoted = summary["promoted"]
-    console.print(
-        f"registered {summary['registry']} version {summary['version']}: "
-        + ("[green]promoted to champion[/]" if promoted else f"not promoted; champion stays {summary['champion']}")
-    )
+    outcome = ("promoted to champion", "green") if promoted else f"not promoted; champion stays {summary['champion']}"
+    console.print(Text.assemble(f"registered {summary['registry']} version {summary['version']}: ", outcome))
 
 
 def _model_named_after(data: Path, params: Path, overrides: list[str]) -> list[str]:
@@ -346,7 +341,7 @@ def backbones_verify(
         if as_json:
             typer.echo(json.dumps({"image": str(image), "top5": [list(t) for t in top5]}))
         else:
-            console.print(f"[bold]{image}[/]")
+            console.print(str(image), style="bold")
             for index, label, prob in top5:
                 console.print(f"  {index:4d}  {prob:6.3f}  {label}")
 
@@ -423,7 +418,6 @@ def demo(
     from dataclasses import replace
 
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
-    from rich.markup import escape
 
     from flows.demo import FULL, QUICK, apply_trims, lifecycle
     from flows.services import start_services
@@ -435,23 +429,22 @@ def demo(
     root = init_pipeline_workspace(directory).resolve()
     os.chdir(root)
     apply_trims(root, plan.trims)
-    console.print(f"[bold]{'Full' if full else 'Quick'} demo[/]: {escape(plan.describe())}")
+    console.print(Text.assemble((f"{'Full' if full else 'Quick'} demo", "bold"), f": {plan.describe()}"))
     if not full:
         console.print("  trimmed for speed; the shipped defaults on more data: make demo-full (headstart demo --full)")
     chosen = settings(Path("params.yaml"), None)
     services = start_services(root, port, chosen.registry.model_name, chosen)
     os.environ.update(services.client_env())  # the watcher's and the CLI's subprocesses
-    console.print(f"[bold]Prefect server and worker up[/]: UI {services.ui_url}")
+    console.print(Text.assemble(("Prefect server and worker up", "bold"), f": UI {services.ui_url}"))
     try:
         with temporary_settings(updates={PREFECT_API_URL: services.api_url, PREFECT_API_AUTH_STRING: services.auth}):
             versions = [(plan.per_class, plan.test_per_class), (plan.v2_per_class, 0)]
-            say = lambda line: console.print(f"  {escape(line)}", overflow="ellipsis", no_wrap=True)  # noqa: E731
+            say = lambda line: console.print(f"  {line}", overflow="ellipsis", no_wrap=True)  # noqa: E731
             summaries = lifecycle(root, versions, say, timeout)  # log lines may hold [brackets]: never markup
         for label, summary in zip(("data v1", "data v2"), summaries, strict=True):
-            console.print(
-                f"\n[bold]{label}[/]: test accuracy {summary['metrics']['accuracy']:.4f} "
-                f"(run {summary['run_dir']}, triggered by {summary.get('trigger')})"
-            )
+            scored = f": test accuracy {summary['metrics']['accuracy']:.4f} "
+            scored += f"(run {summary['run_dir']}, triggered by {summary.get('trigger')})"
+            console.print(Text.assemble("\n", (label, "bold"), scored))
             print_decision(summary["decision"])
             console.print(f"version {summary['version']}; champion now {summary['champion']}")
             console.print(f"run page: {services.ui_url}/runs/flow-run/{summary['run_id']}")
@@ -489,8 +482,8 @@ def watch(
         else:
             state = "event emitted" if change["emitted"] else "already emitted, skipped"
             if change["pending"]:
-                state = "[red]sent but not confirmed by the server: pending, sent again by the next watch[/]"
-            console.print(f"{change['dataset']}: {change['old_md5']} → {change['new_md5']}: {state}")
+                state = ("sent but not confirmed by the server: pending, sent again by the next watch", "red")
+            console.print(Text.assemble(f"{change['dataset']}: {change['old_md5']} → {change['new_md5']}: ", state))
     if not changes and not as_json:
         console.print("no data changes")
     if any(change["pending"] for change in changes):
@@ -502,8 +495,8 @@ def main() -> None:
     try:
         app()
     except (ValidationFailed, RunFailed, ExportMismatch) as exc:
-        err_console.print(f"[red]{exc}[/]")
+        err_console.print(str(exc), style="red")
         sys.exit(1)
     except HeadstartError as exc:
-        err_console.print(f"[red]error:[/] {exc}")
+        err_console.print(Text.assemble(("error:", "red"), f" {exc}"))
         sys.exit(2)

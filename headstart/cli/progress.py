@@ -44,7 +44,7 @@ def make_progress(console: Console) -> Progress:
 def progress_bars(console: Console | None = None) -> Iterator[None]:
     """Show the steps' progress as bars while the block runs (nothing when not on a terminal: logs and CI
     output stay plain)."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, markup=False, emoji=False)  # step names and log lines are text
     if not console.is_terminal:
         yield
         return

@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from headstart.cli.options import ParamsOpt, SetOpt, settings
+from headstart.cli.output import text_console
 from headstart.ground.run_folder import MODEL_CARD
 
 registry_app = typer.Typer(help="The model registry: versions and the champion alias.", no_args_is_help=True)
-console = Console()
+console = text_console()
 VerifyOpt = Annotated[
     bool, typer.Option("--verify", help="Re-hash every cached file (sizes and the manifest digest are always checked).")
 ]
@@ -49,7 +50,7 @@ def ls(
         for m in scan.verified
     ]
     for version, reason in scan.refused.items():  # to stderr: --json stays the verified versions alone
-        Console(stderr=True).print(f"not listed: {version}: {reason}", markup=False, style="yellow")
+        text_console(stderr=True).print(f"not listed: {version}: {reason}", style="yellow")
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -105,7 +106,7 @@ def show(
     console.print_json(json.dumps(shown["manifest"]))
     console.print(Decision.from_dict(shown["decision"]).to_markdown())
     for record in shown["reproductions"]:
-        console.print(f"reproduced on {record['at']}: {record['verdict']} ({record.get('mode')})", markup=False)
+        console.print(f"reproduced on {record['at']}: {record['verdict']} ({record.get('mode')})")
     if "history" in shown:
         table = Table("seq", "version", "action", "at", "reason", title="champion history")
         for r in shown["history"]:
@@ -114,7 +115,7 @@ def show(
         for event in shown["conflicts"]:
             console.print(f"conflict: {event['attempt']} — {event['outcome']}")
         for key in shown["stray"]:
-            console.print(f"[yellow]not an alias entry, ignored:[/] {key}")
+            console.print(Text.assemble(("not an alias entry, ignored: ", "yellow"), key))
 
 
 @registry_app.command("promote")
@@ -229,7 +230,7 @@ def predict(
                 )
             )
         else:
-            console.print(f"{p.image}: [bold]{p.label}[/] {p.probability:.3f}")
+            console.print(Text.assemble(f"{p.image}: ", (p.label, "bold"), f" {p.probability:.3f}"))
 
 
 def export(

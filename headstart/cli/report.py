@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from headstart.cli.options import ParamsOpt, SetOpt, settings
+from headstart.cli.output import text_console
 
-console = Console()
+console = text_console()
 
 
 def report(

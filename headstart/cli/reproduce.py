@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from headstart.cli.options import ParamsOpt, SetOpt, settings
+from headstart.cli.output import text_console
 from headstart.ground.errors import ExportMismatch
 
-console = Console()
+console = text_console()
 
 
 class NotReproduced(ExportMismatch):

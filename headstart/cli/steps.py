@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from headstart.cli.output import print_decision
+from headstart.cli.output import print_decision, text_console
 from headstart.cli.progress import progress_bars
 
-console = Console()
+console = text_console()
 
 
 def _describe(name: str, result: Any) -> None:
