@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from headstart.ground.errors import DataError, HeadstartError
 from headstart.ground.params import params_from_dict
 from headstart.ground.run_folder import LINEAGE, METRICS, RunFolder
 from headstart.library.evaluation.reproduction import compare_rebuild, environment_differences
+from headstart.library.lineage import DVC_DIR_MD5
 from headstart.library.models.classical import CLASSIFIER_FILE
 from headstart.library.models.model_config import CONFIG_FILE, WEIGHTS_FILE
 from headstart.library.registry.registry import Registry
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 REPRODUCTION = "reproduction.json"
 CONFIG_WITHOUT_LINEAGE = "config.json (lineage left out)"
 MODEL_FILES = (WEIGHTS_FILE, CLASSIFIER_FILE)
-DVC_DIR_MD5 = re.compile(r"[0-9a-f]{32}\.dir")  # what `dvc add` of a folder records
 RESERVED = frozenset({".dvc", ".dvcignore", "run", "feature-store", "params.yaml", REPRODUCTION})  # the rebuild's own
 # What a lineage record needs to be replayed, and what each entry is (versions registered before this existed
 # lack some: they are named, never guessed).

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
 from headstart.ground.params import Params
 
+DVC_DIR_MD5 = re.compile(r"[0-9a-f]{32}\.dir")  # what `dvc add` of a folder records
+GIT_COMMIT = re.compile(r"[0-9a-f]{7,64}(-dirty)?")  # what git_commit records
 PACKAGES = (
     "headstart", "torch", "torchvision", "timm", "albumentations", "scikit-learn", "prefect", "dvc",
     "numpy", "scipy", "pillow", "opencv-python-headless", "safetensors", "skops",  # they decide a model's bits too
@@ -118,7 +121,25 @@ def read_lineage(path: Path) -> dict:
         raise DataError(
             f"{path}: no lineage here (no data_md5); give a version's lineage.json or a model's config.json"
         )
+    check_lineage_shape(record, str(path))
     return record
+
+
+def check_lineage_shape(record: dict, where: str) -> None:
+    """DataError naming the field unless the fields a pull or a rebuild acts on have the shape this code writes:
+    data md5s as DVC writes them, a commit as a hex id, a dataset name as text (a lineage file is input: it may
+    come from anywhere, and a commit is printed as a command to run)."""
+    from headstart.ground.errors import DataError
+
+    for key in ("data_md5", "test_data_md5"):
+        value = record.get(key)
+        if value is not None and not (isinstance(value, str) and DVC_DIR_MD5.fullmatch(value)):
+            raise DataError(f"{where}: {key} is not a DVC directory md5 (it holds {str(value)[:80]!r})")
+    commit = record.get("workspace_commit")
+    if commit is not None and not (isinstance(commit, str) and GIT_COMMIT.fullmatch(commit)):
+        raise DataError(f"{where}: workspace_commit is not a git commit id (it holds {str(commit)[:80]!r})")
+    if record.get("dataset") is not None and not isinstance(record["dataset"], str):
+        raise DataError(f"{where}: dataset is not a name")
 
 
 def data_versions(lineage: dict) -> dict[str, str]:
