@@ -174,3 +174,19 @@ def test_the_store_holds_bytes_only() -> None:
 
     with pytest.raises(TypeError, match="holds bytes"):
         _VectorDisk("/nonexistent").store({"a": 1}, False)
+
+
+def test_entries_of_the_wrong_width_are_damaged_even_with_a_valid_checksum(tiny_split, tmp_path, caplog) -> None:
+    from headstart.library.training.feature_store import _encode
+
+    _, split = tiny_split(12, 5, 1)
+    store = tmp_path / "store"
+    first = train(split, params(store), RunFolder(tmp_path / "r1"), {})
+    with _store_db(store) as db:  # every entry: 10 floats, correctly checksummed (a foreign or edited store)
+        rows = db.execute("SELECT rowid FROM Cache").fetchall()
+        narrow = _encode(np.arange(10, dtype=np.float32))
+        db.executemany("UPDATE Cache SET value = ? WHERE rowid = ?", [(narrow, rowid) for (rowid,) in rows])
+    with caplog.at_level("WARNING"):
+        again = train(split, params(store), RunFolder(tmp_path / "r2"), {})
+    assert "entries are not 1280 wide (damaged); extracting them again" in caplog.text
+    assert again.features_extracted == len(first_rows(split)) and again.history == first.history

@@ -65,6 +65,14 @@ def extract(
     return torch.cat(chunks).numpy()
 
 
+def feature_width(model: nn.Module, extractor: Extractor) -> int:
+    """How many numbers ``extractor`` gives per image (one forward pass of a blank image)."""
+    size = extractor.pre.input_size
+    with torch.inference_mode():
+        blank = torch.zeros(1, 3, size, size).contiguous(memory_format=torch.channels_last)
+        return int(pooled_features(model.eval(), blank, extractor.stages, extractor.pool).shape[1])
+
+
 @contextmanager
 def _exact_fp32() -> Iterator[None]:
     """TF32 off and cuDNN's algorithm choice fixed for the extraction: with TF32, GPU matmuls and convolutions
@@ -121,6 +129,13 @@ def features_for(
     shas = table["sha256"].tolist()
     extractor = replace(extractor, device=resolve_accelerator(device, "fp32").device.type)
     found = store.lookup(extractor, shas) if store is not None else {}
+    if found:  # an entry with a valid checksum but another width is damaged too (a foreign or edited store)
+        width = feature_width(model, extractor)
+        wrong = {sha for sha, vector in found.items() if vector.shape != (width,)}
+        if wrong:
+            log.warning("feature store %s: %d entries are not %d wide (damaged); extracting them again",
+                        store.directory, len(wrong), width)  # fmt: skip
+            found = {sha: vector for sha, vector in found.items() if sha not in wrong}
     missing = table[~table["sha256"].isin(found)].drop_duplicates("sha256")
     start = time.perf_counter()
     if len(missing):
