@@ -23,7 +23,16 @@ from headstart.ground.errors import ConfigError, HeadstartError
 from headstart.ground.paths import inside
 from tasks.pipeline import PIPELINE, get_step
 from tasks.publish import final_summary
-from tasks.sweep import Trial, best_trial, load_sweep, run_trial, save_sweep, trial_params, validation_rows
+from tasks.sweep import (
+    MAX_TRIALS,
+    Trial,
+    best_trial,
+    load_sweep,
+    run_trial,
+    save_sweep,
+    trial_params,
+    validation_rows,
+)
 
 
 def task_runner(cluster: str):
@@ -80,6 +89,7 @@ def sweep(
     run_dir: str | None = None,
     cluster: str = "local:1",
     allow_class_change: bool = False,
+    max_trials: int = MAX_TRIALS,
 ) -> dict | State:
     """Run every trial of ``sweep_path`` (``--set`` overrides apply to all), choose the best on the validation
     split, and take it through evaluate → gate → register → promote; returns the chosen run's summary with a
@@ -94,7 +104,7 @@ def sweep(
     try:
         inside(Path.cwd(), sweep_path, "sweep_path")
         params = load_run_params(params_path, overrides, run_dir)
-        trials = load_sweep(Path(sweep_path))
+        trials = load_sweep(Path(sweep_path), max_trials)
         by_trial = {t.name: trial_params(Path(params_path), overrides or [], t) for t in trials}  # all checked first
         ctx = new_context(params, run_dir)
         logger.info("sweep of %d trials on %s in %s", len(trials), cluster, ctx.run.root)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import shutil
 import socket
@@ -62,14 +63,27 @@ class Trial:
         return [f"{key}={json.dumps(value)}" for key, value in self.overrides.items()]
 
 
-def load_sweep(path: Path) -> list[Trial]:
+MAX_TRIALS = 256  # a sweep's default cap: more trials than a day of this machine's training
+MAX_SPEC_BYTES = 64_000  # a SWEEP.yaml is a short list of choices
+MAX_VALUE_CHARS = 2_000  # one value of one key, as JSON (an augmentation pipeline fits)
+
+
+def load_sweep(path: Path, max_trials: int = MAX_TRIALS) -> list[Trial]:
     """The trials of a SWEEP.yaml: ``grid`` (key → list of values: their product) and/or ``trials`` (a list of
     key → value mappings); with both, every listed trial is crossed with the grid. Keys are dotted params keys
-    of the ``model``, ``train`` or ``augment`` sections."""
+    of the ``model``, ``train`` or ``augment`` sections. Bounded before anything is expanded: the file's size, no
+    YAML aliases (a few bytes of nested aliases expand to gigabytes), at most ``max_trials`` trials, each value
+    at most :data:`MAX_VALUE_CHARS` long."""
     try:
-        spec = read_yaml(path.read_text())
+        text = path.read_text()
+        if len(text.encode()) > MAX_SPEC_BYTES:
+            raise ConfigError(f"{path}: {len(text.encode())} bytes; a sweep file holds at most {MAX_SPEC_BYTES}")
+        _refuse_aliases(text, path)
+        spec = read_yaml(text)
     except FileNotFoundError:
         raise ConfigError(f"{path}: sweep file not found") from None
+    except ConfigError:
+        raise
     except Exception as exc:  # ruamel raises several YAML error types
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(spec, dict) or not spec or set(spec) - {"grid", "trials"}:
@@ -79,6 +93,12 @@ def load_sweep(path: Path) -> list[Trial]:
         raise ConfigError(f"{path}: `grid` maps each params key to a non-empty list of values")
     if not isinstance(listed, list) or any(not isinstance(t, dict) for t in listed):
         raise ConfigError(f"{path}: `trials` is a list of mappings (params key → value)")
+    count = len(listed) * math.prod(len(values) for values in grid.values())  # counted, not expanded
+    if count > max_trials:
+        raise ConfigError(f"{path}: {count} trials; a sweep runs at most {max_trials} (--max-trials)")
+    values = [*(v for t in listed for v in t.values()), *(v for vs in grid.values() for v in vs)]
+    if too_long := next((v for v in values if len(json.dumps(v, default=str)) > MAX_VALUE_CHARS), None):
+        raise ConfigError(f"{path}: a value is over {MAX_VALUE_CHARS} characters ({json.dumps(too_long)[:60]}...)")
     points = [
         {**fixed, **dict(zip(grid, values, strict=True))}
         for fixed in listed
@@ -95,6 +115,15 @@ def load_sweep(path: Path) -> list[Trial]:
 
 def _keys(spec: Any) -> str:
     return ", ".join(map(str, spec)) if isinstance(spec, dict) and spec else type(spec).__name__
+
+
+def _refuse_aliases(text: str, path: Path) -> None:
+    """A ConfigError when the YAML uses an alias (``*name``): parsed as events, nothing is built."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.events import AliasEvent
+
+    if any(isinstance(event, AliasEvent) for event in YAML(typ="safe", pure=True).parse(text)):
+        raise ConfigError(f"{path}: YAML aliases (*name) are not allowed in a sweep file; write each value out")
 
 
 def trial_params(params_path: Path, overrides: list[str], trial: Trial) -> Params:

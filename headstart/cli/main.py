@@ -223,6 +223,7 @@ def sweep(
     run_dir: Annotated[Path | None, typer.Option(help="The sweep's folder (default runs/<time>-<id>).")] = None,
     summary_json: Annotated[Path | None, typer.Option(help="Also write the chosen run's summary here.")] = None,
     allow_class_change: AllowClassChangeOpt = False,
+    max_trials: Annotated[int, typer.Option(min=1, help="Refuse a sweep of more trials than this.")] = 256,
 ) -> None:
     """Train every trial of SWEEP_FILE on a Dask cluster, each scored on the validation split; the best goes
     through evaluate → gate → register → promote like any run. `--set` applies to every trial."""
@@ -241,6 +242,7 @@ def sweep(
         run_dir=str(run_dir) if run_dir else None,
         cluster=cluster,
         allow_class_change=allow_class_change,
+        max_trials=max_trials,
         return_state=True,
     )
     if state.is_failed():

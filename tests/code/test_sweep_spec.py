@@ -96,3 +96,23 @@ def test_cluster_forms() -> None:
     cores = os.cpu_count() or 1
     assert worker_threads("local:1") == cores and worker_threads(f"local:{cores * 2}") == 1  # never zero
     assert worker_threads("tcp://h:1") is None  # a remote worker keeps its own default
+
+
+def test_a_sweep_spec_is_bounded_before_anything_is_expanded(tmp_path: Path) -> None:
+    """Issue 27, item 8: 576 bytes of nested aliases spent 73 s and then MemoryError; an 8 × 30 grid (6.6e11
+    trials) ran out of memory inside load_sweep. Both are refused by counting, not by expanding."""
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(12)
+    ) + "grid: {train.lr: *m}\n"  # fmt: skip
+    with pytest.raises(ConfigError, match="YAML aliases"):
+        load_sweep(sweep_file(tmp_path, bomb))
+    huge_grid = "grid:\n" + "".join(f"  train.k{i}: [{', '.join(str(v) for v in range(30))}]\n" for i in range(8))
+    with pytest.raises(ConfigError, match="656100000000 trials; a sweep runs at most 256"):
+        load_sweep(sweep_file(tmp_path, huge_grid))
+    with pytest.raises(ConfigError, match="12 trials; a sweep runs at most 10"):
+        load_sweep(sweep_file(tmp_path, "grid: {train.lr: [1, 2, 3, 4], train.epochs: [1, 2, 3]}"), max_trials=10)
+    with pytest.raises(ConfigError, match="a value is over 2000 characters"):
+        load_sweep(sweep_file(tmp_path, f"trials: [{{model.backbone: {'x' * 3000}}}]"))
+    with pytest.raises(ConfigError, match="a sweep file holds at most 64000"):
+        load_sweep(sweep_file(tmp_path, "# " + "x" * 70_000 + "\ngrid: {train.lr: [1]}"))
