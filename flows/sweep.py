@@ -9,6 +9,7 @@ record every trial.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from tasks.sweep import (
     MAX_TRIALS,
     Trial,
     best_trial,
-    load_sweep,
+    parse_sweep,
     run_trial,
     save_sweep,
     trial_params,
@@ -90,6 +91,7 @@ def sweep(
     cluster: str = "local:1",
     allow_class_change: bool = False,
     max_trials: int = MAX_TRIALS,
+    sweep_text: str | None = None,
 ) -> dict | State:
     """Run every trial of ``sweep_path`` (``--set`` overrides apply to all), choose the best on the validation
     split, and take it through evaluate → gate → register → promote; returns the chosen run's summary with a
@@ -102,9 +104,13 @@ def sweep(
     log_project_at_info()
     logger = get_run_logger()
     try:
-        inside(Path.cwd(), sweep_path, "sweep_path")
+        if sweep_text is None:  # a deployment's parameter: a file inside the workspace only
+            inside(Path.cwd(), sweep_path, "sweep_path")
+            sweep_text = Path(sweep_path).read_text() if Path(sweep_path).is_file() else None
+        if sweep_text is None:
+            raise ConfigError(f"{sweep_path}: sweep file not found")
         params = load_run_params(params_path, overrides, run_dir)
-        trials = load_sweep(Path(sweep_path), max_trials)
+        trials = parse_sweep(sweep_text, sweep_path, max_trials)
         by_trial = {t.name: trial_params(Path(params_path), overrides or [], t) for t in trials}  # all checked first
         ctx = new_context(params, run_dir)
         logger.info("sweep of %d trials on %s in %s", len(trials), cluster, ctx.run.root)
@@ -116,7 +122,8 @@ def sweep(
         }
         rows = _collect(trials, futures)
         done = [row for row in rows if "error" not in row]
-        record = {"sweep": sweep_path, "cluster": cluster, "overrides": overrides or [], "trials": rows}
+        spec = {"spec": sweep_text, "spec_sha256": hashlib.sha256(sweep_text.encode()).hexdigest()}
+        record = {"sweep": sweep_path, **spec, "cluster": cluster, "overrides": overrides or [], "trials": rows}
         if not done:
             save_sweep(ctx.run.root, record)
             raise HeadstartError(f"every trial failed; see {ctx.run.root / 'sweep.json'}")

@@ -69,19 +69,25 @@ MAX_VALUE_CHARS = 2_000  # one value of one key, as JSON (an augmentation pipeli
 
 
 def load_sweep(path: Path, max_trials: int = MAX_TRIALS) -> list[Trial]:
+    """The trials of the SWEEP.yaml at ``path`` (see :func:`parse_sweep`)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: sweep file not found") from None
+    return parse_sweep(text, str(path), max_trials)
+
+
+def parse_sweep(text: str, path: str, max_trials: int = MAX_TRIALS) -> list[Trial]:
     """The trials of a SWEEP.yaml: ``grid`` (key → list of values: their product) and/or ``trials`` (a list of
     key → value mappings); with both, every listed trial is crossed with the grid. Keys are dotted params keys
     of the ``model``, ``train`` or ``augment`` sections. Bounded before anything is expanded: the file's size, no
     YAML aliases (a few bytes of nested aliases expand to gigabytes), at most ``max_trials`` trials, each value
     at most :data:`MAX_VALUE_CHARS` long."""
     try:
-        text = path.read_text()
         if len(text.encode()) > MAX_SPEC_BYTES:
             raise ConfigError(f"{path}: {len(text.encode())} bytes; a sweep file holds at most {MAX_SPEC_BYTES}")
         _refuse_aliases(text, path)
         spec = read_yaml(text)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: sweep file not found") from None
     except ConfigError:
         raise
     except Exception as exc:  # ruamel raises several YAML error types
@@ -117,7 +123,7 @@ def _keys(spec: Any) -> str:
     return ", ".join(map(str, spec)) if isinstance(spec, dict) and spec else type(spec).__name__
 
 
-def _refuse_aliases(text: str, path: Path) -> None:
+def _refuse_aliases(text: str, path: str) -> None:
     """A ConfigError when the YAML uses an alias (``*name``): parsed as events, nothing is built."""
     from ruamel.yaml import YAML
     from ruamel.yaml.events import AliasEvent
@@ -142,7 +148,13 @@ def run_trial(params: Params, sweep_root: Path, trial: Trial, flow_run_id: str |
     after a lost worker shows it; a rerun resumes the trial's checkpoint, and a trial already scored (a sweep run
     again in the same folder) is not trained again: its model may be the one a gate judged."""
     run = RunFolder(sweep_root / trial.name)
-    recorded = _read(run.root / TRIAL_RECORD).get("result")
+    earlier = _read(run.root / TRIAL_RECORD)
+    if earlier and earlier.get("overrides") != trial.overrides:
+        raise ConfigError(
+            f"{run.root}: {trial.name} in this folder was trained with {earlier.get('overrides')}, not "
+            f"{trial.overrides} (the sweep file changed); give the sweep a new --run-dir"
+        )
+    recorded = earlier.get("result")
     if recorded is not None and (run.model / "config.json").is_file():
         return recorded
     if threads:

@@ -22,7 +22,7 @@ from headstart.cli.report import report
 from headstart.cli.reproduce import reproduce
 from headstart.cli.steps import step
 from headstart.ground.environment import apply_quiet_environment, log_project_at_info
-from headstart.ground.errors import ExportMismatch, HeadstartError, RunFailed, ValidationFailed
+from headstart.ground.errors import ConfigError, ExportMismatch, HeadstartError, RunFailed, ValidationFailed
 
 app = typer.Typer(help="Keep image classifiers fresh by transfer learning.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets under DVC.", no_args_is_help=True)
@@ -235,8 +235,13 @@ def sweep(
     sigterm_as_ctrl_c()  # a stopped sweep stops its temporary Prefect server and Dask workers too
     share_temporary_api()  # one for the Dask workers too, which would each start their own
     runner = task_runner(cluster)
+    try:  # read here: a file the user names may be anywhere; the flow records its text and digest
+        sweep_text = sweep_file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{sweep_file}: cannot read the sweep file ({exc.strerror})") from None
     state = sweep_flow.with_options(task_runner=runner)(
         sweep_path=str(sweep_file),
+        sweep_text=sweep_text,
         params_path=str(params),
         overrides=list(set_ or []),
         run_dir=str(run_dir) if run_dir else None,

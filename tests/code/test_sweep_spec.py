@@ -116,3 +116,19 @@ def test_a_sweep_spec_is_bounded_before_anything_is_expanded(tmp_path: Path) -> 
         load_sweep(sweep_file(tmp_path, f"trials: [{{model.backbone: {'x' * 3000}}}]"))
     with pytest.raises(ConfigError, match="a sweep file holds at most 64000"):
         load_sweep(sweep_file(tmp_path, "# " + "x" * 70_000 + "\ngrid: {train.lr: [1]}"))
+
+
+def test_a_trial_folder_of_other_overrides_is_never_reused(tmp_path: Path) -> None:
+    """Issue 27, item 11: a sweep rerun in the same --run-dir reused `trial-NN` by number without checking that
+    it was trained with the same overrides (the sweep file changed between the runs)."""
+    import json
+
+    from headstart.ground.params import Params
+    from tasks.sweep import Trial, run_trial
+
+    folder = tmp_path / "sweep" / "trial-00"
+    folder.mkdir(parents=True)
+    earlier = {"trial": "trial-00", "overrides": {"train.lr": 0.1}, "attempts": [], "result": {"val_accuracy": 0.9}}
+    (folder / "trial.json").write_text(json.dumps(earlier))
+    with pytest.raises(ConfigError, match="trial-00 in this folder was trained with"):
+        run_trial(Params(), tmp_path / "sweep", Trial(0, {"train.lr": 0.2}), None, None)
