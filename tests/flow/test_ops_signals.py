@@ -181,7 +181,8 @@ def test_each_decision_and_failed_run_is_posted_and_metrics_match_the_registry(
 
 
 def test_an_overview_that_cannot_be_read_costs_only_the_overview(prefect_server: str, tmp_path: Path) -> None:
-    """The publish step against a registry holding a manifest that is not JSON (the overview reads every one): the
+    """The publish step against a registry whose champion history is damaged (an alias entry that is not JSON: the
+    overview refuses to show a history it cannot trust; a damaged manifest alone is skipped and named now): the
     step fails, but the final summary is on disk, the decision event is on the server and the run's page is
     published."""
     import uuid
@@ -192,6 +193,7 @@ def test_an_overview_that_cannot_be_read_costs_only_the_overview(prefect_server:
     from headstart.ground.params import Params
     from headstart.ground.run_folder import RunFolder
     from headstart.library.evaluation.gate import Decision, RuleResult
+    from headstart.library.registry.registry import RegistryError
     from headstart.library.reports.dashboard import Dashboard, artifact_key
     from tasks.pipeline import steps_by_name
     from tasks.publish import decision_event_id
@@ -201,7 +203,7 @@ def test_an_overview_that_cannot_be_read_costs_only_the_overview(prefect_server:
 
     model, version = f"unreadable-{uuid.uuid4().hex[:8]}", "20260101T000000000000Z-cafebabe"
     registry = tmp_path / "registry"
-    bad = registry / model / "versions" / "20260101T000000000000Z-deadbeef" / "MANIFEST.json"
+    bad = registry / model / "aliases" / "champion" / "00000001.json"
     bad.parent.mkdir(parents=True)
     bad.write_text("{not json")
     params = Params.model_validate({"registry": {"uri": f"file://{registry}", "model_name": model}})
@@ -215,7 +217,7 @@ def test_an_overview_that_cannot_be_read_costs_only_the_overview(prefect_server:
     results = {"report": RunReport(summary, [page]), "gate": decision, "promote": None}
     ctx = StepContext(params, run, steps_by_name(), results=results)
 
-    with pytest.raises(ValueError):  # the overview's failure, raised after everything else was attempted
+    with pytest.raises(RegistryError, match="champion history is damaged"):  # raised after everything else
         publish(ctx)
     assert json.loads(run.summary.read_text())["promoted"] is False
     query = {"filter": {"id": {"id": [str(decision_event_id(model, version))]}}, "limit": 5}
