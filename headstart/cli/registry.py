@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from headstart.cli.options import ParamsOpt, SetOpt, settings
-from headstart.cli.output import text_console
+from headstart.cli.output import print_decision, text_console
 from headstart.ground.run_folder import MODEL_CARD
 
 registry_app = typer.Typer(help="The model registry: versions and the champion alias.", no_args_is_help=True)
@@ -104,7 +104,7 @@ def show(
         typer.echo(json.dumps(shown, indent=2))
         return
     console.print_json(json.dumps(shown["manifest"]))
-    console.print(Decision.from_dict(shown["decision"]).to_markdown())
+    print_decision(Decision.from_dict(shown["decision"]).to_dict())  # a table in the terminal, not Markdown
     for record in shown["reproductions"]:
         console.print(f"reproduced on {record['at']}: {record['verdict']} ({record.get('mode')})")
     if "history" in shown:

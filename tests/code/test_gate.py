@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
+from headstart.ground.markdown_text import plain
 from headstart.ground.params import GateParams
 from headstart.library.evaluation.confidence import macro_f1_batched, paired_difference
 from headstart.library.evaluation.gate import ScoreReport, decide, mcnemar_p
@@ -112,7 +113,8 @@ def test_decision_is_always_explicit(champion) -> None:
     decision = decide(report(0.9), report(0.8) if champion else None, GateParams(), champion)
     table = decision.to_markdown()
     assert table.startswith(f"**Decision: {decision.verdict}**")
-    assert all(f"| {r.rule} | {r.value} | {r.threshold} | {r.verdict} |" in table for r in decision.rules)
+    cells = [[plain(c) for c in (r.rule, r.value, r.threshold, r.verdict)] for r in decision.rules]  # text, escaped
+    assert all(f"| {' | '.join(row)} |" in table for row in cells)
     assert type(decision).from_dict(decision.to_dict()) == decision
 
 

@@ -11,6 +11,7 @@ from typing import Literal
 
 import numpy as np
 
+from headstart.ground.markdown_text import plain
 from headstart.ground.params import GateParams
 from headstart.library.evaluation.confidence import paired_difference
 
@@ -72,14 +73,15 @@ class Decision:
 
     def to_markdown(self) -> str:
         """The rule table, as printed and stored."""
-        against = f"champion {self.champion}" if self.champion else "no champion"
+        against = f"champion {plain(self.champion)}" if self.champion else "no champion"
         lines = [
             f"**Decision: {self.verdict}** (against {against})",
             "",
             "| rule | value | threshold | verdict |",
             "| --- | --- | --- | --- |",
         ]
-        lines += [f"| {r.rule} | {r.value} | {r.threshold} | {r.verdict} |" for r in self.rules]
+        lines += ["| " + " | ".join(plain(c) for c in (r.rule, r.value, r.threshold, r.verdict)) + " |"
+                  for r in self.rules]  # fmt: skip
         return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from headstart.ground.markdown_text import plain
 from headstart.library.evaluation.gate import Decision
 from headstart.library.evaluation.transfer import transfer_markdown
 
@@ -10,14 +11,14 @@ def render_model_card(config: dict, metrics: dict, decision: Decision, version: 
     """Markdown: what the model is, how it scored, what it was trained on, and the gate's decision."""
     lineage = config.get("lineage", {})
     per_class = "\n".join(
-        f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+        f"| {plain(name)} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
         for name, m in metrics.get("per_class", {}).items()
     )
     packages = ", ".join(f"{k} {v}" for k, v in lineage.get("packages", {}).items())
     code = f"headstart `{lineage.get('headstart_version')}`, commit `{lineage.get('code_commit')}`"
     return f"""# Model card: {config["backbone"]} ({config["scenario"]}){f" — {version}" if version else ""}
 
-- **Task:** image classification into {len(config["classes"])} classes: {", ".join(config["classes"])}
+- **Task:** image classification into {len(config["classes"])} classes: {", ".join(map(plain, config["classes"]))}
 - **Backbone:** `{config["backbone"]}`, head {config["head"]}, {config["freeze_stages"]} frozen stage(s),
   BatchNorm statistics {config["bn"]}{f", classifier `{config['classifier']}`" if config.get("classifier") else ""}
 - **Input:** {config["preprocessing"]["input_size"]} px, mean {config["preprocessing"]["mean"]}, std
@@ -59,5 +60,5 @@ def reproduction_markdown(records: list[dict]) -> str:
         cells = [str(record.get("at")), str(record.get("verdict")), compared,
                  *("—" if d is None else f"{d:+.4f}" for d in deltas),
                  ", ".join(record.get("why_not_bitwise") or []) or "none"]  # fmt: skip
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        lines.append("| " + " | ".join(plain(cell) for cell in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -10,10 +10,10 @@ from __future__ import annotations
 import html
 import json
 import logging
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from headstart.ground.markdown_text import plain
 from headstart.ground.run_folder import DECISION, HEALTH
 from headstart.library.registry.registry import Registry, RegistryError
 from headstart.library.registry.reproductions import latest_outcome
@@ -107,17 +107,6 @@ def _number(value: object) -> float | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise TypeError(f"{value!r} is not a number")
     return value
-
-
-MARKDOWN_SPECIAL = set("\\`*_{}[]()!|~")  # . - + # only act at a line's start, never inside a cell
-LINE_BREAKS = re.compile(r"[\r\n\v\f\x85\u2028\u2029]")  # CommonMark ends a line at \r too: a space each
-
-
-def plain(text: str) -> str:
-    """``text`` as literal Markdown text: ``<``, ``>``, ``&`` as entities (the Prefect UI renders raw HTML), then
-    Markdown punctuation backslash-escaped (no links, images, emphasis or table cells from a name or reason)."""
-    escaped = html.escape(LINE_BREAKS.sub(" ", text), quote=False)
-    return "".join("\\" + c if c in MARKDOWN_SPECIAL else c for c in escaped)
 
 
 def _cell(value: object) -> str:
