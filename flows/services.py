@@ -3,6 +3,7 @@ prefect.yaml and the workers — and stopping all of it again."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -96,6 +97,23 @@ class Services:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+            # the leader is gone; its children (a worker's run, a server's workers) may still be exiting
+            while _group_alive(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _group_alive(process.pid):
+                with contextlib.suppress(ProcessLookupError):  # gone since the check
+                    os.killpg(process.pid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group is left (signal 0 checks without sending)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def wait_healthy(api_url: str, timeout: float = 90.0) -> None:
