@@ -19,7 +19,7 @@ from headstart.ground.errors import ConfigError, DataError, HeadstartError, RunT
 from headstart.ground.params import Params, load_params
 from headstart.ground.paths import inside
 from headstart.ground.run_folder import RunFolder, run_folder_for
-from headstart.library.registry.registry import PromotionConflict
+from headstart.library.registry.errors import PromotionConflict
 from tasks.pipeline import PIPELINE, read_back, steps_by_name
 from tasks.publish import final_summary
 from tasks.step import Step, StepContext

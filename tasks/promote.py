@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import logging
 
-from headstart.library.registry.registry import AliasRecord, PromotionConflict, open_registry
+from headstart.library.registry.errors import PromotionConflict
+from headstart.library.registry.registry import AliasRecord, open_registry
 from tasks import gate
 from tasks.step import StepContext
 

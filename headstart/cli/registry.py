@@ -126,7 +126,7 @@ def promote(
     force: Annotated[bool, typer.Option(help="Promote even though its gate decision was FAIL.")] = False,
 ) -> None:
     """Make a version champion by hand (refused for a FAIL decision unless --force; recorded either way)."""
-    from headstart.library.registry.registry import RegistryError
+    from headstart.library.registry.errors import RegistryError
 
     registry = _registry(params, set_)
     verdict = registry.manifest(version).get("decision")

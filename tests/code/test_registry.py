@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from headstart.library.registry.errors import PromotionConflict, RegistryError
 from headstart.library.registry.pulling import PULL_MARKER
-from headstart.library.registry.registry import PromotionConflict, Registry, RegistryError
+from headstart.library.registry.registry import Registry
 from headstart.library.storage.backends import S3Storage, StorageError, make_s3_client
 from tests.support.versions import FILES
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from headstart.library.registry.errors import PromotionConflict, RegistryError
 from headstart.library.registry.pulling import PULL_MARKER
-from headstart.library.registry.registry import PromotionConflict, Registry, RegistryError
+from headstart.library.registry.registry import Registry
 from headstart.library.storage.backends import LocalStorage, ObjectExists, S3Storage
 from tests.support.versions import FILES
 

@@ -193,7 +193,7 @@ def test_an_overview_that_cannot_be_read_costs_only_the_overview(prefect_server:
     from headstart.ground.params import Params
     from headstart.ground.run_folder import RunFolder
     from headstart.library.evaluation.gate import Decision, RuleResult
-    from headstart.library.registry.registry import RegistryError
+    from headstart.library.registry.errors import RegistryError
     from headstart.library.reports.dashboard import Dashboard, artifact_key
     from tasks.pipeline import steps_by_name
     from tasks.publish import decision_event_id

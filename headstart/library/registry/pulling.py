@@ -17,12 +17,25 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from headstart.library.registry.errors import RegistryError
 from headstart.library.storage.backends import current_umask, fsync_dir
 
-if TYPE_CHECKING:
-    from headstart.library.registry.registry import Registry
+
+class VerifiedVersions(Protocol):
+    """What pulling needs of a registry: its model name and a version's verified manifest and files."""
+
+    model: str
+
+    def verified_manifest(self, version: str) -> tuple[dict, str]:
+        """The manifest, verified, and its sha256."""
+        ...
+
+    def fetch(self, version: str) -> tuple[dict, str, dict[str, bytes]]:
+        """The verified manifest, its sha256 and every file's bytes, each checked against it."""
+        ...
+
 
 PULL_MARKER = ".headstart-pull.json"  # hidden: the model folder's own files are the manifest's
 
@@ -36,15 +49,13 @@ def _marker(dest: Path) -> dict | None:
     return marker if isinstance(marker, dict) and isinstance(marker.get("sizes"), dict) else None
 
 
-def _is_pull_of(dest: Path, registry: Registry, version: str) -> bool:
+def _is_pull_of(dest: Path, registry: VerifiedVersions, version: str) -> bool:
     marker = _marker(dest)
     return marker is not None and (marker.get("model"), marker.get("version")) == (registry.model, version)
 
 
-def _reverify(registry: Registry, version: str, dest: Path, full_check: bool) -> None:
+def _reverify(registry: VerifiedVersions, version: str, dest: Path, full_check: bool) -> None:
     """An earlier pull of ``version`` at ``dest`` still matches the registry's manifest, file by file."""
-    from headstart.library.registry.registry import RegistryError
-
     manifest, digest = registry.verified_manifest(version)
     marker = _marker(dest) or {}
     present = sorted(p.name for p in dest.iterdir() if p.name != PULL_MARKER)
@@ -66,10 +77,8 @@ def _reverify(registry: Registry, version: str, dest: Path, full_check: bool) ->
         )
 
 
-def pull_version(registry: Registry, version: str, dest: Path, full_check: bool = True) -> Path:
+def pull_version(registry: VerifiedVersions, version: str, dest: Path, full_check: bool = True) -> Path:
     """``dest`` holding exactly the verified files of ``version`` (pulled now, or re-verified from before)."""
-    from headstart.library.registry.registry import RegistryError
-
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         if not _is_pull_of(dest, registry, version):
             raise RegistryError(

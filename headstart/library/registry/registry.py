@@ -22,23 +22,17 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from headstart.ground.errors import ConfigError, HeadstartError
+from headstart.ground.errors import ConfigError
 from headstart.ground.params import RegistryParams
 from headstart.ground.run_folder import DECISION
+from headstart.library.registry.errors import DamagedManifest, PromotionConflict, RegistryError
+from headstart.library.registry.pulling import pull_version
 from headstart.library.registry.signing import SIGNATURE, sign, signed_by
 from headstart.library.storage.backends import ObjectExists, ObjectNotFound, Storage, open_storage
 
 log = logging.getLogger(__name__)
 MANIFEST = "MANIFEST.json"
 CHAMPION = "champion"
-
-
-class RegistryError(HeadstartError):
-    """A registry operation was refused (unknown version, failed verification, no champion)."""
-
-
-class DamagedManifest(RegistryError):
-    """A version's MANIFEST.json cannot be read as a manifest (truncated, not JSON, wrong shape): debris."""
 
 
 @dataclass
@@ -48,10 +42,6 @@ class VersionScan:
     verified: list[dict] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # version -> the reason, as verified_manifest says it
     damaged: set[str] = field(default_factory=set)  # of those refused: manifests that are not manifests at all
-
-
-class PromotionConflict(RegistryError):
-    """Another promotion took the same alias sequence number first; nothing was changed by this one."""
 
 
 @dataclass(frozen=True)
@@ -261,8 +251,6 @@ class Registry:
 
     def pull(self, ref: str, dest: Path, full_check: bool = True) -> Path:
         """Download a version into ``dest`` (see :func:`headstart.library.registry.pulling.pull_version`)."""
-        from headstart.library.registry.pulling import pull_version
-
         return pull_version(self, self.resolve(ref), dest, full_check)
 
     # champion alias ---------------------------------------------------------------------------------------

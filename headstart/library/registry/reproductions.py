@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 
-from headstart.library.registry.registry import VERSION_ID, Registry, RegistryError, new_version_id
+from headstart.library.registry.errors import RegistryError
+from headstart.library.registry.registry import VERSION_ID, Registry, new_version_id
 from headstart.library.registry.signing import SIGNATURE, sign, signed_by
 
 log = logging.getLogger(__name__)

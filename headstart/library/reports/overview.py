@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 
 from headstart.ground.markdown_text import plain
 from headstart.ground.run_folder import DECISION, HEALTH
-from headstart.library.registry.registry import Registry, RegistryError
+from headstart.library.registry.errors import RegistryError
+from headstart.library.registry.registry import Registry
 from headstart.library.registry.reproductions import latest_outcome
 from headstart.library.reports.charts import health_trend_png, markdown_image, overview_png
 from headstart.library.reports.dashboard import Dashboard, artifact_key
