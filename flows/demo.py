@@ -46,21 +46,11 @@ FULL = DemoPlan(200, 300, 100)
 def apply_trims(workspace: Path, trims: dict[str, Any]) -> None:
     """Write ``trims`` into the workspace's params.yaml (its comments kept) and commit it, so the deployments'
     runs train with them and the record says so."""
-    from ruamel.yaml import YAML
+    from headstart.library.data.workspace import set_params_keys
 
     if not trims:
         return
-    yaml = YAML()  # round-trip: the shipped comments stay beside each key
-    path = workspace / "params.yaml"
-    doc = yaml.load(path.read_text())
-    for dotted, value in trims.items():
-        *sections, key = dotted.split(".")
-        node = doc
-        for section in sections:
-            node = node[section]
-        node[key] = value
-    with path.open("w") as out:
-        yaml.dump(doc, out)
+    set_params_keys(workspace, trims)
     commit(workspace, "demo: quick settings (" + ", ".join(f"{k}={v}" for k, v in trims.items()) + ")", ["params.yaml"])
 
 

@@ -1,4 +1,4 @@
-"""``headstart registry``: list, show, promote, roll back, pull and push model versions."""
+"""``headstart registry``: list, show, promote, roll back, pull, push and collect model versions."""
 
 from __future__ import annotations
 
@@ -14,27 +14,26 @@ from headstart.cli.options import ParamsOpt, SetOpt, settings
 from headstart.cli.output import print_decision, text_console
 from headstart.ground.run_folder import MODEL_CARD
 
-registry_app = typer.Typer(help="The model registry: versions and the champion alias.", no_args_is_help=True)
 console = text_console()
 VerifyOpt = Annotated[
     bool, typer.Option("--verify", help="Re-hash every cached file (sizes and the manifest digest are always checked).")
 ]
 
 
-def _registry(params: Path, overrides: list[str] | None):
+def open_registry_of(params: Path, overrides: list[str] | None):
+    """The registry the params (with ``--set``) name."""
     from headstart.library.registry.registry import open_registry
 
     return open_registry(settings(params, overrides).registry)
 
 
-@registry_app.command("ls")
 def ls(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Complete versions, oldest first: id, created, data md5, metrics, decision, champion, manifest sha256."""
-    registry = _registry(params, set_)
+    registry = open_registry_of(params, set_)
     champion = registry.champion()
     scan = registry.scan_versions()
     rows = [
@@ -71,7 +70,6 @@ def ls(
     console.print(table)
 
 
-@registry_app.command("show")
 def show(
     ref: Annotated[str, typer.Argument(help="A version id, or 'champion'.")],
     params: ParamsOpt = Path("params.yaml"),
@@ -87,7 +85,7 @@ def show(
     from headstart.library.registry.reproductions import reproductions
     from headstart.library.reports.model_card import reproduction_markdown
 
-    registry = _registry(params, set_)
+    registry = open_registry_of(params, set_)
     version = registry.resolve(ref)
     if card:
         written = registry.read_file(version, MODEL_CARD)  # verified against the manifest
@@ -118,7 +116,6 @@ def show(
             console.print(Text.assemble(("not an alias entry, ignored: ", "yellow"), key))
 
 
-@registry_app.command("promote")
 def promote(
     version: Annotated[str, typer.Argument(help="The version to make champion.")],
     params: ParamsOpt = Path("params.yaml"),
@@ -128,7 +125,7 @@ def promote(
     """Make a version champion by hand (refused for a FAIL decision unless --force; recorded either way)."""
     from headstart.library.registry.errors import RegistryError
 
-    registry = _registry(params, set_)
+    registry = open_registry_of(params, set_)
     verdict = registry.manifest(version).get("decision")
     if verdict != "PASS" and not force:
         raise RegistryError(f"{version}: its gate decision was {verdict}; pass --force to promote it anyway")
@@ -137,18 +134,16 @@ def promote(
     console.print(f"champion #{record.seq}: {record.version}")
 
 
-@registry_app.command("rollback")
 def rollback(
     to: Annotated[str | None, typer.Option("--to", help="Version to restore (default: the previous champion).")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
     """Restore an earlier champion, as a new entry in the alias history."""
-    record = _registry(params, set_).rollback(to)
+    record = open_registry_of(params, set_).rollback(to)
     console.print(f"champion #{record.seq}: {record.version} ({record.reason})")
 
 
-@registry_app.command("pull")
 def pull(
     ref: Annotated[str, typer.Argument(help="A version id, or 'champion'.")],
     dest: Annotated[Path, typer.Argument(help="Folder to write the verified files to.")],
@@ -156,12 +151,11 @@ def pull(
     set_: SetOpt = None,
 ) -> None:
     """Download a version, every file verified against its manifest (a mismatch is refused, naming the file)."""
-    registry = _registry(params, set_)
+    registry = open_registry_of(params, set_)
     version = registry.resolve(ref)
     console.print(f"{version} → {registry.pull(version, dest)}")
 
 
-@registry_app.command("push")
 def push(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder (model, metrics, gate decision).")],
     params: ParamsOpt = Path("params.yaml"),
@@ -180,7 +174,6 @@ def push(
     console.print(f"registered {version} (decision {verdict}){hint}")
 
 
-@registry_app.command("gc")
 def gc(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -204,56 +197,3 @@ def gc(
         console.print(f"kept {version}: {why}", style="dim")
     if not (plan.versions or plan.incomplete):
         console.print("nothing to remove")
-
-
-def predict(
-    images: Annotated[list[Path], typer.Argument(help="Images, or folders (searched recursively, hidden skipped).")],
-    model: Annotated[str, typer.Option("--model", help="'champion' or a version id.")] = "champion",
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
-    verify: VerifyOpt = False,
-) -> None:
-    """Class and probability per image, from a registered model (any scenario), pulled and verified first."""
-    from headstart.ground.errors import DataError
-    from headstart.library.predict import expand_images, predict_images, pull_predictor
-
-    version, predictor = pull_predictor(_registry(params, set_), model, verify=verify)
-    found = expand_images(images)
-    if not found:
-        raise DataError(f"no images in {', '.join(map(str, images))} (folders are searched for image files)")
-    for p in predict_images(predictor, found):
-        if as_json:
-            typer.echo(
-                json.dumps(
-                    {"image": p.image, "label": p.label, "probability": round(p.probability, 4), "version": version}
-                )
-            )
-        else:
-            console.print(Text.assemble(f"{p.image}: ", (p.label, "bold"), f" {p.probability:.3f}"))
-
-
-def export(
-    version: Annotated[str, typer.Argument(help="'champion' or a version id.")],
-    dest: Annotated[Path, typer.Argument(help="The .onnx file to write.")],
-    fmt: Annotated[str, typer.Option("--format", help="Only onnx for now.")] = "onnx",
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-    tolerance: Annotated[float, typer.Option(help="Largest absolute difference from torch accepted.")] = 1e-3,
-    verify: VerifyOpt = False,
-) -> None:
-    """Export the torch part of a registered model to ONNX (dynamic batch); DEST appears only once onnxruntime
-    matched torch (exit 1 and nothing written otherwise)."""
-    from headstart.ground.errors import ConfigError
-    from headstart.library.models.export import export_onnx
-    from headstart.library.predict import pull_predictor
-
-    if fmt != "onnx":
-        raise ConfigError(f"--format {fmt}: only onnx is supported")
-    resolved, predictor = pull_predictor(_registry(params, set_), version, verify=verify)
-    report = export_onnx(predictor, dest, tolerance=tolerance)
-    extra = "; classifier.skops stays beside it (features scenario)" if predictor.classifier is not None else ""
-    console.print(
-        f"{resolved} → {report.path}: onnxruntime matches torch to {report.max_abs_diff:.1e} on a batch "
-        f"of {report.checked_batch}{extra}"
-    )

@@ -82,3 +82,33 @@ def init_workspace(root: Path, params_template: Path | None = None, remote: str 
         ensure_default_remote(root)
     commit(root, "headstart workspace", [".dvc", ".dvcignore", ".gitignore", "params.yaml"])
     return root
+
+
+def set_params_keys(workspace: Path, values: dict[str, object]) -> None:
+    """Write dotted keys (``data.dir``) into the workspace's params.yaml in place, its comments kept, and check the
+    result is valid params before it replaces the file."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    from headstart.ground.params import load_params
+
+    yaml = YAML()  # round-trip: the shipped comments stay beside each key
+    path = workspace / "params.yaml"
+    doc = yaml.load(path.read_text())
+    for dotted, value in values.items():
+        *sections, key = dotted.split(".")
+        node = doc
+        for section in sections:
+            node = node[section]
+        node[key] = value
+    text = io.StringIO()
+    yaml.dump(doc, text)
+    staged = path.with_name(".params.yaml.partial")
+    staged.write_text(text.getvalue())
+    try:
+        load_params(staged)  # a value the params refuse is named now, and params.yaml stays as it was
+    except Exception:
+        staged.unlink()
+        raise
+    staged.replace(path)

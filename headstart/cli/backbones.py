@@ -1,0 +1,64 @@
+"""``headstart backbones``: the presets (family, smallest input, where their weights come from) and ``backbones
+verify`` (ImageNet top-5 on photos, to check that weights loaded right)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from headstart.cli.output import text_console
+
+console = text_console()
+
+
+def list_presets(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per preset.")] = False,
+) -> None:
+    """List the presets: family, smallest input, weight sources, and whether weights are offline here."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from headstart.library.models.presets import list_presets
+
+    rows = [
+        {
+            "name": p.name,
+            "family": p.family,
+            "min_input_size": p.min_input_size,
+            "weights": p.weight_sources(),
+            "offline_weights": p.offline_weights(),
+        }
+        for p in list_presets()
+    ]
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    table = Table("preset", "family", "min px", "weight sources", "offline weights here")
+    for row in rows:
+        offline = row["offline_weights"] or "-"
+        table.add_row(row["name"], row["family"], str(row["min_input_size"]), ", ".join(row["weights"]), offline)
+    console.print(table)
+    console.print("model.backbone also takes any other timm name; model.weights: package:NAME, file:PATH, hub, none")
+
+
+def verify(
+    name: Annotated[str, typer.Argument(help="timm model name, e.g. tf_efficientnet_lite0.")],
+    images: Annotated[list[Path], typer.Argument(help="Photos to classify.")],
+    weights: Annotated[str, typer.Option("--weights", help="package:NAME, file:PATH, hub or none.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
+) -> None:
+    """ImageNet top-5 (index, label, probability) per image, to check that weights loaded correctly."""
+    from headstart.library.models.verify import imagenet_top5
+
+    for image, top5 in zip(images, imagenet_top5(name, weights, images), strict=True):
+        if as_json:
+            typer.echo(json.dumps({"image": str(image), "top5": [list(t) for t in top5]}))
+        else:
+            console.print(str(image), style="bold")
+            for index, label, prob in top5:
+                console.print(f"  {index:4d}  {prob:6.3f}  {label}")
