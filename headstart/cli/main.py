@@ -4,19 +4,38 @@ their own (thin typer functions over the flows, the steps in ``tasks/`` and the 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.text import Text
+from typer.core import TyperGroup
 
 from headstart.cli import backbones, data, models, ops, pipeline, registry, workspace
 from headstart.cli.output import text_console
 from headstart.ground.environment import apply_quiet_environment, log_project_at_info
 from headstart.ground.errors import ExportMismatch, HeadstartError, RunFailed, ValidationFailed
 
-app = typer.Typer(help="Keep image classifiers fresh by transfer learning.", no_args_is_help=True)
+
+class HeadstartCommands(TyperGroup):
+    """The top-level group: a HeadstartError becomes one clear message on stderr and an exit status (1: a check
+    failed, 2: refused or could not run), never a traceback; the same under CliRunner as in a terminal."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (ValidationFailed, RunFailed, ExportMismatch) as exc:
+            text_console(stderr=True).print(str(exc), style="red", soft_wrap=True)  # copyable: no line breaks added
+            raise typer.Exit(1) from None
+        except HeadstartError as exc:
+            text_console(stderr=True).print(Text.assemble(("error:", "red"), f" {exc}"), soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    help="Keep image classifiers fresh by transfer learning.", no_args_is_help=True, cls=HeadstartCommands
+)
 
 # Workspace: make one (with your own images), or watch the whole life cycle on Fashion-MNIST.
 app.command("init")(workspace.init)
@@ -63,8 +82,6 @@ app.command("serve")(ops.serve)
 app.command("watch")(ops.watch)
 app.command("report")(ops.report)
 
-err_console = text_console(stderr=True)
-
 
 def _print_version(value: bool) -> None:
     if value:
@@ -98,12 +115,5 @@ def _use_workspace_api_auth() -> None:
 
 
 def main() -> None:
-    """Console entry point: HeadstartErrors become one clear message, never a traceback."""
-    try:
-        app()
-    except (ValidationFailed, RunFailed, ExportMismatch) as exc:
-        err_console.print(str(exc), style="red")
-        sys.exit(1)
-    except HeadstartError as exc:
-        err_console.print(Text.assemble(("error:", "red"), f" {exc}"))
-        sys.exit(2)
+    """Console entry point (``headstart``)."""
+    app()

@@ -66,11 +66,15 @@ class _Section(BaseModel):
 
 
 class DataParams(_Section):
+    """The dataset a run trains on and the fixed set it is tested on (folders of the workspace, under DVC)."""
+
     dir: str = "data/fashion-mnist"
     test_dir: str | None = "data/fashion-mnist-test"
 
 
 class ValidateParams(_Section):
+    """What the validate step accepts: image modes, sizes, files and classes (Great Expectations suite)."""
+
     allowed_modes: list[str] = Field(
         default_factory=lambda: ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr", "I;16", "I;16B", "I;16L", "I"]
     )
@@ -93,6 +97,8 @@ class ValidateParams(_Section):
 
 
 class SplitParams(_Section):
+    """How images are assigned to train, validation and test: by content hash, so a new version moves none."""
+
     seed: int = 42
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
@@ -105,12 +111,16 @@ class SplitParams(_Section):
 
 
 class HeadParams(_Section):
+    """The new head on the pretrained backbone: pooling, dropout and extra hidden layers."""
+
     pool: Literal["avg", "max", "avgmax", "catavgmax"] = "avg"
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     hidden: list[int] = Field(default_factory=list)
 
 
 class ModelParams(_Section):
+    """The pretrained backbone (any timm name), its weights, and the input sizes it sees."""
+
     backbone: str = "tf_efficientnet_lite0"
     weights: str = "package:efficientnet-lite0"
     input_size: int | None = Field(64, ge=16)  # what fine-tuning sees; null: the backbone's pretrained size
@@ -129,6 +139,8 @@ class DistributedParams(_Section):
 
 
 class TrainParams(_Section):
+    """The training scenario (features, finetune, hybrid, or auto by data size) and its recipe."""
+
     scenario: Literal["auto", "features", "finetune", "hybrid"] = "auto"
     # auto: `features` when the smallest class has fewer training images than this, else `auto_large`
     auto_features_below: int = Field(100, ge=1)
@@ -165,7 +177,7 @@ class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when torch sees a GPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU
     compile: bool = False  # torch.compile the model for training (pays off on long GPU runs)
-    deterministic: bool = False  # torch's deterministic algorithms (CUDA: cuBLAS/cuDNN); README "Reproducible runs"
+    deterministic: bool = False  # torch's deterministic algorithms (CUDA: cuBLAS/cuDNN)
     distributed: DistributedParams = DistributedParams()
 
     @model_validator(mode="after")
@@ -201,6 +213,8 @@ class TrainParams(_Section):
 
 
 class EvaluateParams(_Section):
+    """Scoring on the test set, and the pretrained-versus-scratch transfer report."""
+
     batch_size: int = Field(64, ge=1)
     transfer_report: bool = True  # the same head on pretrained vs randomly initialised backbone features
 
@@ -241,6 +255,8 @@ class GateParams(_Section):
 
 
 class RegistryParams(_Section):
+    """Where versions are registered (a folder or S3), the model's name, signing, and what gc keeps."""
+
     uri: str = "file://registry"  # file://PATH (relative to the workspace) or s3://bucket/prefix
     model_name: str = Field("fashion-mnist", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     signing_key_env: str | None = None  # an environment variable holding the HMAC key; null: unsigned
@@ -269,7 +285,11 @@ class Params(_Section):
     data: DataParams = DataParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     split: SplitParams = SplitParams()
-    augment: dict[str, Any] = Field(default_factory=lambda: json.loads(json.dumps(DEFAULT_AUGMENT)))
+    augment: dict[str, Any] = Field(
+        default_factory=lambda: json.loads(json.dumps(DEFAULT_AUGMENT)),
+        description="The training augmentations in albumentations' own serialised form (A.to_dict / A.from_dict); "
+        "resize, normalisation and tensor conversion are appended in code from the backbone's data config.",
+    )
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     health: HealthParams = HealthParams()

@@ -69,8 +69,8 @@ def test_remote_urls_are_checked_before_anything_is_created(tmp_path: Path) -> N
     }
     for url, problem in refused.items():
         result = runner.invoke(app, ["init", str(tmp_path / "ws"), "--remote", url])
-        assert result.exit_code != 0 and problem in str(result.exception), (url, result.exception)
-        assert "secret" not in str(result.exception)  # a key pasted into the URL is not echoed back
+        assert result.exit_code != 0 and problem in result.output, (url, result.output)
+        assert "secret" not in result.output  # a key pasted into the URL is not echoed back
         assert not (tmp_path / "ws").exists()
 
 
@@ -129,7 +129,7 @@ def test_s3_remote_pushes_commits_no_secret_and_a_clone_pulls_the_lineage_versio
     ok(["data", "remote", url])
     assert url in ok(["data", "remote"])
     at_head = runner.invoke(app, ["data", "pull", "--lineage", str(tmp_path / "lineage.json")])
-    assert at_head.exit_code != 0 and f"git checkout {v1_commit}" in str(at_head.exception)
+    assert at_head.exit_code != 0 and f"git checkout {v1_commit}" in at_head.output
     assert not (clone / "data" / "pets").exists()
 
     git(clone, "checkout", "-q", v1_commit)
@@ -150,7 +150,7 @@ def test_rerunning_init_with_a_remote_replaces_it_in_config_local_only(workspace
     assert (workspace / ".dvc" / "config").read_text() == committed
     assert git(workspace, "status", "--porcelain") == ""
     refused = runner.invoke(app, ["data", "remote", "ftp://host/x"])
-    assert refused.exit_code != 0 and "unsupported scheme 'ftp:'" in str(refused.exception)
+    assert refused.exit_code != 0 and "unsupported scheme 'ftp:'" in refused.output
     assert configured_remote(workspace) == "s3://other-bucket/datasets"
     ok(["data", "remote", str(workspace.parent / "remote")])  # and back to the local folder
     assert configured_remote(workspace) == str(workspace.parent / "remote")

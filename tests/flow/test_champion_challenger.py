@@ -96,7 +96,7 @@ def test_first_run_promoted_second_judged_against_champion(workspace, prefect_se
         Bucket=bucket, Key=f"registry/fashion-mnist/versions/{expected_champion}/model.safetensors", Body=b"tampered"
     )
     refused = runner.invoke(app, ["registry", "pull", "champion", "pulled-again"])
-    assert refused.exit_code != 0 and "model.safetensors: sha256 does not match" in str(refused.exception)
+    assert refused.exit_code != 0 and "model.safetensors: sha256 does not match" in refused.output
     assert not Path("pulled-again").exists()
 
     assert_dashboards(second, earlier_run=first["run_id"])
