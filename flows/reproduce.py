@@ -227,9 +227,12 @@ def rebuild(scratch: Path, folders: dict[str, str], params: dict, remote: str) -
     try:
         scratch.mkdir(parents=True, exist_ok=True)
         if any(scratch.iterdir()):
-            raise DataError(f"{scratch}: not empty; reproduce rebuilds in a folder of its own (give a new --out)")
+            raise DataError(
+                f"{scratch}: not empty; reproduce rebuilds in a folder of its own: "
+                "`headstart reproduce VERSION --out NEW_FOLDER`"
+            )
     except (NotADirectoryError, FileExistsError):
-        raise DataError(f"{scratch}: not a folder; give --out a new folder") from None
+        raise DataError(f"{scratch}: not a folder; `headstart reproduce VERSION --out NEW_FOLDER`") from None
     checkout_versions(scratch, folders, remote)
     (scratch / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     import torch

@@ -82,8 +82,10 @@ def load_run_params(
             inside(workspace, folder, what)
     if params.data.test_dir is not None and not Path(params.data.test_dir).is_dir():
         raise DataError(
-            f"{params.data.test_dir}: the fixed test set (data.test_dir) was not found; pass --test-data DIR, "
-            f"or --set data.test_dir=null to draw the test split from {params.data.dir} by content hash"
+            f"{params.data.test_dir}: the fixed test set (data.test_dir in params.yaml) was not found; set "
+            "data.test_dir to the test set's folder (`headstart data import folder SRC --name NAME` imports one), or "
+            f"to null to draw the test split from {params.data.dir} by content hash; for one run: "
+            "`headstart run --test-data DIR` or `headstart run --set data.test_dir=null`"
         )
     return params
 

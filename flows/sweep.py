@@ -49,7 +49,10 @@ def task_runner(cluster: str):
         return DaskTaskRunner(address=cluster)
     kind, _, count = cluster.partition(":")
     if kind != "local" or not count.isdigit() or int(count) < 1:
-        raise ConfigError(f"--cluster {cluster!r}: give local:N (N worker processes here) or tcp://HOST:PORT")
+        raise ConfigError(
+            f"cluster {cluster!r}: give local:N (N worker processes here) or tcp://HOST:PORT, as in "
+            "`headstart sweep SWEEP.yaml --cluster local:2`"
+        )
     workers = {"n_workers": int(count), "threads_per_worker": 1, "processes": True}
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",

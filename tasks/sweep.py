@@ -101,7 +101,10 @@ def parse_sweep(text: str, path: str, max_trials: int = MAX_TRIALS) -> list[Tria
         raise ConfigError(f"{path}: `trials` is a list of mappings (params key → value)")
     count = len(listed) * math.prod(len(values) for values in grid.values())  # counted, not expanded
     if count > max_trials:
-        raise ConfigError(f"{path}: {count} trials; a sweep runs at most {max_trials} (--max-trials)")
+        raise ConfigError(
+            f"{path}: {count} trials; a sweep runs at most {max_trials} "
+            "(`headstart sweep SWEEP.yaml --max-trials N` raises the limit)"
+        )
     values = [*(v for t in listed for v in t.values()), *(v for vs in grid.values() for v in vs)]
     if too_long := next((v for v in values if len(json.dumps(v, default=str)) > MAX_VALUE_CHARS), None):
         raise ConfigError(f"{path}: a value is over {MAX_VALUE_CHARS} characters ({json.dumps(too_long)[:60]}...)")
@@ -114,7 +117,8 @@ def parse_sweep(text: str, path: str, max_trials: int = MAX_TRIALS) -> list[Tria
         if not isinstance(key, str) or key.split(".")[0] not in TRIAL_SECTIONS:
             raise ConfigError(
                 f"{path}: a trial may set {', '.join(TRIAL_SECTIONS)} keys, not {key!r} (every trial is judged on "
-                "the same data; change data, split or health settings with --set for the whole sweep)"
+                "the same data; change data, split or health settings for the whole sweep: "
+                "`headstart sweep SWEEP.yaml --set KEY=VALUE`)"
             )
     return [Trial(number, point) for number, point in enumerate(points)]
 
@@ -152,7 +156,8 @@ def run_trial(params: Params, sweep_root: Path, trial: Trial, flow_run_id: str |
     if earlier and earlier.get("overrides") != trial.overrides:
         raise ConfigError(
             f"{run.root}: {trial.name} in this folder was trained with {earlier.get('overrides')}, not "
-            f"{trial.overrides} (the sweep file changed); give the sweep a new --run-dir"
+            f"{trial.overrides} (the sweep file changed); give the sweep a new folder: "
+            "`headstart sweep SWEEP.yaml --run-dir NEW_FOLDER`"
         )
     recorded = earlier.get("result")
     if recorded is not None and (run.model / "config.json").is_file():

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.text import Text
 from typer.core import TyperGroup
@@ -22,7 +21,7 @@ class HeadstartCommands(TyperGroup):
     """The top-level group: a HeadstartError becomes one clear message on stderr and an exit status (1: a check
     failed, 2: refused or could not run), never a traceback; the same under CliRunner as in a terminal."""
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: typer.Context) -> object:
         try:
             return super().invoke(ctx)
         except (ValidationFailed, RunFailed, ExportMismatch) as exc:

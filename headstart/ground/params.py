@@ -332,13 +332,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``a.b.c=value`` into its key path and a YAML-parsed value."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. `headstart run --set train.epochs=3`")
     from ruamel.yaml import YAMLError
 
     try:
         value = read_yaml(raw) if raw.strip() else None
     except YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from None
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from None
     return key.strip().split("."), value
 
 
@@ -387,7 +387,10 @@ def load_params(path: Path | str = "params.yaml", overrides: list[str] | None = 
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: params file not found; pass --params FILE or run from the project root")
+        raise ConfigError(
+            f"{path}: params file not found; run from the workspace's root (`headstart init DIR` makes one) or "
+            "name the file: `headstart run --params FILE`"
+        )
     try:
         raw = read_yaml(path.read_text()) or {}
     except YAMLError as exc:

@@ -239,7 +239,7 @@ def test_classes_named_like_missing_values_survive_to_the_model(
     args = ["run", "--data", "data/odd", *[a for s in sets for a in ("--set", s)]]
     no_test_set = runner.invoke(app, args)  # the shipped data.test_dir does not exist in this workspace
     assert no_test_set.exit_code != 0
-    assert "--test-data DIR, or --set data.test_dir=null" in no_test_set.output, no_test_set.output
+    assert "`headstart run --set data.test_dir=null`" in no_test_set.output, no_test_set.output
     result = runner.invoke(app, [*args, "--set", "data.test_dir=null", "--run-dir", "runs/odd"])
     assert result.exit_code == 0, result.output
     # no model name was set: named after the dataset, said first, never registered as the shipped fashion-mnist

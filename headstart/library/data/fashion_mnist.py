@@ -104,7 +104,7 @@ def choose_indices(labels: np.ndarray, per_class: int, seed: int) -> dict[int, n
     for label in range(len(CLASS_NAMES)):
         of_label = order[labels[order] == label]
         if per_class > len(of_label):
-            raise DataError(f"--per-class {per_class}: only {len(of_label)} images of class {label} exist")
+            raise DataError(f"{per_class} images per class: only {len(of_label)} images of class {label} exist")
         chosen[label] = np.sort(of_label[:per_class])
     return chosen
 

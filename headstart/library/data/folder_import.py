@@ -50,11 +50,17 @@ def copy_image_tree(src: Path, dest: Path, replace: bool = False) -> ImportRepor
         raise DataError(f"{src}: not a folder; expected one sub-folder of images per class")
     real_src, real_dest = src.resolve(), dest.resolve()
     if real_dest.is_relative_to(real_src):
-        raise DataError(f"{dest}: is inside the source {src}; choose another --name or --data-root")
+        raise DataError(
+            f"{dest}: is inside the source {src}; choose another name or data folder: "
+            f"`headstart data import folder {src} --name NAME --data-root FOLDER`"
+        )
     if real_src.is_relative_to(real_dest):
         raise DataError(f"{src}: is inside {dest}, which the import would replace; copy it elsewhere first")
     if dest.exists() and not replace:
-        raise DataError(f"{dest}: the dataset exists; pass --replace to import over it (kept until the copy is whole)")
+        raise DataError(
+            f"{dest}: the dataset exists; import a new version over it (the old one is kept until the copy is whole): "
+            f"`headstart data import folder {src} --name {dest.name} --replace`"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _import_lock(dest):
         staging_name = re.compile(rf"^\.{re.escape(dest.name)}{STAGING_MARK}[0-9a-f]{{8}}$")

@@ -46,7 +46,9 @@ def find_repo_root(start: Path) -> Path:
     try:
         return Path(Repo.find_root(str(start)))
     except NotDvcRepoError:
-        raise DataError(f"{start}: not inside a DVC repository; run `git init && dvc init` there first") from None
+        raise DataError(
+            f"{start}: not inside a workspace (a DVC repository); make one with `headstart init DIR`"
+        ) from None
 
 
 def check_remote_url(url: str) -> str:
@@ -227,7 +229,8 @@ def checkout_versions(root: Path, folders: dict[str, str], remote: str) -> list[
         except Exception as exc:  # DVC raises many unrelated types; which version failed is what matters
             raise DataError(
                 f"data version {md5} ({folder}) could not be pulled from DVC remote {remote}: {exc}. Push it from "
-                "a workspace that has it (`dvc push`), or point --remote at the remote that holds it"
+                "a workspace that has it (`dvc push`), or name the remote that holds it (`headstart data remote URL`; "
+                "`headstart reproduce VERSION --remote URL`)"
             ) from None
         pulled.append(TrackedData(path=target, dvc_file=dvc_file, md5=md5, remote=remote))
     return pulled

@@ -73,7 +73,7 @@ def init_workspace(root: Path, params_template: Path | None = None, remote: str 
         elif params_template is None:  # an installed package without the commented file: the same defaults
             (root / "params.yaml").write_text(yaml.safe_dump(Params().as_dict(), sort_keys=False))
         else:
-            raise ToolError(f"{template}: params template not found; pass --params-template FILE")
+            raise ToolError(f"{template}: params template not found; `headstart init DIR --params-template FILE`")
     if not (root / ".gitignore").exists():
         (root / ".gitignore").write_text(WORKSPACE_GITIGNORE)
     if remote is not None:
