@@ -12,13 +12,13 @@ HS := $(CURDIR)/$(BIN)/headstart
 # Rich tables (decision, registry) at a readable width when make is not on a terminal.
 export COLUMNS ?= 120
 
-.PHONY: install demo demo-full test test-quick lint clean-demo
+.PHONY: install demo demo-full test test-quick lint docs clean-demo
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: Headstart needs Python 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# Exactly the lock, every wheel checked against its hash (README, "The lock file"); pip itself is pinned there too.
+	# Exactly the lock, every wheel checked against its hash (docs/architecture.md, "The lock file"); pip itself is pinned there too.
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
 	# The project on top: its dependencies are all in the lock, and it builds with the lock's setuptools.
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
@@ -59,6 +59,13 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/mkdocs build --strict --quiet  # a broken link or anchor in docs/ fails
+
+# The reference pages generated from the code (tests/code/test_docs.py fails while they are stale), then the site.
+docs: install
+	$(BIN)/typer headstart.cli.main utils docs --name headstart --title "Command reference" --output docs/cli.md
+	$(BIN)/python -m headstart.ground.params_reference > docs/params.md
+	$(BIN)/mkdocs build --strict
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -33,7 +33,7 @@ from headstart.library.training.scenarios import train
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["model.input_size=64", "train.num_workers=0", "train.epochs=8"]
 RECIPES: dict[str, list[str]] = {
-    # the features scenario as shipped before issue 16: 64 px features, fitted on the train rows only, C = 1
+    # the features scenario as first shipped: 64 px features, fitted on the train rows only, C = 1
     "probe-64": [
         "train.scenario=features", "model.features_input_size=64", "train.features_fit=train", "train.classifier_c=1.0",
     ],

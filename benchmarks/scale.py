@@ -2,7 +2,7 @@
 fine-tune epoch on Fashion-MNIST at 1k, 10k and 60k images (60k: the whole official training file).
 
 Each step runs as its own process (``headstart step NAME``, as ``dvc repro`` runs it), so its wall time and
-its peak resident memory (``wait4``'s ``ru_maxrss``) are its own. Figures, never asserted; goals (issue 15):
+its peak resident memory (``wait4``'s ``ru_maxrss``) are its own. Figures, never asserted; goals:
 every step's time at 60k within 7x its time at 10k, memory flat in the number of images (features excepted),
 validation >= 3,000 images/s.
 

@@ -51,12 +51,12 @@ def _annotation(annotation: Any) -> str:
     origin, args = get_origin(annotation), get_args(annotation)
     if annotation is type(None):
         return "null"
-    if origin is Literal:
-        return " | ".join(map(str, args))
+    if origin is Literal:  # no pipes: GitHub's tables split cells at a pipe even inside a code span
+        return " or ".join(map(str, args))
     if origin is Annotated:
         return " ".join([_annotation(args[0]), *_bounds(args[1:])])
     if origin in (Union, UnionType):
-        return " | ".join(_annotation(arg) for arg in args)
+        return " or ".join(_annotation(arg) for arg in args)
     if origin is not None:
         return f"{origin.__name__}[{', '.join(_annotation(arg) for arg in args)}]"
     return "any" if annotation is Any else annotation.__name__

@@ -16,7 +16,9 @@ PACKAGES = (
     "headstart", "torch", "torchvision", "timm", "albumentations", "scikit-learn", "prefect", "dvc",
     "numpy", "scipy", "pillow", "opencv-python-headless", "safetensors", "skops",  # they decide a model's bits too
 )  # fmt: skip
-LOCK_FILE = "requirements.lock"  # pip-compile's lock that `make install` installs (README, "The lock file")
+LOCK_FILE = (
+    "requirements.lock"  # pip-compile's lock that `make install` installs (docs/architecture.md, "The lock file")
+)
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout, when the code runs from one
 
 

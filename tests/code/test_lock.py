@@ -58,7 +58,9 @@ def compile_command(text: str) -> str:
 def test_every_requirement_of_pyproject_is_pinned_in_the_lock_at_a_version_it_allows():
     pins = lock_pins(LOCK.read_text())
     assert len(pins) > len(declared())  # the dependencies' dependencies are pinned too
-    assert disagreements(declared(), pins) == [], "pyproject.toml changed: refresh the lock (README, 'The lock file')"
+    assert disagreements(declared(), pins) == [], (
+        "pyproject.toml changed: refresh the lock (README, 'Changing dependencies')"
+    )
 
 
 def test_the_check_catches_a_requirement_left_out_or_pinned_outside_its_range():

@@ -1,5 +1,5 @@
 """Near-duplicate leakage: planted copies of test images are found whatever was done to them; clean Fashion-MNIST
-is flagged at the rate the README states; the split step drops, stops on or keeps leaks as told."""
+is flagged at the rate docs/data-health.md states; the split step drops, stops on or keeps leaks as told."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def fashion(fashion_idx_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_every_planted_copy_is_found_and_clean_images_rarely_are(fashion) -> None:
     """100 test images, each planted 5 ways among 8,500 clean training images; then 1,500 clean test images
-    against those 8,500 training images (the false-positive rate the README reports: 4.1 % measured)."""
+    against those 8,500 training images (the false-positive rate docs/data-health.md reports: 4.1 % measured)."""
     train, _, test = fashion
     rng = np.random.default_rng(0)
     pool_rows, test_rows = rng.choice(len(train), 8500, replace=False), rng.choice(len(test), 1500, replace=False)

@@ -1,5 +1,5 @@
 """Training placement: device, bf16 autocast and the errors for what this machine cannot do. The CUDA path itself
-runs only on a GPU machine (see the README's GPU section); here the same code runs on the CPU."""
+runs only on a GPU machine (see docs/scale-out.md, "Training on a GPU"); here the same code runs on the CPU."""
 
 from __future__ import annotations
 

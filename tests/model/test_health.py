@@ -45,9 +45,9 @@ def features_of(images: list[Image.Image], folder: Path, backbone) -> np.ndarray
 
 
 def test_flipped_labels_are_found_with_the_measured_precision_and_recall(fashion, backbone, tmp_path: Path) -> None:
-    """1,000 images (100 per class), 5 % of the labels flipped to another class. Measured (README): clean flag
-    rate 9.9 %, with the flips precision 0.24-0.31 and recall 0.82-0.92 over three seeds (the flagged set also
-    holds the genuinely ambiguous shirts and pullovers; a 100-per-class probe is 75 % accurate)."""
+    """1,000 images (100 per class), 5 % of the labels flipped to another class. Measured (docs/data-health.md):
+    clean flag rate 9.9 %, with the flips precision 0.24-0.31 and recall 0.82-0.92 over three seeds (the flagged set
+    also holds the genuinely ambiguous shirts and pullovers; a 100-per-class probe is 75 % accurate)."""
     images, labels = fashion
     rng = np.random.default_rng(0)
     rows = np.concatenate([rng.choice(np.flatnonzero(labels == c), 100, replace=False) for c in range(10)])

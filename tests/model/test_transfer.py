@@ -30,7 +30,7 @@ def test_the_pretrained_arm_is_the_model_itself_and_a_rerun_reads_both_arms_from
     assert report["fit_images"] == 120 and report["test_images"] == 50
     assert report["gain"] == report["pretrained_accuracy"] - report["random_init_accuracy"]
     # measured at 32 px, 12/class: 0.60 pretrained, 0.56 random (at such a size even random convolutions separate
-    # Fashion-MNIST; README "Transfer report" has the gap at 224 px); both arms well above chance (0.1)
+    # Fashion-MNIST; docs/training.md, "The transfer report", has the gap at 224 px); both arms well above chance (0.1)
     assert 0.3 < report["random_init_accuracy"] <= 1 and report["random_init_accuracy"] != accuracy, report
     volume = store.volume()
     assert transfer_report(trained.config, split, params, store) == report  # seeded random arm: reproducible

@@ -1,8 +1,9 @@
 """The params.yaml the suite's workspaces start from: the repository's, with frozen features at 64 px.
 
 The shipped default extracts frozen features at the backbone's pretrained size (224 px: the better probe, see
-README "Training recipes"), ~12x the work of 64 px; every flow test's health step would pay it on 2 cores. What
-the tests check does not depend on that size; the tests of the 224 px default are the benchmarks'."""
+docs/training.md, "The default, chosen by measurement"), ~12x the work of 64 px; every flow test's health step
+would pay it on 2 cores. What the tests check does not depend on that size; the tests of the 224 px default are
+the benchmarks'."""
 
 from __future__ import annotations
 

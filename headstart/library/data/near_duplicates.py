@@ -13,8 +13,9 @@ of 0.68). What does separate them is the correlation of small grayscale thumbnai
 3. a pair is a near duplicate when its best correlation reaches the threshold and so does that of the two images'
    gradient magnitudes (texture and seams, where distinct look-alike products differ most).
 
-Measured on Fashion-MNIST (README, "Data health"): 500 of 500 planted copies found among 8,500 training images;
-4.1 % of 1,500 clean test images flagged against them (Fashion-MNIST holds many near-identical products).
+Measured on Fashion-MNIST (docs/data-health.md, "Near duplicates"): 500 of 500 planted copies found among 8,500
+training images; 4.1 % of 1,500 clean test images flagged against them (Fashion-MNIST holds many near-identical
+products).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from torch import nn
 from headstart.ground.params import Params
 from headstart.library.training.linear_probe import fit_head
 
-# The probe's own settings (measured on Fashion-MNIST, README "Data health"), not the run's train.* ones.
+# The probe's own settings (measured on Fashion-MNIST, docs/data-health.md, "Label issues"), not the run's train.* ones.
 PROBE = Params(train={"head_epochs": 100, "head_lr": 0.003, "weight_decay": 0.02, "label_smoothing": 0.0})
 
 
@@ -41,7 +41,7 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, folds: i
     are capped by the smallest class, which must have two images).
 
     The head is fitted with :func:`fit_head` (full-batch AdamW, what the hybrid scenario's probe uses): on 8,000
-    images it took 3.5 s against 36 s for scikit-learn's LogisticRegression, flagging as well (README).
+    images it took 3.5 s against 36 s for scikit-learn's LogisticRegression, flagging as well (docs/data-health.md).
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -67,7 +67,7 @@ def find_label_issues(features: np.ndarray, labels: np.ndarray, folds: int = 5, 
 
     probabilities = out_of_fold_probabilities(features, labels, folds, seed)
     # "both" (noise-rate pruning and confident-learning agree) flagged fewer clean images at the same recall than
-    # cleanlab's default on Fashion-MNIST (README, "Data health")
+    # cleanlab's default on Fashion-MNIST (docs/data-health.md, "Label issues")
     ranked = cleanlab_issues(
         labels, probabilities, filter_by="both", return_indices_ranked_by="self_confidence", n_jobs=1
     )
