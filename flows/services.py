@@ -23,6 +23,7 @@ BIN = Path(sys.executable).parent
 POOLS = ("local", "gpu")
 AUTH_FILE = Path(".prefect") / "api-auth"  # in the workspace, 0600
 AUTH_ENV = "PREFECT_API_AUTH_STRING"  # what Prefect clients (workers, the prefect CLI, headstart) send
+API_URL_FILE = Path(".prefect") / "api-url"  # in the workspace, while its serve runs: where the API is
 
 
 def api_auth_string(workspace: Path) -> str:
@@ -59,6 +60,13 @@ def _read_auth_file(path: Path) -> str:
     return auth
 
 
+def workspace_api_url(workspace: Path) -> str | None:
+    """The API URL the workspace's running ``headstart serve`` recorded, if any (so that ``headstart watch`` in
+    another shell reaches it without an export)."""
+    path = workspace / API_URL_FILE
+    return (path.read_text().strip() or None) if path.is_file() else None
+
+
 def is_loopback(api_url: str) -> bool:
     """Whether the API is on this machine (the only place a workspace's own auth string is sent)."""
     from urllib.parse import urlparse
@@ -74,6 +82,16 @@ class Services:
     auth: str | None = None  # the API auth string (None: the API asks for none)
     processes: list[subprocess.Popen] = field(default_factory=list)
     automations: list[str] = field(default_factory=list)  # the notification automations created
+    recorded_at: Path | None = None  # the workspace's api-url file this serve wrote (removed when it stops)
+
+    def record_api_url(self, workspace: Path) -> None:
+        """Write where the API is into the workspace, for headstart commands run there while serve runs."""
+        path = workspace / API_URL_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(self.api_url + "\n")
+        os.replace(partial, path)
+        self.recorded_at = path
 
     def client_env(self) -> dict[str, str]:
         """The variables a Prefect client of these services needs."""
@@ -86,7 +104,9 @@ class Services:
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every started process group, then SIGKILL what is left after ``grace`` seconds (a worker may
-        ignore SIGTERM while a run is in flight)."""
+        ignore SIGTERM while a run is in flight); the recorded API URL goes first (the API is going away)."""
+        if self.recorded_at is not None and workspace_api_url(self.recorded_at.parents[1]) == self.api_url:
+            self.recorded_at.unlink(missing_ok=True)  # unless another serve has recorded its own since
         for process in reversed(self.processes):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -249,6 +269,7 @@ def start_services(workspace: Path, port: int, model_name: str, params: Params |
         for pool in ("local", "gpu") if cuda_available() else ("local",):
             worker = start_worker(services.api_url, pool, workspace, logs / f"worker-{pool}.log", services.auth)
             services.processes.append(worker)
+        services.record_api_url(workspace)
     except BaseException:
         services.stop()
         raise

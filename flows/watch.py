@@ -101,7 +101,8 @@ def watch(
 
     if not os.environ.get("PREFECT_API_URL"):
         raise ToolError(
-            "watch needs a Prefect server to send events to: start `headstart serve` and set PREFECT_API_URL"
+            "watch needs a Prefect server to send events to: start `headstart serve` in this workspace "
+            "(or set PREFECT_API_URL)"
         )
     params = load_params(workspace / params_path, overrides)
     registry = open_registry(params.registry)

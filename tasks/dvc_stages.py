@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
+from headstart.ground.params import load_params_or_defaults
 from headstart.ground.run_folder import RunFolder
 from tasks.pipeline import PIPELINE
 from tasks.step import Step
 
+if TYPE_CHECKING:
+    from headstart.library.data.own_dataset import OwnDataset
+
 DVC_RUN = Path("runs/dvc")
 CACHED_FOLDERS = {"model", "validate", "validate-test", "dashboard"}  # small JSON/CSV files stay out of the cache
+ENTRY_NEEDS_FOLDER = {"validate-test": "data.test_dir"}  # written only when params name that folder
 HEADER = """\
 # Rendered from the pipeline table (tasks/pipeline.py) by `headstart init` / tasks/dvc_stages.py: edit the table,
 # not this file. `dvc repro` reproduces a run into runs/dvc/ and is a no-op when nothing changed.
@@ -40,18 +46,26 @@ def _code_path(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
 
 
-def _stage(step: Step, root: Path) -> dict:
+def _folders_named(root: Path) -> set[str]:
+    """The data folder keys the workspace's params.yaml sets (``data.test_dir: null`` names none: a ``${...}`` of
+    null would make dvc.yaml unreadable to DVC, every ``dvc add`` included)."""
+    params = load_params_or_defaults(root / "params.yaml").as_dict()
+    return {f"data.{key}" for key, value in params["data"].items() if value is not None}
+
+
+def _stage(step: Step, root: Path, folders: set[str]) -> dict:
     run = RunFolder(DVC_RUN)
     entry = lambda name: run.entry(name).as_posix()  # noqa: E731
     stage: dict = {"cmd": f"headstart step {step.name} --params params.yaml --out {DVC_RUN.as_posix()}"}
+    present = lambda name: ENTRY_NEEDS_FOLDER.get(name, "data.dir") in folders  # noqa: E731
     stage["deps"] = (
-        [f"${{{key}}}" for key in step.data_params]
-        + [entry(name) for name in step.reads]
+        [f"${{{key}}}" for key in step.data_params if key in folders]
+        + [entry(name) for name in step.reads if present(name)]
         + [_code_path(path, root) for path in stage_code_files(step)]
     )
     if step.params:
         stage["params"] = list(step.params)
-    outs = [entry(n) if n in CACHED_FOLDERS else {entry(n): {"cache": False}} for n in step.writes]
+    outs = [entry(n) if n in CACHED_FOLDERS else {entry(n): {"cache": False}} for n in step.writes if present(n)]
     if outs:
         stage["outs"] = outs
     for kind in ("metrics", "plots"):
@@ -61,9 +75,11 @@ def _stage(step: Step, root: Path) -> dict:
 
 
 def render_dvc_yaml(root: Path) -> str:
-    """The text of ``dvc.yaml`` for a DVC repository at ``root`` running the installed (or checked-out) code."""
+    """The text of ``dvc.yaml`` for a DVC repository at ``root`` running the installed (or checked-out) code, its
+    data dependencies as its params.yaml names them (re-rendered when they change: ``headstart init DIR``)."""
     root = root.resolve()
-    stages = {step.name: _stage(step, root) for step in PIPELINE if step.in_dvc}
+    folders = _folders_named(root)
+    stages = {step.name: _stage(step, root, folders) for step in PIPELINE if step.in_dvc}
     run = RunFolder(DVC_RUN)
     curves, confusion = run.curves.as_posix(), run.confusion.as_posix()
     plots = [
@@ -92,6 +108,18 @@ def init_pipeline_workspace(root: Path, params_template: Path | None = None, rem
     write_dvc_yaml(root)
     commit(root, "headstart pipeline (dvc.yaml)", ["dvc.yaml"])
     return root
+
+
+def adopt_own_dataset(root: Path, data: Path, test_data: Path | None = None, name: str | None = None) -> OwnDataset:
+    """A user's image folder as the workspace's dataset (:func:`adopt_dataset`), with dvc.yaml re-rendered for the
+    folders params.yaml now names, all committed."""
+    from headstart.library.data.own_dataset import adopt_dataset
+    from headstart.library.data.workspace import commit
+
+    adopted = adopt_dataset(root, data, test_data, name)
+    write_dvc_yaml(root)
+    commit(root, f"data: {adopted.name} (headstart init --data)", [*adopted.files, "dvc.yaml"])
+    return adopted
 
 
 if __name__ == "__main__":  # python -m tasks.dvc_stages: re-render this repository's dvc.yaml after editing the table

@@ -43,13 +43,14 @@ def list_presets(
         offline = row["offline_weights"] or "-"
         table.add_row(row["name"], row["family"], str(row["min_input_size"]), ", ".join(row["weights"]), offline)
     console.print(table)
-    console.print("model.backbone also takes any other timm name; model.weights: package:NAME, file:PATH, hub, none")
+    sources = "package:NAME, file:PATH, s3://BUCKET/KEY, hub, none"
+    console.print(f"model.backbone also takes any other timm name; model.weights: {sources}")
 
 
 def verify(
     name: Annotated[str, typer.Argument(help="timm model name, e.g. tf_efficientnet_lite0.")],
     images: Annotated[list[Path], typer.Argument(help="Photos to classify.")],
-    weights: Annotated[str, typer.Option("--weights", help="package:NAME, file:PATH, hub or none.")],
+    weights: Annotated[str, typer.Option("--weights", help="package:NAME, file:PATH, s3://BUCKET/KEY, hub or none.")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
 ) -> None:
     """ImageNet top-5 (index, label, probability) per image, to check that weights loaded correctly."""

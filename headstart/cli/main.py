@@ -97,16 +97,19 @@ def _setup(
     ] = False,
 ) -> None:
     apply_quiet_environment()  # before albumentations, Prefect and DVC are imported
-    _use_workspace_api_auth()
+    _use_workspace_api()
     # Step progress (epochs, freezing) reaches the terminal and, through Prefect's extra loggers, the UI.
     log_project_at_info()
 
 
-def _use_workspace_api_auth() -> None:
-    """Inside a workspace whose ``headstart serve`` generated an API auth string, send it (unless one is set):
-    read before Prefect is imported, which reads its settings once."""
-    from flows.services import AUTH_ENV, is_loopback, workspace_auth_string
+def _use_workspace_api() -> None:
+    """Inside a workspace whose ``headstart serve`` is running, reach its API (unless PREFECT_API_URL is set) and send
+    the auth string it generated (unless one is set): read before Prefect is imported, which reads its settings
+    once. So `headstart watch` in another shell needs no export."""
+    from flows.services import AUTH_ENV, is_loopback, workspace_api_url, workspace_auth_string
 
+    if not os.environ.get("PREFECT_API_URL") and (recorded := workspace_api_url(Path.cwd())):
+        os.environ["PREFECT_API_URL"] = recorded
     if os.environ.get(AUTH_ENV) or not is_loopback(os.environ.get("PREFECT_API_URL", "")):
         return  # one is set already, or the API is elsewhere: the workspace's secret stays here
     if auth := workspace_auth_string(Path.cwd()):

@@ -46,6 +46,7 @@ def serve(
     elif services.auth:
         console.print("the API asks for the auth string in $PREFECT_API_AUTH_STRING (the UI prompts for it)")
     console.print(f"deployments retrain/nightly, retrain/on-data-change, retrain/gpu run in {Path.cwd()}")
+    console.print("headstart commands run in this workspace (watch, run, sweep) use this API while serve runs")
     for name in services.automations:
         console.print(f"automation: {name} (webhook block {block_name(chosen.registry.model_name)})")
     metrics = None
@@ -98,9 +99,9 @@ def report(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """Write the ``<model>-overview`` page as self-contained HTML (charts inline) plus its data as JSON. Needs only
-    the registry: outside a workspace, name it with ``--set registry.uri=s3://BUCKET/PREFIX --set
-    registry.model_name=NAME``."""
+    """Write the `<model>-overview` page as self-contained HTML (charts inline) plus its data as JSON. Needs only
+    the registry: outside a workspace, name it with `--set registry.uri=s3://BUCKET/PREFIX --set
+    registry.model_name=NAME`."""
     from headstart.library.registry.registry import open_registry
     from headstart.library.reports.overview import gather_overview, overview_html, overview_markdown
 

@@ -33,8 +33,8 @@ def run(
     summary_json: Annotated[Path | None, typer.Option(help="Also write the run summary here.")] = None,
     allow_class_change: AllowClassChangeOpt = False,
 ) -> None:
-    """Run the retrain flow: the pipeline table's steps (validate → split → train → evaluate → gate → register →
-    report → promote → publish)."""
+    """Run the retrain flow: the pipeline table's steps (validate → split → health → train → evaluate → gate →
+    register → report → promote → publish)."""
     from flows.retrain import retrain
     from flows.temporary_api import share_temporary_api
     from headstart.cli.interrupts import sigterm_as_ctrl_c
@@ -77,7 +77,8 @@ def _model_named_after(data: Path, params: Path, overrides: list[str]) -> list[s
         RegistryParams(model_name=data.name)
     except ValidationError:
         raise ConfigError(
-            f"--data {data}: {data.name!r} cannot name the model in the registry; --set registry.model_name=NAME"
+            f"--data {data}: {data.name!r} cannot name the model in the registry; name it: "
+            "`headstart run --data DIR --set registry.model_name=NAME`"
         ) from None
     console.print(f"registry.model_name: {data.name} (the dataset's name; --set registry.model_name=NAME to choose)")
     return [f"registry.model_name={json.dumps(data.name)}"]  # quoted: a dataset named 0001 or true is a name
@@ -230,7 +231,8 @@ def reproduce(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     out: Annotated[
-        Path | None, typer.Option(help="Scratch folder to rebuild in (new or empty); default runs/reproduce-<time>.")
+        Path | None,
+        typer.Option(help="Scratch folder to rebuild in (new or empty); default runs/reproduce-<time>-<6 hex>."),
     ] = None,
     remote: Annotated[
         str | None, typer.Option(help="DVC remote holding the data versions; default: the workspace's.")
@@ -244,7 +246,7 @@ def reproduce(
     threads: Annotated[
         int | None, typer.Option(min=1, help="Train with this many torch threads (another environment).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Rebuild VERSION from the registry's record (its data versions, params, code and environment) in a scratch
     folder, compare weights or metrics, and record the outcome beside the version. Only the registry is read from

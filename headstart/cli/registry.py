@@ -30,7 +30,7 @@ def open_registry_of(params: Path, overrides: list[str] | None):
 def ls(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document: every verified version.")] = False,
 ) -> None:
     """Complete versions, oldest first: id, created, data md5, metrics, decision, champion, manifest sha256."""
     registry = open_registry_of(params, set_)
@@ -74,7 +74,9 @@ def show(
     ref: Annotated[str, typer.Argument(help="A version id, or 'champion'.")],
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The manifest, decision, reproductions (and champion history) as JSON.")
+    ] = False,
     card: Annotated[
         bool, typer.Option("--card", help="Print the version's model card with its reproductions.")
     ] = False,
@@ -178,7 +180,7 @@ def gc(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="What was (or would be) removed and kept, as JSON.")] = False,
 ) -> None:
     """Remove uploads that never got a manifest and, per registry.keep_last / keep_failed_days, old versions —
     never the champion, never a version in the alias history, never an event."""

@@ -60,9 +60,9 @@ def init(
     console.print(f"workspace {root}: git + DVC, params.yaml, dvc.yaml, {described}")
     if data is None:
         return
-    from headstart.library.data.own_dataset import adopt_dataset
+    from tasks.dvc_stages import adopt_own_dataset
 
-    adopted = adopt_dataset(root, data, test_data, name)
+    adopted = adopt_own_dataset(root, data, test_data, name)
     for source, (report, tracked) in zip((data, test_data), adopted.imported, strict=False):
         imported = f": {report.copied} files, DVC md5 {tracked.md5}, pushed to {tracked.remote}"
         console.print(Text.assemble((str(report.dest), "green"), imported))
@@ -77,7 +77,7 @@ def init(
 def demo(
     directory: Annotated[Path, typer.Argument(help="Workspace for the demo (created).")] = Path(".headstart/demo"),
     full: Annotated[
-        bool, typer.Option(help="The shipped params.yaml on 200 → 300 images/class (else trimmed for ~5 min).")
+        bool, typer.Option(help="The shipped params.yaml on 200 → 300 images/class (else trimmed for ~3½ min).")
     ] = False,
     per_class: Annotated[int | None, typer.Option(help="Images per class in data v1 (default: by --full).")] = None,
     v2_per_class: Annotated[int | None, typer.Option(help="Images per class in data v2.")] = None,

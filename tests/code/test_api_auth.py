@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.services import AUTH_ENV, AUTH_FILE, api_auth_string, workspace_auth_string
-from headstart.cli.main import _use_workspace_api_auth
+from flows.services import API_URL_FILE, AUTH_ENV, AUTH_FILE, Services, api_auth_string, workspace_auth_string
+from headstart.cli.main import _use_workspace_api
 from headstart.ground.errors import ToolError
 
 
@@ -42,5 +42,37 @@ def test_headstart_sends_the_workspace_secret_only_to_an_api_on_this_machine(
     auth = api_auth_string(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PREFECT_API_URL", api_url)
-    _use_workspace_api_auth()
+    _use_workspace_api()
     assert os.environ.get(AUTH_ENV) == (auth if sent else None)
+
+
+def test_commands_in_a_served_workspace_reach_its_api_until_serve_stops(tmp_path: Path, monkeypatch) -> None:
+    """`headstart watch` in another shell finds the API the workspace's serve started; an API set in the
+    environment wins; once serve stops, nothing points at the API that went away."""
+    monkeypatch.delenv(AUTH_ENV, raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    auth = api_auth_string(tmp_path)
+    served = Services("http://127.0.0.1:4321/api", auth)
+    served.record_api_url(tmp_path)
+    _use_workspace_api()
+    assert (os.environ["PREFECT_API_URL"], os.environ[AUTH_ENV]) == (served.api_url, auth)
+
+    monkeypatch.setenv("PREFECT_API_URL", "https://prefect.example/api")  # the environment's API is used as is
+    monkeypatch.delenv(AUTH_ENV)
+    _use_workspace_api()
+    assert os.environ["PREFECT_API_URL"] == "https://prefect.example/api" and AUTH_ENV not in os.environ
+
+    served.stop()
+    assert not (tmp_path / API_URL_FILE).exists()
+    monkeypatch.delenv("PREFECT_API_URL")
+    _use_workspace_api()
+    assert "PREFECT_API_URL" not in os.environ
+
+
+def test_a_stopping_serve_leaves_a_newer_serves_url_alone(tmp_path: Path) -> None:
+    first, second = Services("http://127.0.0.1:1111/api"), Services("http://127.0.0.1:2222/api")
+    first.record_api_url(tmp_path)
+    second.record_api_url(tmp_path)
+    first.stop()
+    assert (tmp_path / API_URL_FILE).read_text().strip() == second.api_url

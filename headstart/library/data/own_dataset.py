@@ -9,16 +9,18 @@ from pathlib import Path
 from headstart.ground.errors import DataError
 from headstart.library.data.folder_import import ImportReport, check_dataset_name, copy_image_tree
 from headstart.library.data.versioning import TrackedData, track_and_push
-from headstart.library.data.workspace import commit, set_params_keys
+from headstart.library.data.workspace import set_params_keys
 
 
 @dataclass(frozen=True)
 class OwnDataset:
-    """What adopting a folder did: the imports (the training pool, then the test set when given) and the params."""
+    """What adopting a folder did: the imports (the training pool, then the test set when given), the params it
+    wrote, and the files to commit."""
 
     name: str
     imported: list[tuple[ImportReport, TrackedData]]
     params: dict[str, str | None]
+    files: list[str]
 
 
 def fixed_test_folder(name: str) -> str:
@@ -28,7 +30,7 @@ def fixed_test_folder(name: str) -> str:
 
 def adopt_dataset(workspace: Path, data: Path, test_data: Path | None = None, name: str | None = None) -> OwnDataset:
     """Copy ``data`` (and ``test_data``) into ``data/<name>/`` (``data/<name>-test/``), track and push them with
-    DVC, write params.yaml to name them and a model called ``name``, and commit all of it.
+    DVC, and write params.yaml to name them and a model called ``name``; the caller commits ``files``.
 
     ``name`` defaults to the folder's own name. Without ``test_data`` the test split is drawn from the dataset by
     content hash (``data.test_dir: null``). Names are checked before anything is copied.
@@ -55,5 +57,4 @@ def adopt_dataset(workspace: Path, data: Path, test_data: Path | None = None, na
     set_params_keys(workspace, params)
     tracked = [f"data/{folder}.dvc" for _, folder in sources]
     ignore = ["data/.gitignore"] if (workspace / "data" / ".gitignore").exists() else []
-    commit(workspace, f"data: {name} (headstart init --data)", ["params.yaml", *tracked, *ignore])
-    return OwnDataset(name=name, imported=imported, params=params)
+    return OwnDataset(name=name, imported=imported, params=params, files=["params.yaml", *tracked, *ignore])

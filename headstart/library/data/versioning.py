@@ -8,6 +8,7 @@ botocore at push and pull time, as the registry's S3 backend reads them, so no f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -123,13 +124,13 @@ def track_and_push(folder: Path) -> TrackedData:
     remote = ensure_default_remote(root)
     if "://" not in remote:
         Path(root, remote).mkdir(parents=True, exist_ok=True)
-    try:
-        with Repo(str(root)) as repo:
+    try:  # DVC places stages by the working directory: work from the repository's root, wherever this runs
+        with contextlib.chdir(root), Repo(str(root)) as repo:
             repo.scm_context.quiet = True  # the CLI prints its own "commit the .dvc file" hint
             repo.add(str(folder.relative_to(root)))
             repo.push(targets=[str(folder.relative_to(root))])
     except Exception as exc:  # DVC raises many unrelated types; report them as one tool failure
-        raise ToolError(f"dvc add/push of {folder} failed: {exc}") from exc
+        raise ToolError(f"dvc add/push of {folder} failed: {str(exc) or type(exc).__name__}") from exc
     dvc_file = folder.with_name(folder.name + ".dvc")
     return TrackedData(path=folder, dvc_file=dvc_file, md5=read_dvc_md5(dvc_file), remote=remote)
 
