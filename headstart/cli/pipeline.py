@@ -35,19 +35,21 @@ def run(
 ) -> None:
     """Run the retrain flow: the pipeline table's steps (validate → split → health → train → evaluate → gate →
     register → report → promote → publish)."""
-    from flows.retrain import retrain
+    from flows.retrain import load_run_params, retrain
     from flows.temporary_api import share_temporary_api
     from headstart.cli.interrupts import sigterm_as_ctrl_c
     from headstart.cli.progress import progress_bars
 
-    sigterm_as_ctrl_c()  # a stopped run stops its temporary Prefect server and torchrun ranks too
-    share_temporary_api()
     overrides = list(set_ or [])
     if data is not None:
         overrides.append(f"data.dir={json.dumps(str(data))}")  # quoted: a folder named 2024 or yes is a name
         overrides += _model_named_after(data, params, overrides)
     if test_data is not None:
         overrides.append(f"data.test_dir={json.dumps(str(test_data))}")
+    # what the flow checks first, checked before a Prefect server starts: refused here (exit 2), not a failed run
+    load_run_params(str(params), overrides, str(run_dir) if run_dir else None)
+    sigterm_as_ctrl_c()  # a stopped run stops its temporary Prefect server and torchrun ranks too
+    share_temporary_api()
     with progress_bars():
         state = retrain(
             params_path=str(params),

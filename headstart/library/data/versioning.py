@@ -203,6 +203,18 @@ def pull_versions(root: Path, versions: dict[str, str], commit: str | None = Non
     return pull(root, [by_md5[md5] for md5 in versions.values()])
 
 
+def dvc_init(root: Path, no_scm: bool = False) -> None:
+    """``dvc init`` without DVC's "Initialized DVC repository" banner (Headstart says what it made)."""
+    from dvc.repo import Repo
+
+    init_log = logging.getLogger("dvc.repo.init")
+    level, init_log.level = init_log.level, logging.WARNING
+    try:
+        Repo.init(str(root), no_scm=no_scm, force=no_scm).close()
+    finally:
+        init_log.setLevel(level)
+
+
 def checkout_versions(root: Path, folders: dict[str, str], remote: str) -> list[TrackedData]:
     """In a new DVC repository at ``root`` (no git: nothing here is ever committed), check out each data version
     (folder relative to ``root`` → DVC directory md5, as lineage records them) from ``remote``: a ``.dvc`` file
@@ -210,12 +222,7 @@ def checkout_versions(root: Path, folders: dict[str, str], remote: str) -> list[
     from dvc.repo import Repo
 
     root.mkdir(parents=True, exist_ok=True)
-    init_log = logging.getLogger("dvc.repo.init")
-    level, init_log.level = init_log.level, logging.WARNING  # not DVC's "Initialized DVC repository" banner
-    try:
-        Repo.init(str(root), no_scm=True, force=True).close()
-    finally:
-        init_log.setLevel(level)
+    dvc_init(root, no_scm=True)
     set_remote(root, remote)
     pulled = []
     for folder, md5 in folders.items():

@@ -10,7 +10,7 @@ import yaml
 
 from headstart.ground.errors import ToolError
 from headstart.ground.params import Params
-from headstart.library.data.versioning import check_remote_url, ensure_default_remote, set_remote
+from headstart.library.data.versioning import check_remote_url, dvc_init, ensure_default_remote, set_remote
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]  # the checkout (or the installed package's parent)
 WORKSPACE_GITIGNORE = """\
@@ -56,7 +56,6 @@ def init_workspace(root: Path, params_template: Path | None = None, remote: str 
     Idempotent: existing repositories and an existing params.yaml are kept. ``remote`` (``s3://BUCKET/PATH`` or a
     local folder, checked before anything is created) replaces the default remote, in ``.dvc/config.local`` only.
     """
-    from dvc.repo import Repo
 
     if remote is not None:
         remote = check_remote_url(remote)
@@ -65,7 +64,7 @@ def init_workspace(root: Path, params_template: Path | None = None, remote: str 
         git(root, "init", "-q")
     ensure_identity(root)
     if not (root / ".dvc").exists():
-        Repo.init(str(root)).close()
+        dvc_init(root)
     template = params_template or PROJECT_ROOT / "params.yaml"
     if not (root / "params.yaml").exists():
         if template.is_file():
