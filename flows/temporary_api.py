@@ -10,6 +10,7 @@ still running server and then stops it, instead of retrying against a server the
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from typing import Any
 
@@ -40,13 +41,23 @@ class _OwnSessionServer(SubprocessASGIServer):
             prefect_server.subprocess = subprocess
 
 
+def _unused_port() -> int:
+    """A port the kernel has just handed out. Prefect picks a random one of 8000-8999 and checks it is free: two
+    commands starting at once (a test suite, cron) can pick the same one, and the slower server then fails to bind
+    while its command talks to the other's server, until that one stops (seen: 'address already in use')."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def share_temporary_api() -> str | None:
     """Start this process's temporary server now, unless an API is configured (or temporary servers are off), and
     export its address to every process started from here on; returns that address (None: nothing started)."""
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         return None
     # registered under the key Prefect's own clients look up, so they use this instance and start no other
-    server = _OwnSessionServer()
+    server = _OwnSessionServer(port=_unused_port())
+    SubprocessASGIServer._instances[None] = server  # the key a client without a port asks for
     server.start()  # Prefect registers its stop with atexit
     os.environ["PREFECT_API_URL"] = server.api_url
     return server.api_url
