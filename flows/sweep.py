@@ -40,6 +40,12 @@ def task_runner(cluster: str):
     """Prefect's DaskTaskRunner for ``--cluster``: ``local:N`` starts a LocalCluster of N single-threaded worker
     processes on 127.0.0.1; ``tcp://HOST:PORT`` uses a running scheduler (its workers must see the workspace at
     the same path)."""
+    kind, _, count = cluster.partition(":")
+    if not cluster.startswith("tcp://") and (kind != "local" or not count.isdigit() or int(count) < 1):
+        raise ConfigError(  # before dask is imported
+            f"cluster {cluster!r}: give local:N (N worker processes here) or tcp://HOST:PORT, as in "
+            "`headstart sweep SWEEP.yaml --cluster local:2`"
+        )
     import dask
     from prefect_dask import DaskTaskRunner
 
@@ -47,12 +53,6 @@ def task_runner(cluster: str):
     dask.config.set({"distributed.worker.daemon": False})
     if cluster.startswith("tcp://"):
         return DaskTaskRunner(address=cluster)
-    kind, _, count = cluster.partition(":")
-    if kind != "local" or not count.isdigit() or int(count) < 1:
-        raise ConfigError(
-            f"cluster {cluster!r}: give local:N (N worker processes here) or tcp://HOST:PORT, as in "
-            "`headstart sweep SWEEP.yaml --cluster local:2`"
-        )
     workers = {"n_workers": int(count), "threads_per_worker": 1, "processes": True}
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",

@@ -100,18 +100,20 @@ def sweep(
 ) -> None:
     """Train every trial of SWEEP_FILE on a Dask cluster, each scored on the validation split; the best goes
     through evaluate → gate → register → promote like any run. `--set` applies to every trial."""
+    from flows.retrain import load_run_params
     from flows.sweep import sweep as sweep_flow
     from flows.sweep import task_runner
     from flows.temporary_api import share_temporary_api
     from headstart.cli.interrupts import sigterm_as_ctrl_c
 
-    sigterm_as_ctrl_c()  # a stopped sweep stops its temporary Prefect server and Dask workers too
-    share_temporary_api()  # one for the Dask workers too, which would each start their own
-    runner = task_runner(cluster)
     try:  # read here: a file the user names may be anywhere; the flow records its text and digest
         sweep_text = sweep_file.read_text()
     except OSError as exc:
         raise ConfigError(f"{sweep_file}: cannot read the sweep file ({exc.strerror})") from None
+    runner = task_runner(cluster)  # a wrong --cluster is named here
+    load_run_params(str(params), list(set_ or []), str(run_dir) if run_dir else None)  # before a server starts
+    sigterm_as_ctrl_c()  # a stopped sweep stops its temporary Prefect server and Dask workers too
+    share_temporary_api()  # one for the Dask workers too, which would each start their own
     state = sweep_flow.with_options(task_runner=runner)(
         sweep_path=str(sweep_file),
         sweep_text=sweep_text,
