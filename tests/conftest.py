@@ -63,6 +63,7 @@ SERVER_FIXTURES = frozenset({"seaweedfs", "bucket", "prefect_server"})
 MODEL_TESTS = Path(__file__).parent / "model"  # every test there runs a torch model: marked `slow` as a whole
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads xdist_group marks into the node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that needs a server `server`: by the fixtures it uses, or an "s3" parameter (the backend
     fixtures and tests parametrized over local and S3 ask for a bucket only then)."""
@@ -75,6 +76,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
         if _uses_module_fixtures(item):  # `--dist loadgroup`: built once, on one worker; other tests spread out
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under `--dist loadgroup`, a grouped test's node id carries its group (xdist's scheduler reads nothing else):
+    without it every worker rebuilds the module's fixtures (models, deployments) and the suite's time multiplies."""
+    if not session.config.getoption("loadgroup", default=False):
+        return
+    lost = [i.nodeid for i in session.items if any(i.iter_markers("xdist_group")) and "@" not in i.nodeid]
+    if lost:
+        raise pytest.UsageError(f"xdist_group marks did not reach the node ids (xdist vs pytest version?): {lost[:3]}")
 
 
 def _uses_module_fixtures(item: pytest.Item) -> bool:
