@@ -50,7 +50,7 @@ TEST_WORKERS ?= 3
 test: install
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
-# The edit-test loop: no server, no training (about a minute on 2 workers).
+# The edit-test loop: no server, no training (about 2 min on 2 workers: 284 tests).
 test-quick: install
 	$(BIN)/pytest -n 2 -m "not server and not slow"
 
