@@ -62,9 +62,14 @@ def _read_auth_file(path: Path) -> str:
 
 def workspace_api_url(workspace: Path) -> str | None:
     """The API URL the workspace's running ``headstart serve`` recorded, if any (so that ``headstart watch`` in
-    another shell reaches it without an export)."""
+    another shell reaches it without an export). Only an API on this machine is taken: a file planted in the
+    workspace cannot send its runs and events elsewhere."""
     path = workspace / API_URL_FILE
-    return (path.read_text().strip() or None) if path.is_file() else None
+    try:
+        recorded = path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return recorded if recorded and is_loopback(recorded) else None
 
 
 def is_loopback(api_url: str) -> bool:
@@ -269,7 +274,8 @@ def start_services(workspace: Path, port: int, model_name: str, params: Params |
         for pool in ("local", "gpu") if cuda_available() else ("local",):
             worker = start_worker(services.api_url, pool, workspace, logs / f"worker-{pool}.log", services.auth)
             services.processes.append(worker)
-        services.record_api_url(workspace)
+        if is_loopback(services.api_url):  # an API elsewhere is the environment's to name, not the workspace's
+            services.record_api_url(workspace)
     except BaseException:
         services.stop()
         raise

@@ -70,6 +70,15 @@ def test_commands_in_a_served_workspace_reach_its_api_until_serve_stops(tmp_path
     assert "PREFECT_API_URL" not in os.environ
 
 
+def test_a_recorded_api_elsewhere_is_not_followed(tmp_path: Path, monkeypatch) -> None:
+    """A planted api-url naming another machine would send the workspace's runs and events there: ignored."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    Services("https://prefect.example/api").record_api_url(tmp_path)
+    _use_workspace_api()
+    assert "PREFECT_API_URL" not in os.environ
+
+
 def test_a_stopping_serve_leaves_a_newer_serves_url_alone(tmp_path: Path) -> None:
     first, second = Services("http://127.0.0.1:1111/api"), Services("http://127.0.0.1:2222/api")
     first.record_api_url(tmp_path)
