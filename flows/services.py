@@ -64,12 +64,22 @@ def workspace_api_url(workspace: Path) -> str | None:
     """The API URL the workspace's running ``headstart serve`` recorded, if any (so that ``headstart watch`` in
     another shell reaches it without an export). Only an API on this machine is taken: a file planted in the
     workspace cannot send its runs and events elsewhere."""
-    path = workspace / API_URL_FILE
+    recorded = _recorded_url(workspace)
+    if not recorded or not is_loopback(recorded):
+        return None
+    try:  # a serve that was killed (-9, OOM, reboot) left its file: a dead API is no API
+        with urllib.request.urlopen(f"{recorded.rstrip('/')}/health", timeout=1.0):
+            return recorded
+    except (OSError, ValueError):
+        return None
+
+
+def _recorded_url(workspace: Path) -> str | None:
+    """What the workspace's api-url file says, alive or not."""
     try:
-        recorded = path.read_text().strip()
+        return (workspace / API_URL_FILE).read_text().strip() or None
     except (OSError, UnicodeDecodeError):
         return None
-    return recorded if recorded and is_loopback(recorded) else None
 
 
 def is_loopback(api_url: str) -> bool:
@@ -110,7 +120,7 @@ class Services:
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every started process group, then SIGKILL what is left after ``grace`` seconds (a worker may
         ignore SIGTERM while a run is in flight); the recorded API URL goes first (the API is going away)."""
-        if self.recorded_at is not None and workspace_api_url(self.recorded_at.parents[1]) == self.api_url:
+        if self.recorded_at is not None and _recorded_url(self.recorded_at.parents[1]) == self.api_url:
             self.recorded_at.unlink(missing_ok=True)  # unless another serve has recorded its own since
         for process in reversed(self.processes):
             if process.poll() is None:
@@ -258,6 +268,7 @@ def start_services(workspace: Path, port: int, model_name: str, params: Params |
     logs = workspace / "runs" / "serve"
     logs.mkdir(parents=True, exist_ok=True)
     services = Services(os.environ.get("PREFECT_API_URL", ""), os.environ.get(AUTH_ENV) or None)
+    process_started = None
     try:
         if not services.api_url:
             services.auth = api_auth_string(workspace)
@@ -265,6 +276,7 @@ def start_services(workspace: Path, port: int, model_name: str, params: Params |
                 port, workspace / ".prefect", logs / "server.log", auth=services.auth
             )
             services.processes.append(process)
+            process_started = process
         with temporary_settings(updates={PREFECT_API_URL: services.api_url, PREFECT_API_AUTH_STRING: services.auth}):
             ensure_pools()
             ensure_limit(limit_name(model_name))
@@ -274,8 +286,8 @@ def start_services(workspace: Path, port: int, model_name: str, params: Params |
         for pool in ("local", "gpu") if cuda_available() else ("local",):
             worker = start_worker(services.api_url, pool, workspace, logs / f"worker-{pool}.log", services.auth)
             services.processes.append(worker)
-        if is_loopback(services.api_url):  # an API elsewhere is the environment's to name, not the workspace's
-            services.record_api_url(workspace)
+        if process_started is not None:  # only the API this serve started: one given (or another serve's, read
+            services.record_api_url(workspace)  # from the workspace) is not this serve's to announce or remove
     except BaseException:
         services.stop()
         raise

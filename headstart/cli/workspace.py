@@ -49,10 +49,10 @@ def init(
     if data is None and (test_data is not None or name is not None):
         raise typer.BadParameter("--test-data and --name go with --data FOLDER", param_hint="--data")
     remote = check_remote_url(remote) if remote is not None else None  # fails before anything is made (or imported)
-    if data is not None:
-        from headstart.library.data.folder_import import check_dataset_name
+    if data is not None:  # named before the workspace is made
+        from headstart.library.data.own_dataset import check_sources
 
-        check_dataset_name(name if name is not None else data.resolve().name)
+        check_sources(directory, data, test_data, name)
     from tasks.dvc_stages import init_pipeline_workspace
 
     root = init_pipeline_workspace(directory, params_template, remote)

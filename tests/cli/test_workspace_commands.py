@@ -68,19 +68,19 @@ def test_init_without_a_test_set_splits_by_hash_and_dvc_still_reads_the_pipeline
     [
         (["--test-data", "held-out"], "go with --data"),
         (["--data", "shots", "--name", ".hidden"], "dataset name"),
+        (["--data", "shots", "--name", "parts\n"], "dataset name"),  # a final newline is no name
+        (["--data", "shots", "--name", "x" * 240], "dataset name"),
         (["--data", "no-such-folder"], "not a folder"),
+        (["--data", "shots", "--test-data", "shots"], "overlaps the training images"),
+        (["--data", "shots", "--test-data", "shots/nut"], "overlaps the training images"),
+        (["--data", "."], "holds the workspace"),
     ],
 )
 def test_what_init_refuses_leaves_nothing_made(tmp_path: Path, args: list[str], says: str) -> None:
     image_tree(tmp_path / "shots")
     code, output = invoke("init", "ws", *args)
     assert code == 2 and says in unboxed(output)
-    if "no-such-folder" in args:  # found once the workspace exists: named, and no dataset or params change
-        assert not Path("ws/data").exists() and yaml.safe_load(Path("ws/params.yaml").read_text())["data"]["dir"] != (
-            "data/no-such-folder"
-        )
-    else:
-        assert not Path("ws").exists()
+    assert not Path("ws").exists()  # named before the workspace is made
 
 
 def test_init_data_into_a_workspace_that_has_it_names_the_import_command(tmp_path: Path) -> None:
@@ -90,3 +90,16 @@ def test_init_data_into_a_workspace_that_has_it_names_the_import_command(tmp_pat
     code, output = invoke("init", "ws", "--data", str(images))
     assert code == 2 and "`headstart data import folder" in output and "--replace`" in output
     assert Path("ws/params.yaml").read_text() == before
+
+
+def test_an_import_that_fails_midway_leaves_no_half_adopted_dataset(tmp_path: Path) -> None:
+    """The push fails after the copy (the remote is a file, not a folder): no data folder, no .dvc file, and
+    params.yaml still names the shipped dataset, so running init again starts clean."""
+    (tmp_path / "not-a-folder").write_text("")
+    images = image_tree(tmp_path / "parts")
+    code, _ = invoke("init", "ws", "--data", str(images), "--remote", str(tmp_path / "not-a-folder"))
+    assert code != 0
+    assert not Path("ws/data/parts").exists() and not Path("ws/data/parts.dvc").exists()
+    assert yaml.safe_load(Path("ws/params.yaml").read_text())["data"]["dir"] == "data/fashion-mnist"
+    assert invoke("init", "ws", "--data", str(images), "--remote", str(tmp_path / "remote"))[0] == 0
+    assert yaml.safe_load(Path("ws/params.yaml").read_text())["data"]["dir"] == "data/parts" and git_clean(Path("ws"))

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -46,6 +50,28 @@ def test_headstart_sends_the_workspace_secret_only_to_an_api_on_this_machine(
     assert os.environ.get(AUTH_ENV) == (auth if sent else None)
 
 
+@contextmanager
+def healthy_api() -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 answering /api/health as Prefect's does."""
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/api/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/api"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_commands_in_a_served_workspace_reach_its_api_until_serve_stops(tmp_path: Path, monkeypatch) -> None:
     """`headstart watch` in another shell finds the API the workspace's serve started; an API set in the
     environment wins; once serve stops, nothing points at the API that went away."""
@@ -53,13 +79,17 @@ def test_commands_in_a_served_workspace_reach_its_api_until_serve_stops(tmp_path
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.chdir(tmp_path)
     auth = api_auth_string(tmp_path)
-    served = Services("http://127.0.0.1:4321/api", auth)
-    served.record_api_url(tmp_path)
-    _use_workspace_api()
-    assert (os.environ["PREFECT_API_URL"], os.environ[AUTH_ENV]) == (served.api_url, auth)
+    with healthy_api() as api_url:
+        served = Services(api_url, auth)
+        served.record_api_url(tmp_path)
+        _use_workspace_api()
+        assert (os.environ["PREFECT_API_URL"], os.environ[AUTH_ENV]) == (served.api_url, auth)
+    monkeypatch.delenv("PREFECT_API_URL")
+    monkeypatch.delenv(AUTH_ENV)
+    _use_workspace_api()  # the same file, its server gone (a serve killed with -9): not followed
+    assert "PREFECT_API_URL" not in os.environ
 
     monkeypatch.setenv("PREFECT_API_URL", "https://prefect.example/api")  # the environment's API is used as is
-    monkeypatch.delenv(AUTH_ENV)
     _use_workspace_api()
     assert os.environ["PREFECT_API_URL"] == "https://prefect.example/api" and AUTH_ENV not in os.environ
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from headstart.ground.errors import ConfigError, DataError
 from headstart.ground.paths import NotRegularFile, open_regular, swap_folders
 
-DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # like registry.model_name: no '..', '/', hidden
+# fullmatch (a final newline is no name): no '..', '/', hidden; short enough for any file system
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 STAGING_MARK = ".incoming-"
 
 
@@ -31,9 +32,9 @@ class ImportReport:
 
 def check_dataset_name(name: str) -> str:
     """``name`` when it is a plain folder name (letters, digits, ``._-``, not starting with a dot or dash)."""
-    if not DATASET_NAME.match(name):
+    if not DATASET_NAME.fullmatch(name):
         raise ConfigError(
-            f"dataset name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit "
+            f"dataset name {name!r}: use up to 128 letters, digits, '.', '_' or '-', starting with a letter or digit "
             "(it becomes the folder data/<name>/)"
         )
     return name
