@@ -64,7 +64,7 @@ def workspace_api_url(workspace: Path) -> str | None:
     """The API URL the workspace's running ``headstart serve`` recorded, if any (so that ``headstart watch`` in
     another shell reaches it without an export). Only an API on this machine is taken: a file planted in the
     workspace cannot send its runs and events elsewhere."""
-    recorded = _recorded_url(workspace)
+    recorded = _recorded_url(workspace / API_URL_FILE)
     if not recorded or not is_loopback(recorded):
         return None
     try:  # a serve that was killed (-9, OOM, reboot) left its file: a dead API is no API
@@ -74,10 +74,10 @@ def workspace_api_url(workspace: Path) -> str | None:
         return None
 
 
-def _recorded_url(workspace: Path) -> str | None:
-    """What the workspace's api-url file says, alive or not."""
+def _recorded_url(path: Path) -> str | None:
+    """What an api-url file says, alive or not."""
     try:
-        return (workspace / API_URL_FILE).read_text().strip() or None
+        return path.read_text().strip() or None
     except (OSError, UnicodeDecodeError):
         return None
 
@@ -120,7 +120,7 @@ class Services:
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every started process group, then SIGKILL what is left after ``grace`` seconds (a worker may
         ignore SIGTERM while a run is in flight); the recorded API URL goes first (the API is going away)."""
-        if self.recorded_at is not None and _recorded_url(self.recorded_at.parents[1]) == self.api_url:
+        if self.recorded_at is not None and _recorded_url(self.recorded_at) == self.api_url:
             self.recorded_at.unlink(missing_ok=True)  # unless another serve has recorded its own since
         for process in reversed(self.processes):
             if process.poll() is None:

@@ -203,14 +203,14 @@ def pull_versions(root: Path, versions: dict[str, str], commit: str | None = Non
     return pull(root, [by_md5[md5] for md5 in versions.values()])
 
 
-def dvc_init(root: Path, no_scm: bool = False) -> None:
+def dvc_init(root: Path, no_scm: bool = False, force: bool = False) -> None:
     """``dvc init`` without DVC's "Initialized DVC repository" banner (Headstart says what it made)."""
     from dvc.repo import Repo
 
     init_log = logging.getLogger("dvc.repo.init")
     level, init_log.level = init_log.level, logging.WARNING
     try:
-        Repo.init(str(root), no_scm=no_scm, force=no_scm).close()
+        Repo.init(str(root), no_scm=no_scm, force=force).close()
     finally:
         init_log.setLevel(level)
 
@@ -222,7 +222,7 @@ def checkout_versions(root: Path, folders: dict[str, str], remote: str) -> list[
     from dvc.repo import Repo
 
     root.mkdir(parents=True, exist_ok=True)
-    dvc_init(root, no_scm=True)
+    dvc_init(root, no_scm=True, force=True)  # a scratch folder of reproduce's own
     set_remote(root, remote)
     pulled = []
     for folder, md5 in folders.items():
