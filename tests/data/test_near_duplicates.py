@@ -72,6 +72,9 @@ def test_every_planted_copy_is_found_and_clean_images_rarely_are(fashion) -> Non
     with_copies = np.concatenate([pool, np.stack([copy for _, _, copy in planted])])
 
     found = {(d.query, d.match) for d in near_duplicates(queries, with_copies, *THRESHOLDS)}
+    # the approximate (HNSW) candidate search against the exact one it replaced: the same pairs, near enough
+    reference = {(d.query, d.match) for d in near_duplicates(queries, with_copies, *THRESHOLDS, exact=True)}
+    assert len(found & reference) / len(reference) >= 0.99, (len(found & reference), len(reference))
     missed = [kind for i, (j, kind, _) in enumerate(planted) if (j, len(pool) + i) not in found]
     assert missed == [], f"planted copies not found: {pd.Series(missed).value_counts().to_dict()}"
     flagged = {query for query, match in found if match < len(pool)}  # clean test images matched to clean ones
@@ -85,6 +88,26 @@ def test_an_image_never_matches_itself_and_pairs_are_reported_once(fashion) -> N
     pairs = near_duplicates(copies, copies, *THRESHOLDS, within=True)
     assert all(p.query < p.match for p in pairs) and len({(p.query, p.match) for p in pairs}) == len(pairs)
     assert {(i, 300 + i) for i in range(5)} <= {(p.query, p.match) for p in pairs}
+    assert pairs == near_duplicates(copies, copies, *THRESHOLDS, within=True, exact=True)
+
+
+def test_the_approximate_search_gives_the_same_pairs_every_time(fashion) -> None:
+    """Which training rows a run drops depends on the pairs found: the HNSW graph must not depend on thread
+    timing (same inputs, same model)."""
+    train, _, _ = fashion
+    grids = np.stack([grid(Image.fromarray(train[i])) for i in range(6000)])
+    first = near_duplicates(grids, grids, *THRESHOLDS, within=True)
+    assert len(first) > 10  # Fashion-MNIST holds near-identical products: there is something to compare
+    assert near_duplicates(grids, grids, *THRESHOLDS, within=True) == first
+
+
+def test_a_pool_smaller_than_the_candidate_count_is_searched_whole(fashion) -> None:
+    """Fewer pool images than candidates per query (the graph answers -1 for the rest): nothing invented."""
+    train, _, test = fashion
+    pool = np.stack([grid(Image.fromarray(test[i])) for i in range(3)])
+    queries = np.stack([grid(shifted(Image.fromarray(test[i]), 1, 0)) for i in range(3)] + [grid(Image.fromarray(train[0]))])
+    found = {(d.query, d.match) for d in near_duplicates(queries, pool, *THRESHOLDS)}
+    assert found == {(0, 0), (1, 1), (2, 2)}
 
 
 def write_split(root: Path, fashion, planted_as: str | None = None) -> pd.DataFrame:

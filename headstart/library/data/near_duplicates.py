@@ -9,7 +9,9 @@ of 0.68). What does separate them is the correlation of small grayscale thumbnai
 1. every image becomes a 32x32 grayscale thumbnail (any size in, so resized copies meet);
 2. each thumbnail's centre crop is z-normalised; a query's 25 crops shifted by up to 2 px are compared with every
    candidate pool image's centre crop; the 32 candidates per query are those whose low-frequency Fourier
-   magnitudes (which a shift leaves alone) are closest;
+   magnitudes (which a shift leaves alone) are closest, found with faiss's HNSW graph (approximate nearest
+   neighbours: the search grows as n log n, where comparing every image with every other grew as n squared and
+   would take days at a million images; :func:`exact_candidates` is the reference it is tested against);
 3. a pair is a near duplicate when its best correlation reaches the threshold and so does that of the two images'
    gradient magnitudes (texture and seams, where distinct look-alike products differ most).
 
@@ -35,6 +37,9 @@ THUMBNAIL = 32  # pixels a side
 SHIFT = 2  # pixels each way (25 shifts)
 SPECTRUM = 8  # lowest Fourier frequencies per axis in the candidate search
 CANDIDATES = 32  # pool images verified exactly per query
+HNSW_LINKS = 16  # faiss HNSW: neighbours per node (M)
+HNSW_BUILD_DEPTH = 64  # efConstruction: candidates kept while linking a node (recall vs. build time)
+HNSW_SEARCH_DEPTH = 96  # efSearch: candidates kept while searching (>= CANDIDATES + 1)
 CHUNK = 256  # queries per step (bounds memory: CHUNK x pool candidate scores, CHUNK x 25 x 784 windows)
 BLOCK = 4096  # images per step when indexing (bounds the FFT's and gradients' temporaries)
 
@@ -138,6 +143,44 @@ def index(grids: np.ndarray) -> Index:
     return Index(*(np.concatenate(arrays).astype(np.float32, copy=False) for arrays in zip(*parts, strict=True)))
 
 
+def exact_candidates(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
+    """(len(queries), k) pool rows with the highest inner product per query row, every pair compared: the
+    reference the approximate search is measured against (O(queries x pool))."""
+    parts = [
+        np.argpartition(-(queries[start : start + CHUNK] @ pool.T), k - 1, axis=1)[:, :k]
+        for start in range(0, len(queries), CHUNK)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
+
+
+def approximate_candidates(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
+    """The same, from a faiss HNSW graph of the pool (inner product); -1 where the graph holds fewer than ``k``.
+
+    The graph is built on one thread: faiss links nodes in parallel in whatever order threads get to them, so a
+    multi-threaded build may differ between runs, and the near duplicates found decide which training rows a run
+    drops (same inputs, same model). Searching is per query and runs on every thread.
+    """
+    import faiss
+
+    graph = faiss.IndexHNSWFlat(pool.shape[1], HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
+    graph.hnsw.efConstruction = HNSW_BUILD_DEPTH
+    graph.hnsw.efSearch = max(HNSW_SEARCH_DEPTH, k)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        graph.add(np.ascontiguousarray(pool, dtype=np.float32))
+    finally:
+        faiss.omp_set_num_threads(threads)
+    _, rows = graph.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return rows
+
+
+def _without_self(candidates: np.ndarray, k: int) -> np.ndarray:
+    """``k`` of each row's ``k + 1`` candidates, its own row dropped (or, where the search missed it, the last)."""
+    itself = candidates == np.arange(len(candidates))[:, None]
+    return np.take_along_axis(candidates, np.argsort(itself, axis=1, kind="stable"), axis=1)[:, :k]
+
+
 def near_duplicates(
     queries: np.ndarray,
     pool: np.ndarray,
@@ -146,31 +189,36 @@ def near_duplicates(
     within: bool = False,
     query_index: Index | None = None,
     pool_index: Index | None = None,
+    exact: bool = False,
 ) -> list[NearDuplicate]:
     """Pairs (query row, pool row) whose thumbnails correlate at ``threshold`` or more, and their edge maps at
     ``edge_threshold`` or more, at some shift of up to 2 px.
 
     ``within``: ``queries`` is ``pool`` itself; each pair is reported once and no image matches itself.
     ``query_index``, ``pool_index``: their :func:`index` when the caller has it (one dataset searched twice).
+    ``exact``: candidates from every pair's spectra (:func:`exact_candidates`), the reference for tests.
     """
     if len(queries) == 0 or len(pool) == 0:
         return []
     pool_index = pool_index or index(pool)
     query_spectra = (pool_index if within else query_index or index(queries)).spectra
     k = min(CANDIDATES, len(pool) - (1 if within else 0))
+    if k <= 0:
+        return []
+    search = exact_candidates if exact else approximate_candidates
+    all_candidates = search(query_spectra, pool_index.spectra, k + within)
+    if within:
+        all_candidates = _without_self(all_candidates, k)
     found: list[NearDuplicate] = []
-    for start in range(0, len(queries), CHUNK if k > 0 else len(queries)):
-        scores = query_spectra[start : start + CHUNK] @ pool_index.spectra.T
-        if within:
-            rows = np.arange(len(scores))
-            scores[rows, start + rows] = -np.inf
-        if k <= 0:
-            break
-        candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    for start in range(0, len(queries), CHUNK):
+        candidates = all_candidates[start : start + CHUNK]
+        missing = candidates < 0  # the graph returned fewer than k
+        candidates = np.where(missing, 0, candidates)
         chunk = queries[start : start + CHUNK].astype(np.float32)
         best = _best_shift(chunk, pool_index.fine, candidates)
         edges = _best_shift(_edges(chunk), pool_index.edges, candidates)
-        for row, column in zip(*np.nonzero((best >= threshold) & (edges >= edge_threshold)), strict=True):
+        hits = (best >= threshold) & (edges >= edge_threshold) & ~missing
+        for row, column in zip(*np.nonzero(hits), strict=True):
             found.append(NearDuplicate(start + int(row), int(candidates[row, column]), float(best[row, column])))
     if within:  # a pair may be found from both sides: kept once, as (lower row, higher row)
         pairs: dict[tuple[int, int], float] = {}
