@@ -105,7 +105,9 @@ def test_a_pool_smaller_than_the_candidate_count_is_searched_whole(fashion) -> N
     """Fewer pool images than candidates per query (the graph answers -1 for the rest): nothing invented."""
     train, _, test = fashion
     pool = np.stack([grid(Image.fromarray(test[i])) for i in range(3)])
-    queries = np.stack([grid(shifted(Image.fromarray(test[i]), 1, 0)) for i in range(3)] + [grid(Image.fromarray(train[0]))])
+    queries = np.stack(
+        [grid(shifted(Image.fromarray(test[i]), 1, 0)) for i in range(3)] + [grid(Image.fromarray(train[0]))]
+    )
     found = {(d.query, d.match) for d in near_duplicates(queries, pool, *THRESHOLDS)}
     assert found == {(0, 0), (1, 1), (2, 2)}
 
