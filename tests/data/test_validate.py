@@ -204,3 +204,14 @@ def test_fuzzed_images_are_named_or_accepted_never_a_crash_or_a_hang(tmp_path: P
     named = {f["subject"]: f["reason"] for f in json.loads(done.stdout)["failures"] if f["check"] == "readable image"}
     assert sorted(named) == sorted(bad), {p: named.get(p) for p in set(named) ^ set(bad)}
     assert len(good) > 40 and len(bad) > 120
+
+
+def test_worker_processes_build_the_same_manifest_as_one_process(corpus, report) -> None:
+    """Large datasets are inspected in worker processes: every hostile file gets the same row and thumbnail."""
+    root, _ = corpus
+    alone, _ = report
+    shared = build_manifest(root, workers=2, parallel_from=0)
+    pd.testing.assert_frame_equal(shared.table, alone.table)
+    assert shared.thumbnails.keys() == alone.thumbnails.keys()
+    assert all(np.array_equal(shared.thumbnails[p], alone.thumbnails[p]) for p in alone.thumbnails)
+    assert shared.table["error"].notna().sum() > 5  # the corpus's bad files went through the workers too

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
 from headstart.ground.errors import DataError
-from headstart.ground.paths import NotRegularFile, open_regular
-from headstart.library.data.images import ImageTooLarge, open_checked, to_rgb
-from headstart.library.data.near_duplicates import THUMBNAIL, thumbnail_of
+from headstart.library.data.inspection import COLUMNS, Entry, inspect_many
+from headstart.library.data.near_duplicates import THUMBNAIL
 
-COLUMNS = ["path", "label", "bytes", "sha256", "width", "height", "mode", "decodable", "error"]
+# Below this many files the images are inspected in this process: starting worker processes costs more.
+PARALLEL_FROM = 1024
+SHARES_PER_WORKER = 4  # each worker's files come in this many contiguous shares (a slow share is not the tail)
 
 
 @dataclass(frozen=True)
@@ -32,14 +31,7 @@ class Manifest:
     thumbnails: dict[str, np.ndarray] = field(default_factory=dict)  # by path: decodable images' 32 px thumbnails
 
 
-@dataclass(frozen=True)
-class _Entry:
-    relpath: str
-    label: str | None
-    problem: str | None = None
-
-
-def scan_dataset(root: Path) -> tuple[list[_Entry], list[str], list[str]]:
+def scan_dataset(root: Path) -> tuple[list[Entry], list[str], list[str]]:
     """Walk ``root``: entries to inspect, class folder names, and skipped hidden paths.
 
     The label is the top-level folder; images in nested sub-folders belong to that class. Files in the
@@ -48,7 +40,7 @@ def scan_dataset(root: Path) -> tuple[list[_Entry], list[str], list[str]]:
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found")
     real_root = root.resolve()
-    entries: list[_Entry] = []
+    entries: list[Entry] = []
     ignored: list[str] = []
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
     for dirpath, dirnames, filenames in os.walk(root):
@@ -60,7 +52,7 @@ def scan_dataset(root: Path) -> tuple[list[_Entry], list[str], list[str]]:
             if (current / name).is_symlink():
                 dirnames.remove(name)
                 rel = (current / name).relative_to(root).as_posix()
-                entries.append(_Entry(rel, _label_of(rel), "symlinked folder: not followed"))
+                entries.append(Entry(rel, _label_of(rel), "symlinked folder: not followed"))
         for name in sorted(filenames):
             path = current / name
             rel = path.relative_to(root).as_posix()
@@ -73,7 +65,7 @@ def scan_dataset(root: Path) -> tuple[list[_Entry], list[str], list[str]]:
                 problem = "file in the dataset root, not in a class folder"
             elif path.is_symlink() and not path.resolve().is_relative_to(real_root):
                 problem = f"symlink points outside the dataset (to {path.resolve()})"
-            entries.append(_Entry(rel, label, problem))
+            entries.append(Entry(rel, label, problem))
     return entries, classes, sorted(ignored)
 
 
@@ -82,73 +74,43 @@ def _label_of(relpath: str) -> str | None:
     return parts[0] if len(parts) > 1 else None
 
 
-def inspect_file(root: Path, entry: _Entry, max_pixels: int, max_file_bytes: int = 100_000_000) -> dict:
-    """One manifest row: size, hash, and a full decode; any failure becomes the row's ``error``.
-
-    Only regular files are read: the file is opened without blocking and checked before a byte is read, so a
-    FIFO, socket or device is named, never waited on; files over ``max_file_bytes`` are named, not read.
-    """
-    row = dict.fromkeys(COLUMNS)
-    row.update(path=entry.relpath, label=entry.label, decodable=False, error=entry.problem)
-    if entry.problem is not None:
-        return row
-    try:
-        data = _read_regular(root / entry.relpath, max_file_bytes)
-    except _NotReadable as exc:
-        row["error"] = str(exc)
-        return row
-    row.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    if not data:
-        row["error"] = "empty file (0 bytes)"
-        return row
-    try:
-        with open_checked(io.BytesIO(data), max_pixels) as image:
-            row["mode"] = image.mode
-            rgb = to_rgb(image)  # full decode: truncated files fail here, not at training time
-            row.update(width=rgb.width, height=rgb.height, decodable=True, thumbnail=thumbnail_of(rgb))
-    except ImageTooLarge as exc:
-        row["error"] = str(exc)
-    except UnidentifiedImageError:
-        row["error"] = "not an image: unrecognised format (is it a text or other file with an image name?)"
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        row["error"] = f"cannot decode ({type(exc).__name__}: {exc}); the file is truncated or corrupt"
-    return row
-
-
-class _NotReadable(Exception):
-    """Why a dataset entry was not read (the manifest row's error)."""
-
-
-def _read_regular(path: Path, max_bytes: int) -> bytes:
-    try:
-        handle = open_regular(path)
-    except NotRegularFile:
-        raise _NotReadable("not a regular file (a FIFO, socket or device): not read") from None
-    except OSError as exc:
-        raise _NotReadable(f"cannot read the file ({exc.strerror or exc})") from None
-    with handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size > max_bytes:
-            raise _NotReadable(f"{size} bytes, over validate.max_file_bytes={max_bytes}: not read")
-        try:
-            data = handle.read(max_bytes + 1)
-        except OSError as exc:
-            raise _NotReadable(f"cannot read the file ({exc.strerror or exc})") from None
-    if len(data) > max_bytes:  # grew while we read
-        raise _NotReadable(f"over validate.max_file_bytes={max_bytes} bytes: not read")
-    return data
-
-
 def build_manifest(
-    root: Path, max_pixels: int = 50_000_000, workers: int = 4, max_file_bytes: int = 100_000_000
+    root: Path,
+    max_pixels: int = 50_000_000,
+    workers: int = 4,
+    max_file_bytes: int = 100_000_000,
+    parallel_from: int = PARALLEL_FROM,
 ) -> Manifest:
-    """Scan ``root`` and inspect every file on a thread pool (hashing and decoding release the GIL)."""
+    """Scan ``root`` and inspect every file: hash, full decode and thumbnail, each file read once.
+
+    From ``parallel_from`` files on, the work is shared among ``workers`` processes (at most one per core): the
+    per-file Python work holds the GIL, so threads were slower than one process. They come from a forkserver
+    that has imported only :mod:`~headstart.library.data.inspection`: no fork of a process running Prefect's or
+    torch's threads, and no pandas import per worker.
+    """
     entries, classes, ignored = scan_dataset(root)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        rows = list(pool.map(lambda e: inspect_file(root, e, max_pixels, max_file_bytes), entries))
+    processes = min(workers, os.cpu_count() or 1)
+    if len(entries) < parallel_from or processes < 2:
+        rows = inspect_many(root, entries, max_pixels, max_file_bytes)
+    else:
+        rows = _inspect_in_processes(root, entries, max_pixels, max_file_bytes, processes)
     thumbnails = {row["path"]: row.pop("thumbnail") for row in rows if "thumbnail" in row}
     table = pd.DataFrame(rows, columns=COLUMNS)
     return Manifest(root=root, table=table, classes=classes, ignored=ignored, thumbnails=thumbnails)
+
+
+def _inspect_in_processes(
+    root: Path, entries: list[Entry], max_pixels: int, max_file_bytes: int, processes: int
+) -> list[dict]:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["headstart.library.data.inspection"])
+    size = -(-len(entries) // (processes * SHARES_PER_WORKER))
+    shares = [entries[start : start + size] for start in range(0, len(entries), size)]
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        done = pool.map(
+            inspect_many, *zip(*[(root, share, max_pixels, max_file_bytes) for share in shares], strict=True)
+        )
+        return [row for share in done for row in share]
 
 
 def save_thumbnails(thumbnails: dict[str, np.ndarray], path: Path) -> None:
