@@ -1,0 +1,80 @@
+"""P10: the pipeline's feature extraction against a bare timm forward pass of the same backbone on the same images.
+
+A: ``features.extract`` (decode, resize and normalise through the product's DataLoader, then the frozen backbone).
+B: the same images already decoded and transformed into one tensor (untimed), then only ``forward_features`` +
+pooling in batches of the same size, the same threads, channels_last and ``torch.inference_mode``. Alternated
+A/B/A/B in one run (these machines vary ~1.5x between runs); the best of each side is compared. Goal: A / B >= 0.9.
+
+    .venv/bin/python benchmarks/extraction.py [--images 512] [--rounds 4] [--workers 0] [--size 224]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import pandas as pd
+import torch
+
+from headstart.ground.params import load_params
+from headstart.ground.paths import cache_dir
+from headstart.library.data.fashion_mnist import export_split, locate_idx_dir
+from headstart.library.data.loader import ImageTable
+from headstart.library.data.transforms import build_transform
+from headstart.library.models.backbones import pooled_features
+from headstart.library.training.features import extract, frozen_backbone
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pipeline(model, table: pd.DataFrame, extractor, batch: int, workers: int) -> float:
+    start = time.perf_counter()
+    extract(model, table, extractor, batch, workers, "cpu")
+    return time.perf_counter() - start
+
+
+def bare(model, images: torch.Tensor, extractor, batch: int) -> float:
+    model.eval()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for first in range(0, len(images), batch):
+            chunk = images[first : first + batch].contiguous(memory_format=torch.channels_last)
+            pooled_features(model, chunk, extractor.stages, extractor.pool)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the pipeline side")
+    parser.add_argument("--size", type=int, default=None, help="input size (default: the backbone's pretrained)")
+    args = parser.parse_args()
+    params = load_params(REPO / "params.yaml")
+    m, batch = params.model, params.evaluate.batch_size
+    model, extractor = frozen_backbone(m.backbone, m.weights, args.size or m.features_input_size, m.head.pool)
+    with tempfile.TemporaryDirectory() as work:
+        pool = export_split(locate_idx_dir(cache_dir() / "debs"), "train", args.images // 10, 0, Path(work)).root
+        files = sorted(pool.rglob("*.png"))
+        table = pd.DataFrame({"file": [str(f) for f in files], "label": [f.parent.name for f in files]})
+        decoded = ImageTable(table, sorted(set(table["label"])), build_transform(extractor.pre))
+        images = torch.stack([decoded[i][0] for i in range(len(decoded))])
+        print(f"{m.backbone} at {extractor.pre.input_size} px, batch {batch}, {torch.get_num_threads()} threads, "
+              f"{len(files)} images; pipeline with {args.workers} loader worker(s)")  # fmt: skip
+        bare(model, images[:batch], extractor, batch)  # oneDNN builds its kernels for this shape once, untimed
+        a, b = [], []
+        for n in range(args.rounds):
+            a.append(pipeline(model, table, extractor, batch, args.workers))
+            b.append(bare(model, images, extractor, batch))
+            rates = f"pipeline {len(files) / a[-1]:.1f} img/s | bare forward {len(files) / b[-1]:.1f} img/s"
+            print(f"round {n + 1}: {rates} | ratio {b[-1] / a[-1]:.2f}")
+    print(f"P10 pipeline / bare forward = {min(b) / min(a):.2f} (goal >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
