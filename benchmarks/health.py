@@ -23,8 +23,8 @@ from headstart.library.data.fashion_mnist import export_split, locate_idx_dir
 from headstart.library.data.leakage import find_duplicates
 from headstart.library.data.split import make_split
 from headstart.library.data.validation import validate_dataset
-from headstart.library.health.checkup import examine
-from headstart.library.training.features import frozen_backbone, training_features
+from headstart.library.health.checkup import examine, health_extractor
+from headstart.library.training.features import training_features
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,8 +73,7 @@ def main() -> None:
         images = args.per_class * 10
         manifest, _ = validate_dataset(pool, params.validate_)  # warm the page cache for both sides
         split = make_split(manifest.table, pool, params.split)
-        m = params.model
-        model, extractor = frozen_backbone(m.backbone, m.weights, m.input_size, m.head.pool)
+        model, extractor = health_extractor(params)  # the health step's own (size, stages): its store entries
         start = time.perf_counter()
         rows, _ = training_features(model, split.table, extractor, params)
         cold = time.perf_counter() - start

@@ -216,8 +216,10 @@ def near_duplicates(
         candidates = np.where(missing, 0, candidates)
         chunk = queries[start : start + CHUNK].astype(np.float32)
         best = _best_shift(chunk, pool_index.fine, candidates)
-        edges = _best_shift(_edges(chunk), pool_index.edges, candidates)
-        hits = (best >= threshold) & (edges >= edge_threshold) & ~missing
+        hits = (best >= threshold) & ~missing
+        rows = np.flatnonzero(hits.any(1))  # the edge check only where the thumbnails already correlate (few)
+        if len(rows):
+            hits[rows] &= _best_shift(_edges(chunk[rows]), pool_index.edges, candidates[rows]) >= edge_threshold
         for row, column in zip(*np.nonzero(hits), strict=True):
             found.append(NearDuplicate(start + int(row), int(candidates[row, column]), float(best[row, column])))
     if within:  # a pair may be found from both sides: kept once, as (lower row, higher row)

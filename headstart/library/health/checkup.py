@@ -36,7 +36,7 @@ def examine(split: SplitResult, params: Params, registry: Registry | None) -> tu
     health = params.health
     if not (health.label_issues or health.drift):
         return judge(health, split.duplicates, None, None), None
-    model, extractor = _feature_extractor(params)
+    model, extractor = health_extractor(params)
     rows, features = training_features(model, split.table, extractor, params)
     classes = sorted(split.table["label"].unique())
     labels = rows["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
@@ -46,8 +46,9 @@ def examine(split: SplitResult, params: Params, registry: Registry | None) -> tu
     return judge(health, split.duplicates, issues, drift), reference
 
 
-def _feature_extractor(params: Params) -> tuple[nn.Module, Extractor]:
-    """The frozen backbone and the identity of its features."""
+def health_extractor(params: Params) -> tuple[nn.Module, Extractor]:
+    """The frozen backbone the health step extracts with (``model.features_input_size``, ``feature_stages``) and
+    the identity of its features."""
     m = params.model
     return frozen_backbone(m.backbone, m.weights, m.features_input_size, m.head.pool, m.feature_stages)
 
@@ -142,7 +143,7 @@ def drift_of_folder(folder: Path, params: Params, registry: Registry, sample: in
     champion, found = champion_reference(registry)
     if isinstance(found, str):  # known before the backbone is loaded
         return {"skipped": found, "champion": champion}
-    model, extractor = _feature_extractor(params)
+    model, extractor = health_extractor(params)
     theirs = _usable(champion, found, extractor.to_dict())
     if isinstance(theirs, dict):
         return theirs
