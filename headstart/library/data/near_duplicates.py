@@ -130,17 +130,18 @@ class Index:
 
 
 def index(grids: np.ndarray) -> Index:
-    """The :class:`Index` of (n, 32, 32) thumbnails, built :data:`BLOCK` images at a time so the temporaries
-    (float copies, FFTs, gradients) never span the whole dataset."""
-    parts = []
+    """The :class:`Index` of (n, 32, 32) thumbnails, built :data:`BLOCK` images at a time into arrays allocated
+    once, so the temporaries (float copies, FFTs, gradients) never span the whole dataset and the index is never
+    held twice (concatenating the blocks did: ~7 kB an image more at the peak)."""
+    inner, low = (THUMBNAIL - 2 * SHIFT) ** 2, (2 * SPECTRUM - 1) * SPECTRUM
+    built = Index(*(np.empty((len(grids), width), np.float32) for width in (inner, inner, low)))
     for start in range(0, len(grids), BLOCK):
         block = grids[start : start + BLOCK].astype(np.float32)
-        edges = _edges(block)
-        parts.append((_centre_crops(block, SHIFT), _centre_crops(edges, SHIFT), _spectra(block)))
-    if not parts:
-        inner, low = (THUMBNAIL - 2 * SHIFT) ** 2, (2 * SPECTRUM - 1) * SPECTRUM
-        return Index(*(np.zeros((0, width), np.float32) for width in (inner, inner, low)))
-    return Index(*(np.concatenate(arrays).astype(np.float32, copy=False) for arrays in zip(*parts, strict=True)))
+        rows = slice(start, start + len(block))
+        built.fine[rows] = _centre_crops(block, SHIFT)
+        built.edges[rows] = _centre_crops(_edges(block), SHIFT)
+        built.spectra[rows] = _spectra(block)
+    return built
 
 
 def exact_candidates(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
