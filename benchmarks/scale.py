@@ -41,7 +41,8 @@ from PIL import Image
 from headstart.ground.params import load_params
 from headstart.ground.run_folder import RunFolder
 from headstart.library.data.split import load_split
-from headstart.library.training.features import frozen_backbone, training_features
+from headstart.library.health.checkup import health_extractor
+from headstart.library.training.features import training_features
 from tasks.pipeline import steps_by_name
 from tasks.step import StepContext
 name, params_path, out = sys.argv[1:4]
@@ -54,8 +55,7 @@ if name == "decode":  # the bare cost: Pillow decoding every file of the dataset
         with Image.open(path) as image:
             image.load()
 elif name == "extract":
-    m = ctx.params.model
-    model, extractor = frozen_backbone(m.backbone, m.weights, m.input_size, m.head.pool)
+    model, extractor = health_extractor(ctx.params)  # what the features scenario and health read from the store
     training_features(model, load_split(ctx.run.split), extractor, ctx.params)
 else:
     ctx.steps[name].run(ctx)
