@@ -215,3 +215,40 @@ def test_worker_processes_build_the_same_manifest_as_one_process(corpus, report)
     assert shared.thumbnails.keys() == alone.thumbnails.keys()
     assert all(np.array_equal(shared.thumbnails[p], alone.thumbnails[p]) for p in alone.thumbnails)
     assert shared.table["error"].notna().sum() > 5  # the corpus's bad files went through the workers too
+
+
+def test_a_killed_validation_leaves_no_worker_process_behind(tmp_path: Path) -> None:
+    """SIGKILL (or an out-of-memory kill) gives the parent no chance to shut its pool down; the workers and the
+    forkserver must still go, not wait on the pool's pipes for ever."""
+    import signal
+    import sys
+    import time
+
+    import psutil
+    from PIL import Image
+
+    image = tmp_path / "one.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 400, 3), np.uint8)).save(image)
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for n in range(3000):
+            os.link(image, tmp_path / "data" / label / f"{n}.png")
+    code = (
+        "import sys; from pathlib import Path; from headstart.library.data.manifest import build_manifest; "
+        "build_manifest(Path(sys.argv[1]), workers=2, parallel_from=0)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "data")])
+    try:
+        helpers: list[psutil.Process] = []
+        for _ in range(200):  # the forkserver and two workers started
+            helpers = psutil.Process(parent.pid).children(recursive=True)
+            if len(helpers) >= 3 or parent.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert parent.poll() is None and len(helpers) >= 3, "the build ended before its workers could be seen"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        _, alive = psutil.wait_procs(helpers, timeout=15)
+        assert alive == [], f"left behind: {[(p.pid, p.cmdline()) for p in alive]}"
+    finally:
+        parent.kill()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,3 +92,22 @@ def _read_regular(path: Path, max_bytes: int) -> bytes:
 def inspect_many(root: Path, entries: list[Entry], max_pixels: int, max_file_bytes: int) -> list[dict]:
     """:func:`inspect_file` of each entry, in order (one worker process's share)."""
     return [inspect_file(root, entry, max_pixels, max_file_bytes) for entry in entries]
+
+
+def exit_with(pid: int) -> None:
+    """Worker-process initializer: exit as soon as process ``pid`` (the one that started the pool) is gone.
+
+    A killed parent (SIGKILL, out of memory, a SIGTERM without a handler) cannot shut its pool down, and a worker's
+    own parent is the forkserver, not that process: without this, workers blocked on the pool's pipes and the
+    forkserver they keep alive outlived it for good.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(pid, 0)
+            except (ProcessLookupError, PermissionError):  # gone (or the number reused by another user's process)
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 
 from headstart.ground.errors import DataError
-from headstart.library.data.inspection import COLUMNS, Entry, inspect_many
+from headstart.library.data.inspection import COLUMNS, Entry, exit_with, inspect_many
 from headstart.library.data.near_duplicates import THUMBNAIL
 
 # Below this many files the images are inspected in this process: starting worker processes costs more.
 PARALLEL_FROM = 1024
-SHARES_PER_WORKER = 4  # each worker's files come in this many contiguous shares (a slow share is not the tail)
+SHARES_PER_WORKER = 4  # each worker's files come in at least this many contiguous shares (a slow one is not the tail)
+SHARE_MAX = 256  # files a share at most: an interrupted build waits for at most one share a worker
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,13 @@ def build_manifest(
     From ``parallel_from`` files on, the work is shared among ``workers`` processes (at most one per core): the
     per-file Python work holds the GIL, so threads were slower than one process. They come from a forkserver
     that has imported only :mod:`~headstart.library.data.inspection`: no fork of a process running Prefect's or
-    torch's threads, and no pandas import per worker.
+    torch's threads, and no pandas import per worker. Like any multiprocessing code, a script calling this at import
+    time of its ``__main__`` needs the ``if __name__ == "__main__":`` guard (console scripts and ``-m`` do not).
+    Workers exit by themselves when this process is killed (:func:`~headstart.library.data.inspection.exit_with`).
     """
     entries, classes, ignored = scan_dataset(root)
     processes = min(workers, os.cpu_count() or 1)
-    if len(entries) < parallel_from or processes < 2:
+    if not entries or len(entries) < parallel_from or processes < 2:
         rows = inspect_many(root, entries, max_pixels, max_file_bytes)
     else:
         rows = _inspect_in_processes(root, entries, max_pixels, max_file_bytes, processes)
@@ -104,13 +107,16 @@ def _inspect_in_processes(
 ) -> list[dict]:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["headstart.library.data.inspection"])
-    size = -(-len(entries) // (processes * SHARES_PER_WORKER))
+    size = min(SHARE_MAX, -(-len(entries) // (processes * SHARES_PER_WORKER)))
     shares = [entries[start : start + size] for start in range(0, len(entries), size)]
-    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(processes, context, initializer=exit_with, initargs=(os.getpid(),))
+    try:
         done = pool.map(
             inspect_many, *zip(*[(root, share, max_pixels, max_file_bytes) for share in shares], strict=True)
         )
         return [row for share in done for row in share]
+    finally:  # on an interrupt: the shares not started are dropped, not worked through
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def save_thumbnails(thumbnails: dict[str, np.ndarray], path: Path) -> None:
