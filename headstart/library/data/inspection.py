@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import multiprocessing
 import os
 import threading
-import time
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -94,20 +95,20 @@ def inspect_many(root: Path, entries: list[Entry], max_pixels: int, max_file_byt
     return [inspect_file(root, entry, max_pixels, max_file_bytes) for entry in entries]
 
 
-def exit_with(pid: int) -> None:
-    """Worker-process initializer: exit as soon as process ``pid`` (the one that started the pool) is gone.
+def exit_with_parent() -> None:
+    """Worker-process initializer: exit as soon as the process that started the pool is gone.
 
     A killed parent (SIGKILL, out of memory, a SIGTERM without a handler) cannot shut its pool down, and a worker's
-    own parent is the forkserver, not that process: without this, workers blocked on the pool's pipes and the
-    forkserver they keep alive outlived it for good.
+    own parent is the forkserver: without this, workers blocked on the pool's pipes and the forkserver they keep
+    alive outlived it for good. multiprocessing's parent sentinel (the starting process's end of a pipe) becomes
+    ready when that process ends, whoever its parent is: no polling, no process id that could be reused.
     """
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not a multiprocessing worker
+        return
 
     def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            try:
-                os.kill(pid, 0)
-            except (ProcessLookupError, PermissionError):  # gone (or the number reused by another user's process)
-                os._exit(1)
+        wait([parent.sentinel])
+        os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

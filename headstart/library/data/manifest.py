@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from headstart.ground.errors import DataError
-from headstart.library.data.inspection import COLUMNS, Entry, exit_with, inspect_many
+from headstart.library.data.inspection import COLUMNS, Entry, exit_with_parent, inspect_many
 from headstart.library.data.near_duplicates import THUMBNAIL
 
 # Below this many files the images are inspected in this process: starting worker processes costs more.
@@ -89,7 +89,7 @@ def build_manifest(
     that has imported only :mod:`~headstart.library.data.inspection`: no fork of a process running Prefect's or
     torch's threads, and no pandas import per worker. Like any multiprocessing code, a script calling this at import
     time of its ``__main__`` needs the ``if __name__ == "__main__":`` guard (console scripts and ``-m`` do not).
-    Workers exit by themselves when this process is killed (:func:`~headstart.library.data.inspection.exit_with`).
+    Workers exit by themselves when this process is killed (``inspection.exit_with_parent``).
     """
     entries, classes, ignored = scan_dataset(root)
     processes = min(workers, os.cpu_count() or 1)
@@ -109,7 +109,7 @@ def _inspect_in_processes(
     context.set_forkserver_preload(["headstart.library.data.inspection"])
     size = min(SHARE_MAX, -(-len(entries) // (processes * SHARES_PER_WORKER)))
     shares = [entries[start : start + size] for start in range(0, len(entries), size)]
-    pool = ProcessPoolExecutor(processes, context, initializer=exit_with, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(processes, context, initializer=exit_with_parent)
     try:
         done = pool.map(
             inspect_many, *zip(*[(root, share, max_pixels, max_file_bytes) for share in shares], strict=True)

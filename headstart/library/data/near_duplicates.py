@@ -40,7 +40,7 @@ CANDIDATES = 32  # pool images verified exactly per query
 HNSW_LINKS = 16  # faiss HNSW: neighbours per node (M)
 HNSW_BUILD_DEPTH = 64  # efConstruction: candidates kept while linking a node (recall vs. build time)
 HNSW_SEARCH_DEPTH = 96  # efSearch: candidates kept while searching (>= CANDIDATES + 1)
-CHUNK = 256  # queries per step (bounds memory: CHUNK x pool candidate scores, CHUNK x 25 x 784 windows)
+CHUNK = 256  # queries per step (bounds memory: CHUNK x 25 x 784 windows; the exact search's CHUNK x pool scores)
 BLOCK = 4096  # images per step when indexing (bounds the FFT's and gradients' temporaries)
 
 
