@@ -1,0 +1,40 @@
+"""The label-issue probe's folds fitted at once equal one head fitted per fold, as they were before."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from headstart.library.health.label_issues import PROBE, out_of_fold_probabilities
+from headstart.library.training.linear_probe import fit_head
+
+
+def one_head_per_fold(features: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The reference: the previous implementation, a seeded head fitted by ``fit_head`` on each fold in turn."""
+    from sklearn.model_selection import StratifiedKFold
+
+    standardised = ((features - features.mean(0)) / (features.std(0) + 1e-6)).astype(np.float32)
+    classes = int(labels.max()) + 1
+    probabilities = np.zeros((len(labels), classes), np.float32)
+    for train, held_out in StratifiedKFold(folds, shuffle=True, random_state=seed).split(standardised, labels):
+        torch.manual_seed(seed)
+        head = nn.Linear(standardised.shape[1], classes)
+        fit_head(head, standardised[train], labels[train].astype(np.int64), PROBE)
+        with torch.inference_mode():
+            probabilities[held_out] = torch.softmax(head(torch.from_numpy(standardised[held_out])), 1).numpy()
+    return probabilities
+
+
+def test_all_folds_fitted_at_once_give_the_probabilities_of_one_fit_per_fold() -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, 500)
+    centres = rng.normal(size=(4, 48))
+    features = (centres[labels] + rng.normal(scale=2.0, size=(500, 48))).astype(np.float32)  # overlapping classes
+    labels[:25] = (labels[:25] + 1) % 4  # some flips: the heads disagree with their labels there
+    batched = out_of_fold_probabilities(features, labels, 5, seed=7)
+    reference = one_head_per_fold(features, labels, 5, seed=7)
+    np.testing.assert_allclose(batched, reference, atol=2e-5)
+    assert (batched.argmax(1) == reference.argmax(1)).all()
+    # not a trivial agreement: the held-out probabilities are far from certain and far from uniform
+    assert 0.4 < batched.max(1).mean() < 0.99
