@@ -226,6 +226,8 @@ class HealthParams(_Section):
     duplicate_similarity: float = Field(0.985, gt=0, le=1)  # thumbnail correlation (best 2 px shift) of a copy
     duplicate_edge_similarity: float = Field(0.96, gt=0, le=1)  # and of the two images' edge maps
     within_duplicates: bool = True  # also search the training data itself (same class: counted; across: named)
+    # px of the frozen-backbone features label issues and drift read; None: model.features_input_size (shared)
+    input_size: int | None = Field(96, ge=16, le=1024)
     label_issues: bool = True  # cleanlab on out-of-fold probabilities of a linear model on backbone features
     label_folds: int = Field(5, ge=2, le=20)  # cross-validation folds for those probabilities
     max_label_issue_fraction: float | None = Field(None, ge=0, le=1)  # stop the run above it; null: report only

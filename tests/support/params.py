@@ -2,7 +2,7 @@
 
 The shipped default extracts frozen features at the backbone's pretrained size (224 px: the better probe, see
 docs/training.md, "The default, chosen by measurement"), ~12x the work of 64 px; every flow test's health step
-would pay it on 2 cores. What the tests check does not depend on that size; the tests of the 224 px default are
+would pay it on 2 cores (and the health step's 96 px features become those 64 px ones). What the tests check does not depend on that size; the tests of the 224 px default are
 the benchmarks'."""
 
 from __future__ import annotations
@@ -11,14 +11,18 @@ from pathlib import Path
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 FEATURES_AT_DEFAULT = "  features_input_size: null"
+HEALTH_AT_DEFAULT = "  input_size: 96 "  # health.input_size (model.input_size is 64)
 
 
 def suite_params_template(folder: Path) -> Path:
     """Write the suite's params template into ``folder`` and return its path."""
     text = REPO_PARAMS.read_text()
-    if FEATURES_AT_DEFAULT not in text:
-        raise AssertionError(f"{REPO_PARAMS}: no `{FEATURES_AT_DEFAULT.strip()}` line to lower for the suite")
+    for line in (FEATURES_AT_DEFAULT, HEALTH_AT_DEFAULT):
+        if text.count(line) != 1:
+            raise AssertionError(f"{REPO_PARAMS}: no single `{line.strip()}` line to lower for the suite")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "params.yaml"
-    path.write_text(text.replace(FEATURES_AT_DEFAULT, "  features_input_size: 64", 1))
+    # the health step reads the features scenario's 64 px entries: one extraction, as a features run had before
+    text = text.replace(FEATURES_AT_DEFAULT, "  features_input_size: 64", 1)
+    path.write_text(text.replace(HEALTH_AT_DEFAULT, "  input_size: null ", 1))
     return path

@@ -1,8 +1,9 @@
 """The health check of a split's training data: suspected label errors, drift from the champion's training data,
 and the reference sample the next run's drift is measured against.
 
-Features are the frozen backbone's, from the same cache entry the features scenario trains on, so a features run
-extracts them once for both.
+Features are the frozen backbone's at ``health.input_size`` (96 px: 1/9 of the work of the 224 px the features
+scenario trains on, with the same label-issue recall, docs/data-health.md), kept in the feature store like the
+training features; ``null`` shares the features scenario's own entries instead.
 """
 
 from __future__ import annotations
@@ -47,10 +48,12 @@ def examine(split: SplitResult, params: Params, registry: Registry | None) -> tu
 
 
 def health_extractor(params: Params) -> tuple[nn.Module, Extractor]:
-    """The frozen backbone the health step extracts with (``model.features_input_size``, ``feature_stages``) and
-    the identity of its features."""
-    m = params.model
-    return frozen_backbone(m.backbone, m.weights, m.features_input_size, m.head.pool, m.feature_stages)
+    """The frozen backbone the health step extracts with (``health.input_size``, else ``model.features_input_size``;
+    ``model.feature_stages``) and the identity of its features."""
+    m, size = params.model, params.health.input_size
+    return frozen_backbone(
+        m.backbone, m.weights, m.features_input_size if size is None else size, m.head.pool, m.feature_stages
+    )
 
 
 def _label_issues(
