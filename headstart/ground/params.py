@@ -217,6 +217,7 @@ class EvaluateParams(_Section):
 
     batch_size: int = Field(64, ge=1)
     transfer_report: bool = True  # the same head on pretrained vs randomly initialised backbone features
+    transfer_images: int | None = Field(300, ge=20)  # at most this many fit and test rows each (stratified sample)
 
 
 class HealthParams(_Section):

@@ -29,6 +29,7 @@ def test_the_pretrained_arm_is_the_model_itself_and_a_rerun_reads_both_arms_from
     assert report["pretrained_accuracy"] == accuracy
     assert report["fit_images"] == 120 and report["test_images"] == 50
     assert report["gain"] == report["pretrained_accuracy"] - report["random_init_accuracy"]
+    assert report["sampled"] is False and report["gain_low"] <= report["gain"] <= report["gain_high"]
     # measured at 32 px, 12/class: 0.60 pretrained, 0.56 random (at such a size even random convolutions separate
     # Fashion-MNIST; docs/training.md, "The transfer report", has the gap at 224 px); both arms well above chance (0.1)
     assert 0.3 < report["random_init_accuracy"] <= 1 and report["random_init_accuracy"] != accuracy, report
@@ -36,6 +37,36 @@ def test_the_pretrained_arm_is_the_model_itself_and_a_rerun_reads_both_arms_from
     assert transfer_report(trained.config, split, params, store) == report  # seeded random arm: reproducible
     assert store.volume() == volume  # and read back: nothing extracted the second time
     assert f"**{report['random_init_accuracy']:.4f}**" in transfer_markdown(report)
+
+
+def test_a_capped_report_scores_both_arms_on_one_stratified_sample(tiny_split, tmp_path) -> None:
+    import diskcache
+
+    from headstart.library.evaluation.transfer import stratified_sample
+
+    _, split = tiny_split(12, 5, 1)
+    store_dir = tmp_path / "store"
+    overrides = ["train.num_workers=0", "model.features_input_size=32", "train.scenario=features",
+                 f"train.feature_cache={store_dir}"]  # fmt: skip
+    trained = train(split, load_params(REPO_PARAMS, overrides), RunFolder(tmp_path / "run"), {})
+    capped = load_params(REPO_PARAMS, [*overrides, "evaluate.transfer_images=30"])
+    store = FeatureStore(store_dir, 10**9)
+    stored = len(diskcache.Cache(store_dir))  # entries: one per image and extractor
+    report = transfer_report(trained.config, split, capped, store)
+    assert report["sampled"] is True and report["fit_images"] == 30 and report["test_images"] == 30
+    # every class in proportion: 3 of each class's 12 fit rows and 3 of its 5 test rows
+    for rows in (split[split["split"].isin(["train", "val"])], split[split["split"] == "test"]):
+        counts = stratified_sample(rows, 30, capped.train.seed)["label"].value_counts()
+        assert len(counts) == 10 and counts.min() == counts.max() == 3, counts
+    # only sampled rows were extracted: 30 pretrained test rows (training stored the fit rows) and 30 + 30 random
+    # (every row: 50 + 120 + 50)
+    assert len(diskcache.Cache(store_dir)) - stored == 90
+    assert (
+        report["gain_low"] <= report["gain"] <= report["gain_high"]
+        and report["confidence"] == capped.gate.ci_confidence
+    )
+    assert transfer_report(trained.config, split, capped, store) == report  # the same sample and interval again
+    assert "scored on 30 (a stratified sample)" in transfer_markdown(report)
 
 
 def test_a_transfer_report_that_cannot_be_measured_is_reported_and_fails_nothing(tiny_split, tmp_path) -> None:

@@ -1,9 +1,9 @@
 """The params.yaml the suite's workspaces start from: the repository's, with frozen features at 64 px.
 
 The shipped default extracts frozen features at the backbone's pretrained size (224 px: the better probe, see
-docs/training.md, "The default, chosen by measurement"), ~12x the work of 64 px; every flow test's health step
-would pay it on 2 cores (and the health step's 96 px features become those 64 px ones). What the tests check does not depend on that size; the tests of the 224 px default are
-the benchmarks'."""
+docs/training.md, "The default, chosen by measurement"), ~12x the work of 64 px, and the health step's at 96 px;
+every flow test would pay both on 2 cores. Here health shares the features scenario's 64 px entries. What the
+tests check does not depend on those sizes; the tests of the shipped defaults are the benchmarks'."""
 
 from __future__ import annotations
 

@@ -2,9 +2,10 @@
 
 Both arms fit the model's classifier (a features model's own, with its chosen C; else ``train.classifier``) on the
 rows the model was fitted on (its recorded ``features_fit``) at the model's own preprocessing, and are scored on
-the test rows. The random backbone is seeded (``train.seed``), so
-its features are content-addressed like any other and a rerun reads them from the store: the report costs one
-extra extraction the first time only. The gap tells a user whether ImageNet weights help on their images.
+the test rows: on a stratified sample of at most ``evaluate.transfer_images`` of each (the random arm's extraction
+was a third of a first run's time; both arms see the same sample, so the gap is paired and gets a bootstrap
+interval). The random backbone is seeded (``train.seed``), so its features are content-addressed like any other
+and a rerun reads them from the store. The gap tells a user whether ImageNet weights help on their images.
 """
 
 from __future__ import annotations
@@ -43,18 +44,22 @@ def transfer_report(config: ModelConfig, split: pd.DataFrame, params: Params, st
     import torch
     from sklearn.metrics import accuracy_score
 
+    from headstart.library.evaluation.confidence import paired_difference
     from headstart.library.models.backbones import create_pretrained, freeze_all
     from headstart.library.training.features import extractor_of, features_for
 
-    p = params.train
+    p, cap = params.train, params.evaluate.transfer_images
     fitted_on = config.features_fit or p.features_fit  # the model's own rows (a sweep trial: train only)
-    fit_rows = split["split"].eq("train") | (split["split"].eq("val") & (fitted_on == "train+val"))
-    test_rows = split["split"].eq("test")
+    is_fit = split["split"].eq("train") | (split["split"].eq("val") & (fitted_on == "train+val"))
+    fit, test = (
+        stratified_sample(split[is_fit], cap, p.seed),
+        stratified_sample(split[split["split"].eq("test")], cap, p.seed),
+    )
     index = {name: i for i, name in enumerate(config.classes)}
-    y_fit, y_test = split.loc[fit_rows, "label"].map(index), split.loc[test_rows, "label"].map(index)
+    y_fit, y_test = fit["label"].map(index).to_numpy(), test["label"].map(index).to_numpy()
     c = config.classifier_c if config.classifier_c is not None else FALLBACK_C
     classifier = config.classifier or p.classifier
-    accuracy = {}
+    predicted = {}
     for arm, weights in (("pretrained", params.model.weights), ("random_init", "none")):
         with torch.random.fork_rng():  # the caller's random state is left as it was
             torch.manual_seed(p.seed)  # the random arm's initialisation: the same backbone on every run
@@ -63,22 +68,46 @@ def transfer_report(config: ModelConfig, split: pd.DataFrame, params: Params, st
         freeze_all(model)
         extractor = extractor_of(model, config.backbone, config.pre, config.head["pool"], config.feature_stages)
         batch = params.evaluate.batch_size
-        fitted = features_for(model, split[fit_rows], extractor, store, batch, p.num_workers, p.device).features
-        tested = features_for(model, split[test_rows], extractor, store, batch, p.num_workers, p.device).features
-        head, _ = fit_classifier(classifier, c, p.seed, fitted, y_fit.to_numpy())
-        accuracy[arm] = float(accuracy_score(y_test.to_numpy(), head.predict(tested)))
-    gain = accuracy["pretrained"] - accuracy["random_init"]
-    log.info("transfer: %s on pretrained features %.3f, on random-init features %.3f (gain %+.3f)",
-             classifier, accuracy["pretrained"], accuracy["random_init"], gain)  # fmt: skip
+        fitted = features_for(model, fit, extractor, store, batch, p.num_workers, p.device).features
+        tested = features_for(model, test, extractor, store, batch, p.num_workers, p.device).features
+        head, _ = fit_classifier(classifier, c, p.seed, fitted, y_fit)
+        predicted[arm] = head.predict(tested)
+    accuracy = {arm: float(accuracy_score(y_test, predicted[arm])) for arm in predicted}
+    g = params.gate  # the interval is computed as the gate's are
+    gain = paired_difference(
+        "accuracy", y_test, predicted["pretrained"], predicted["random_init"], len(config.classes),
+        g.ci_confidence, g.bootstrap_resamples, g.bootstrap_seed,
+    )  # fmt: skip
+    log.info("transfer: %s on pretrained features %.3f, on random-init features %.3f (gain %s; %d fit, %d test)",
+             classifier, accuracy["pretrained"], accuracy["random_init"], gain.describe(),
+             len(fit), len(test))  # fmt: skip
     return {
         "pretrained_accuracy": accuracy["pretrained"],
         "random_init_accuracy": accuracy["random_init"],
-        "gain": gain,
+        "gain": accuracy["pretrained"] - accuracy["random_init"],
+        "gain_low": gain.low,
+        "gain_high": gain.high,
+        "confidence": gain.confidence,
         "head": f"{classifier} (C={c})" if classifier != "random_forest" else classifier,
         "input_size": config.pre.input_size,
-        "fit_images": int(fit_rows.sum()),
-        "test_images": int(test_rows.sum()),
+        "fit_images": len(fit),
+        "test_images": len(test),
+        "sampled": bool(len(fit) < is_fit.sum() or len(test) < split["split"].eq("test").sum()),
     }
+
+
+def stratified_sample(rows: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
+    """At most ``cap`` of ``rows``, each label in proportion (seeded; in their original order); all when they fit
+    or ``cap`` is None. A class too small to stratify (one row) falls back to a plain seeded sample."""
+    if cap is None or len(rows) <= cap:
+        return rows
+    from sklearn.model_selection import train_test_split
+
+    try:
+        kept, _ = train_test_split(rows, train_size=cap, stratify=rows["label"], random_state=seed)
+    except ValueError:  # a class with a single row cannot be split in proportion
+        kept = rows.sample(cap, random_state=seed)
+    return kept.sort_index()
 
 
 def transfer_markdown(transfer: dict | None) -> str:
@@ -88,9 +117,15 @@ def transfer_markdown(transfer: dict | None) -> str:
     if "skipped" in transfer:
         return f"Not measured: {transfer['skipped']}."
     verdict = "helped" if transfer["gain"] > 0 else "did not help"
+    interval = ""
+    if "gain_low" in transfer:  # reports before the interval was measured have none
+        low, high = transfer["gain_low"], transfer["gain_high"]
+        interval = f", {100 * transfer['confidence']:.0f} % interval {100 * low:+.1f} to {100 * high:+.1f}"
+    sample = " (a stratified sample)" if transfer.get("sampled") else ""
     return (
         f"The same head ({transfer['head']}, {transfer['input_size']} px features, fitted on "
-        f"{transfer['fit_images']} images) scores **{transfer['pretrained_accuracy']:.4f}** on the pretrained "
-        f"backbone's features and **{transfer['random_init_accuracy']:.4f}** on a randomly initialised one's: "
-        f"ImageNet weights {verdict} here ({100 * transfer['gain']:+.1f} points)."
+        f"{transfer['fit_images']} images, scored on {transfer['test_images']}{sample}) scores "
+        f"**{transfer['pretrained_accuracy']:.4f}** on the pretrained backbone's features and "
+        f"**{transfer['random_init_accuracy']:.4f}** on a randomly initialised one's: ImageNet weights {verdict} "
+        f"here ({100 * transfer['gain']:+.1f} points{interval})."
     )
