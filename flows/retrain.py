@@ -145,7 +145,7 @@ def run_steps(ctx: StepContext, steps: tuple[Step, ...]) -> None:
 
     Steps marked best-effort run after the champion moved: their failure is logged, never fails the run.
     """
-    params, run = ctx.params, ctx.run
+    run = ctx.run
     done = read_back(ctx)
     if done:
         get_run_logger().info(
@@ -154,22 +154,34 @@ def run_steps(ctx: StepContext, steps: tuple[Step, ...]) -> None:
             ", ".join(step.name for step in done),
         )
     started = time.monotonic()
-    for step in steps:
-        if step in done:
-            ctx.result(step.name)  # read back (and checked) from the run folder
-            continue
-        if not step.best_effort:
-            limit = step_time_limit(params, step, started)
-            try:
-                ctx.results[step.name] = as_task(step, limit)(ctx)
-            except TaskRunTimeoutError:  # Prefect's task timeout (an alarm: it interrupts a hung read too)
-                raise RunTimedOut(
-                    f"step {step.name} timed out after {limit:.0f} s (run.step_timeout_minutes, run.timeout_minutes)"
-                ) from None
-            if step.check is not None:
-                step.check(ctx, ctx.results[step.name])  # outside the task: one clear message, no traceback
-            continue
+    took: dict[str, float] = {}  # seconds per step run now, logged on one line (a failed run's too)
+    try:
+        for step in steps:
+            if step in done:
+                ctx.result(step.name)  # read back (and checked) from the run folder
+                continue
+            began = time.monotonic()
+            _run_step(ctx, step, started)
+            took[step.name] = time.monotonic() - began
+    finally:
+        if took:
+            get_run_logger().info("step times: %s", " | ".join(f"{name} {s:.1f} s" for name, s in took.items()))
+
+
+def _run_step(ctx: StepContext, step: Step, started: float) -> None:
+    """One step as a Prefect task within what is left of the run's time; a best-effort step's failure is logged."""
+    if not step.best_effort:
+        limit = step_time_limit(ctx.params, step, started)
         try:
-            ctx.results[step.name] = as_task(step, step_time_limit(params, step, started))(ctx)
-        except Exception as exc:  # after the promote step nothing may turn the run Failed: say so and carry on
-            get_run_logger().warning("%s failed after the promote step (the run stands): %s", step.name, exc)
+            ctx.results[step.name] = as_task(step, limit)(ctx)
+        except TaskRunTimeoutError:  # Prefect's task timeout (an alarm: it interrupts a hung read too)
+            raise RunTimedOut(
+                f"step {step.name} timed out after {limit:.0f} s (run.step_timeout_minutes, run.timeout_minutes)"
+            ) from None
+        if step.check is not None:
+            step.check(ctx, ctx.results[step.name])  # outside the task: one clear message, no traceback
+        return
+    try:  # the time limit too: past run.timeout_minutes a best-effort step is skipped, the run stands
+        ctx.results[step.name] = as_task(step, step_time_limit(ctx.params, step, started))(ctx)
+    except Exception as exc:  # after the promote step nothing may turn the run Failed: say so and carry on
+        get_run_logger().warning("%s failed after the promote step (the run stands): %s", step.name, exc)
