@@ -1,9 +1,12 @@
-"""P10: the pipeline's feature extraction against a bare timm forward pass of the same backbone on the same images.
+"""P10: the pipeline's feature extraction against a bare forward pass of the same backbone on the same images.
 
-A: ``features.extract`` (decode, resize and normalise through the product's DataLoader, then the frozen backbone).
-B: the same images already decoded and transformed into one tensor (untimed), then only ``forward_features`` +
-pooling in batches of the same size, the same threads, channels_last and ``torch.inference_mode``. Alternated
-A/B/A/B in one run (these machines vary ~1.5x between runs); the best of each side is compared. Goal: A / B >= 0.9.
+A: ``features.extract`` as the pipeline runs it (decode, resize and normalise through the product's DataLoader,
+then the frozen backbone through the engine ``features_for`` picks: ONNX Runtime on the CPU unless
+``HEADSTART_FEATURE_ENGINE=torch``).
+B: the same images already decoded and transformed into one tensor (untimed), then only the network in batches of
+the same size and threads: torch's ``forward_features`` + pooling (channels_last, ``torch.inference_mode``), and
+the same ONNX Runtime session alone. Alternated A/B/A/B in one run (these machines vary ~1.5x between runs); the
+best of each side is compared. Goal: A / (bare forward of A's engine) >= 0.9.
 
     .venv/bin/python benchmarks/extraction.py [--images 512] [--rounds 4] [--workers 0] [--size 224]
 """
@@ -28,13 +31,21 @@ from headstart.library.data.loader import ImageTable
 from headstart.library.data.transforms import build_transform
 from headstart.library.models.backbones import pooled_features
 from headstart.library.training.features import extract, frozen_backbone
+from headstart.library.training.onnx_features import cpu_session, run_session
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def pipeline(model, table: pd.DataFrame, extractor, batch: int, workers: int) -> float:
+def pipeline(model, table: pd.DataFrame, extractor, batch: int, workers: int, session) -> float:
     start = time.perf_counter()
-    extract(model, table, extractor, batch, workers, "cpu")
+    extract(model, table, extractor, batch, workers, "cpu", session)
+    return time.perf_counter() - start
+
+
+def bare_onnx(session, images: torch.Tensor, batch: int) -> float:
+    start = time.perf_counter()
+    for first in range(0, len(images), batch):
+        run_session(session, images[first : first + batch])
     return time.perf_counter() - start
 
 
@@ -66,14 +77,21 @@ def main() -> None:
         images = torch.stack([decoded[i][0] for i in range(len(decoded))])
         print(f"{m.backbone} at {extractor.pre.input_size} px, batch {batch}, {torch.get_num_threads()} threads, "
               f"{len(files)} images; pipeline with {args.workers} loader worker(s)")  # fmt: skip
+        session = cpu_session(model, extractor)  # exported once per machine (untimed), None: torch
+        engine = "onnxruntime" if session is not None else "torch"
+        print(f"pipeline engine: {engine}")
         bare(model, images[:batch], extractor, batch)  # oneDNN builds its kernels for this shape once, untimed
-        a, b = [], []
+        a, b, c = [], [], []
         for n in range(args.rounds):
-            a.append(pipeline(model, table, extractor, batch, args.workers))
+            a.append(pipeline(model, table, extractor, batch, args.workers, session))
             b.append(bare(model, images, extractor, batch))
-            rates = f"pipeline {len(files) / a[-1]:.1f} img/s | bare forward {len(files) / b[-1]:.1f} img/s"
-            print(f"round {n + 1}: {rates} | ratio {b[-1] / a[-1]:.2f}")
-    print(f"P10 pipeline / bare forward = {min(b) / min(a):.2f} (goal >= 0.9)")
+            c.append(bare_onnx(session, images, batch) if session is not None else float("nan"))
+            rates = (f"pipeline {len(files) / a[-1]:.1f} img/s | bare torch {len(files) / b[-1]:.1f} img/s | "
+                     f"bare onnxruntime {len(files) / c[-1]:.1f} img/s")  # fmt: skip
+            print(f"round {n + 1}: {rates}")
+    same = min(c) if session is not None else min(b)
+    print(f"P10 pipeline / bare forward of its engine ({engine}) = {same / min(a):.2f} (goal >= 0.9); "
+          f"pipeline / bare torch forward = {min(b) / min(a):.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
 # Subprocesses (headstart, dvc, dvc repro's stage commands) come from this venv.
 os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"
+# features by torch: each of the suite's many tiny extractors would pay an ONNX export (~10 s) for a few images;
+# tests/model/test_onnx_features.py runs the default engine
+os.environ["HEADSTART_FEATURE_ENGINE"] = "torch"
 SESSION_MARK = pytest.StashKey[str]()  # the leftover-process marker (the controller's only)
 LEFTOVER_GRACE = 30.0  # seconds for processes to stop after the session: SeaweedFS takes the longest
 

@@ -50,6 +50,9 @@ class _VectorDisk(diskcache.Disk):
         return super().fetch(mode, filename, value, read)
 
 
+ENGINE = "onnxruntime"  # Extractor.device of features computed by ONNX Runtime on the CPU (onnx_features.py)
+
+
 @dataclass(frozen=True)
 class Extractor:
     """What a feature vector depends on besides the image."""
@@ -59,14 +62,19 @@ class Extractor:
     pre: Preprocessing
     pool: str
     stages: int = 0  # 0: the classifier's input; n: the last n stages, pooled (backbones.pooled_features)
-    device: str = "cpu"  # the device type that computes them (GPU and CPU kernels differ in the last bits)
+    device: str = "cpu"  # what computes them: cpu | cuda (torch) | onnxruntime (kernels differ in the last bits)
 
     @property
     def id(self) -> str:
         """sha256 of the fields, :data:`FORMAT` and the library versions (a release may decode, resize or compute
         the same layers differently)."""
+        versions = _library_versions()
+        if self.device == ENGINE:  # only then: torch's ids stay as they were
+            from importlib.metadata import version
+
+            versions["onnxruntime"] = version("onnxruntime")
         blob = [FORMAT, self.backbone, self.weights_digest, self.pre.to_dict(), self.pool, self.stages, self.device,
-                _library_versions()]  # fmt: skip
+                versions]  # fmt: skip
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict:

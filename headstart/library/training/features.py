@@ -1,7 +1,8 @@
 """Frozen-backbone features, per image, through the feature store.
 
 Extraction runs the eval transform, always in fp32 with TF32 off and cuDNN's algorithm choice fixed, so stored
-features do not depend on which run computed them. :func:`features_for` reads what the store holds and extracts
+features do not depend on which run computed them; on the CPU through ONNX Runtime where the network exports
+(:mod:`onnx_features`: 3-4.5x torch's speed here). :func:`features_for` reads what the store holds and extracts
 only the rest.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,11 @@ from headstart.library.data.transforms import Preprocessing, build_transform
 from headstart.library.models.backbones import check_feature_stages, pooled_features
 from headstart.library.models.weights import weights_digest
 from headstart.library.training.accelerator import resolve_accelerator
-from headstart.library.training.feature_store import Extractor, FeatureStore
+from headstart.library.training.feature_store import ENGINE, Extractor, FeatureStore
+from headstart.library.training.onnx_features import cpu_session, run_session
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +53,29 @@ class FeatureSet:
 
 
 def extract(
-    model: nn.Module, table: pd.DataFrame, extractor: Extractor, batch_size: int, workers: int, device: str = "auto"
+    model: nn.Module,
+    table: pd.DataFrame,
+    extractor: Extractor,
+    batch_size: int,
+    workers: int,
+    device: str = "auto",
+    session: InferenceSession | None = None,
 ) -> np.ndarray:
     """``extractor``'s pooled features of every image (eval transform, no augmentation), in table order. Always
-    fp32 (cached features must not depend on the machine's precision); on the GPU when ``device`` resolves to one."""
+    fp32 (cached features must not depend on the machine's precision); through ``session`` (ONNX Runtime) when
+    given, else torch, on the GPU when ``device`` resolves to one. Decoding overlaps the forward passes when
+    ``workers`` > 0."""
     transform = build_transform(extractor.pre)
     loader = make_loader(ImageTable(table, sorted(set(table["label"])), transform), batch_size, False, workers)
-    accelerator = resolve_accelerator(device, "fp32")
+    accelerator = resolve_accelerator("cpu" if session else device, "fp32")
     accelerator.prepare(model)
     model.eval()
     chunks = []
     with torch.inference_mode(), _exact_fp32():
         for batch in progress.iterate(loader, "extracting features", len(loader)):
+            if session is not None:
+                chunks.append(run_session(session, batch[0]))
+                continue
             images, _ = accelerator.to_device(*batch)
             chunks.append(pooled_features(model, images, extractor.stages, extractor.pool).float().cpu())
     model.to("cpu")
@@ -127,7 +144,9 @@ def features_for(
     """Features of every row of ``table`` (which has ``sha256``): those in the store read back, the other
     images extracted once each (a duplicate image is extracted once) and stored."""
     shas = table["sha256"].tolist()
-    extractor = replace(extractor, device=resolve_accelerator(device, "fp32").device.type)
+    kind = resolve_accelerator(device, "fp32").device.type
+    session = cpu_session(model, extractor) if kind == "cpu" else None
+    extractor = replace(extractor, device=ENGINE if session is not None else kind)
     found = store.lookup(extractor, shas) if store is not None else {}
     if found:  # an entry with a valid checksum but another width is damaged too (a foreign or edited store)
         width = feature_width(model, extractor)
@@ -139,7 +158,7 @@ def features_for(
     missing = table[~table["sha256"].isin(found)].drop_duplicates("sha256")
     start = time.perf_counter()
     if len(missing):
-        fresh = extract(model, missing, extractor, batch_size, workers, device)
+        fresh = extract(model, missing, extractor, batch_size, workers, device, session)
         new = dict(zip(missing["sha256"], fresh, strict=True))
         if store is not None:
             store.save(extractor, new)

@@ -1,0 +1,139 @@
+"""Frozen-backbone features on the CPU through ONNX Runtime.
+
+On these 2 cores ONNX Runtime ran tf_efficientnet_lite0 at 224 px 3-4.5x faster than torch's channels_last
+forward of the same batch (docs/benchmarks.md, P10), with features within 1e-5 of torch's. Each extractor is
+exported once per machine (torch's dynamo exporter, ~10 s) into the user cache, keyed by the extractor's id, and
+checked against torch on a probe batch before it is kept; a network that does not export, or whose export does
+not match, is remembered as such and extracted by torch. The store keys ONNX Runtime's features apart from
+torch's (``Extractor.device``), as it does GPU and CPU features: a vector never changes engines silently.
+
+The engine is a property of the machine, not of the model: ``HEADSTART_FEATURE_ENGINE=torch`` keeps torch (the
+test suite does, so that its many tiny extractors do not each pay an export).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from headstart.ground.errors import ConfigError
+from headstart.ground.paths import cache_dir
+from headstart.library.models.backbones import pooled_features
+from headstart.library.training.feature_store import ENGINE, Extractor
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
+
+log = logging.getLogger(__name__)
+
+ENGINE_VARIABLE = "HEADSTART_FEATURE_ENGINE"  # auto (ONNX Runtime where it works) | torch
+TOLERANCE = 1e-4  # largest difference from torch, relative to the features' largest magnitude (seen: ~2e-6)
+_sessions: dict[tuple[str, int], InferenceSession | None] = {}  # per process: one load per extractor
+
+
+class _Features(nn.Module):
+    """:func:`pooled_features` as a module, for the exporter."""
+
+    def __init__(self, model: nn.Module, stages: int, pool: str) -> None:
+        super().__init__()
+        self.model, self.stages, self.pool = model, stages, pool
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return pooled_features(self.model, images, self.stages, self.pool)
+
+
+def cpu_session(model: nn.Module, extractor: Extractor) -> InferenceSession | None:
+    """An ONNX Runtime session computing ``extractor``'s features with torch's thread count, or None where it
+    cannot (onnxruntime missing, the network does not export or does not match torch): torch extracts then."""
+    chosen = os.environ.get(ENGINE_VARIABLE, "auto")
+    if chosen not in ("auto", "torch"):
+        raise ConfigError(f"{ENGINE_VARIABLE}={chosen!r}: expected auto or torch")
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    if chosen == "torch":
+        return None
+    onnx_id = Extractor(**{**extractor.__dict__, "device": ENGINE}).id
+    key = (onnx_id, torch.get_num_threads())
+    if key not in _sessions:
+        path = _exported(model, extractor, cache_dir() / "onnx-features" / f"{onnx_id}.onnx")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
+        session = None
+        try:
+            if path is not None:
+                session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # a damaged cache file: torch extracts; deleting the file makes a new export
+            log.warning("%s: not loadable (%s); extracting with torch", path, exc)
+        _sessions[key] = session
+    return _sessions[key]
+
+
+def run_session(session: InferenceSession, images: torch.Tensor) -> torch.Tensor:
+    """One batch (N, 3, H, W) through the session."""
+    (features,) = session.run(None, {"images": images.numpy()})
+    return torch.from_numpy(features)
+
+
+def _exported(model: nn.Module, extractor: Extractor, path: Path) -> Path | None:
+    """The checked export at ``path`` (made now if missing), or None when this network cannot be used (also
+    remembered, beside it, so the next run does not try again)."""
+    refused = path.with_suffix(".refused")
+    if path.exists():
+        return path
+    if refused.exists():
+        return None
+    try:
+        data = _export_checked(model.eval(), extractor)
+    except Exception as exc:  # any exporter failure means "use torch": never a failed run
+        log.warning("%s: ONNX export not usable (%s); extracting with torch (delete %s to try again)",
+                    extractor.backbone, exc, refused)  # fmt: skip
+        _write_quietly(refused, f"{exc}\n".encode())
+        return None
+    return path if _write_quietly(path, data) else None
+
+
+def _write_quietly(path: Path, data: bytes) -> bool:
+    """``data`` at ``path``, whole or not at all (a killed write leaves no file to load); False when the cache
+    cannot be written (read-only, full): the export is then used by no one, and torch extracts."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as staged:
+            staged.write(data)
+        os.replace(staged.name, path)
+    except OSError as exc:
+        log.warning("ONNX export cache %s not writable (%s): extracting with torch", path.parent, exc)
+        return False
+    return True
+
+
+def _export_checked(model: nn.Module, extractor: Extractor) -> bytes:
+    """The ONNX model of ``extractor``'s features, dynamic in the batch, checked against torch on 3 images."""
+    import onnxruntime
+
+    network = _Features(model, extractor.stages, extractor.pool).eval()
+    size = extractor.pre.input_size
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(
+        network, (torch.randn(2, 3, size, size),), None, input_names=["images"], output_names=["features"],
+        dynamic_shapes={"images": {0: batch}}, opset_version=18, dynamo=True, verbose=False,
+    )  # fmt: skip
+    data = program.model_proto.SerializeToString()
+    probe = torch.Generator().manual_seed(0)
+    images = torch.randn(3, 3, size, size, generator=probe)
+    with torch.inference_mode():
+        expected = network(images).numpy()
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    (found,) = session.run(None, {"images": images.numpy()})
+    difference = float(np.abs(found - expected).max() / max(float(np.abs(expected).max()), 1e-12))
+    if not (found.shape == expected.shape and difference <= TOLERANCE):
+        raise ValueError(f"differs from torch by {difference:.1e} of the largest feature (tolerance {TOLERANCE:g})")
+    return data
