@@ -98,3 +98,24 @@ def test_cross_validated_c_falls_back_when_a_class_is_too_small_to_fold() -> Non
     _, searched = fit_classifier("logreg", "auto", 0, x, y)
     assert set(searched) == {"classifier_c", "cv_accuracy"}
     assert fit_classifier("logreg", "auto", 0, x[:21], y[:21])[1] == {"classifier_c": FALLBACK_C}  # one image: no CV
+
+
+def test_the_c_search_on_one_blas_thread_finds_what_the_default_threads_find() -> None:
+    """fit_classifier limits BLAS to one thread (a speed-up): the same C, the same predictions, the same
+    coefficients (to rounding) as the search run with the process's own thread pools."""
+    import numpy as np
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    from headstart.library.models.classical import C_GRIDS, fit_classifier, make_classifier
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 6, 400)
+    x = rng.normal(size=(6, 96))[y] + rng.normal(scale=3.0, size=(400, 96))  # overlapping: C matters
+    limited, found = fit_classifier("logreg", "auto", 0, x, y)
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    grid = {"logisticregression__C": list(C_GRIDS["logreg"])}
+    default = GridSearchCV(make_classifier("logreg", 0.1, 0), grid, cv=cv).fit(x, y)
+    assert found["classifier_c"] == default.best_params_["logisticregression__C"]
+    assert found["cv_accuracy"] == default.best_score_ and 0.3 < found["cv_accuracy"] < 0.95
+    np.testing.assert_allclose(limited[-1].coef_, default.best_estimator_[-1].coef_, rtol=1e-4, atol=1e-6)
+    assert (limited.predict(x) == default.predict(x)).all()

@@ -57,7 +57,18 @@ FALLBACK_C = 0.1  # classifier_c auto when a class has a single image (no fold s
 def fit_classifier(name: str, c: float | str, seed: int, x: np.ndarray, y: np.ndarray) -> tuple[Pipeline, dict]:
     """Fit the named classifier; with ``c == "auto"`` choose C on its ``C_GRIDS`` row by stratified k-fold
     cross-validation (scikit-learn's GridSearchCV, k = min(5, smallest class)) and refit on every row. Returns the
-    classifier and what the search found (``classifier_c``, ``cv_accuracy``), empty when there was no search."""
+    classifier and what the search found (``classifier_c``, ``cv_accuracy``), empty when there was no search.
+
+    BLAS runs on one thread meanwhile: these products are small (a thousand images x 1,280 features), and two
+    OpenBLAS pools (NumPy's and SciPy's) beside torch's OpenMP spin against each other on a few cores — the
+    C search at 1,000 images took 15-19 s with them, 2.2 s on one thread (docs/training.md)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _fit(name, c, seed, x, y)
+
+
+def _fit(name: str, c: float | str, seed: int, x: np.ndarray, y: np.ndarray) -> tuple[Pipeline, dict]:
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     if c != "auto" or name == "random_forest":  # a random forest has no C
