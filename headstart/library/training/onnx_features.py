@@ -123,7 +123,7 @@ def _export_checked(model: nn.Module, extractor: Extractor) -> bytes:
     size = extractor.pre.input_size
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.onnx.export(
-        network, (torch.randn(2, 3, size, size),), None, input_names=["images"], output_names=["features"],
+        network, (torch.zeros(2, 3, size, size),), None, input_names=["images"], output_names=["features"],
         dynamic_shapes={"images": {0: batch}}, opset_version=18, dynamo=True, verbose=False,
     )  # fmt: skip
     data = program.model_proto.SerializeToString()
