@@ -76,3 +76,17 @@ def test_an_unknown_engine_is_named(monkeypatch) -> None:
     model, extractor = frozen_backbone("tf_efficientnet_lite0", "package:efficientnet-lite0", 32, "avg")
     with pytest.raises(ConfigError, match="HEADSTART_FEATURE_ENGINE='tensorrt'"):
         onnx_features.cpu_session(model, extractor)
+
+
+def test_a_cache_that_cannot_be_written_costs_only_speed(default_engine, tiny_split, tmp_path) -> None:
+    """A file where the exports' folder should be (as a full or read-only disk would): torch extracts, the run
+    goes on, the features are keyed as torch's, and nothing half-written is left beside."""
+    _, split = tiny_split(4, 2, 3)
+    model, extractor = frozen_backbone("tf_efficientnet_lite0", "package:efficientnet-lite0", 36, "avg")
+    default_engine.parent.mkdir(parents=True)
+    default_engine.write_text("not a folder")
+    store = FeatureStore(tmp_path / "store", 10**9)
+    found = features_for(model, split, extractor, store, 16, 0, "cpu")
+    assert np.array_equal(found.features, extract(model, split, extractor, 16, 0, "cpu"))
+    assert len(store.lookup(replace(extractor, device="cpu"), split["sha256"].tolist())) == len(set(split["sha256"]))
+    assert default_engine.read_text() == "not a folder" and sorted(default_engine.parent.iterdir()) == [default_engine]

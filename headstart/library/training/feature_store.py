@@ -70,9 +70,9 @@ class Extractor:
         the same layers differently)."""
         versions = _library_versions()
         if self.device == ENGINE:  # only then: torch's ids stay as they were
-            from importlib.metadata import version
+            import onnxruntime  # loaded already: its session computed the features
 
-            versions["onnxruntime"] = version("onnxruntime")
+            versions["onnxruntime"] = onnxruntime.__version__  # any distribution (onnxruntime-gpu too)
         blob = [FORMAT, self.backbone, self.weights_digest, self.pre.to_dict(), self.pool, self.stages, self.device,
                 versions]  # fmt: skip
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()

@@ -2,7 +2,7 @@
 
 Extraction runs the eval transform, always in fp32 with TF32 off and cuDNN's algorithm choice fixed, so stored
 features do not depend on which run computed them; on the CPU through ONNX Runtime where the network exports
-(:mod:`onnx_features`: 3-4.5x torch's speed here). :func:`features_for` reads what the store holds and extracts
+(:mod:`onnx_features`: 3-6.6x torch's speed here). :func:`features_for` reads what the store holds and extracts
 only the rest.
 """
 

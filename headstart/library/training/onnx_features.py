@@ -1,6 +1,6 @@
 """Frozen-backbone features on the CPU through ONNX Runtime.
 
-On these 2 cores ONNX Runtime ran tf_efficientnet_lite0 at 224 px 3-4.5x faster than torch's channels_last
+On these 2 cores ONNX Runtime ran tf_efficientnet_lite0 at 224 px 3-6.6x faster than torch's channels_last
 forward of the same batch (docs/benchmarks.md, P10), with features within 1e-5 of torch's. Each extractor is
 exported once per machine (torch's dynamo exporter, ~10 s) into the user cache, keyed by the extractor's id, and
 checked against torch on a probe batch before it is kept; a network that does not export, or whose export does
@@ -26,6 +26,7 @@ from torch import nn
 from headstart.ground.errors import ConfigError
 from headstart.ground.paths import cache_dir
 from headstart.library.models.backbones import pooled_features
+from headstart.library.models.export import export_checked
 from headstart.library.training.feature_store import ENGINE, Extractor
 
 if TYPE_CHECKING:
@@ -55,11 +56,11 @@ def cpu_session(model: nn.Module, extractor: Extractor) -> InferenceSession | No
     chosen = os.environ.get(ENGINE_VARIABLE, "auto")
     if chosen not in ("auto", "torch"):
         raise ConfigError(f"{ENGINE_VARIABLE}={chosen!r}: expected auto or torch")
+    if chosen == "torch":
+        return None
     try:
         import onnxruntime
     except ImportError:
-        return None
-    if chosen == "torch":
         return None
     onnx_id = Extractor(**{**extractor.__dict__, "device": ENGINE}).id
     key = (onnx_id, torch.get_num_threads())
@@ -104,6 +105,7 @@ def _exported(model: nn.Module, extractor: Extractor, path: Path) -> Path | None
 def _write_quietly(path: Path, data: bytes) -> bool:
     """``data`` at ``path``, whole or not at all (a killed write leaves no file to load); False when the cache
     cannot be written (read-only, full): the export is then used by no one, and torch extracts."""
+    staged = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as staged:
@@ -111,29 +113,17 @@ def _write_quietly(path: Path, data: bytes) -> bool:
         os.replace(staged.name, path)
     except OSError as exc:
         log.warning("ONNX export cache %s not writable (%s): extracting with torch", path.parent, exc)
+        if staged is not None:
+            Path(staged.name).unlink(missing_ok=True)  # a full disk leaves no partial file behind
         return False
     return True
 
 
 def _export_checked(model: nn.Module, extractor: Extractor) -> bytes:
-    """The ONNX model of ``extractor``'s features, dynamic in the batch, checked against torch on 3 images."""
-    import onnxruntime
-
+    """The ONNX model of ``extractor``'s features, dynamic in the batch, checked against torch."""
     network = _Features(model, extractor.stages, extractor.pool).eval()
-    size = extractor.pre.input_size
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.onnx.export(
-        network, (torch.zeros(2, 3, size, size),), None, input_names=["images"], output_names=["features"],
-        dynamic_shapes={"images": {0: batch}}, opset_version=18, dynamo=True, verbose=False,
-    )  # fmt: skip
-    data = program.model_proto.SerializeToString()
-    probe = torch.Generator().manual_seed(0)
-    images = torch.randn(3, 3, size, size, generator=probe)
-    with torch.inference_mode():
-        expected = network(images).numpy()
-    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-    (found,) = session.run(None, {"images": images.numpy()})
-    difference = float(np.abs(found - expected).max() / max(float(np.abs(expected).max()), 1e-12))
-    if not (found.shape == expected.shape and difference <= TOLERANCE):
-        raise ValueError(f"differs from torch by {difference:.1e} of the largest feature (tolerance {TOLERANCE:g})")
-    return data
+    program, difference, expected = export_checked(network, extractor.pre.input_size, output="features")
+    relative = difference / max(float(np.abs(expected).max()), 1e-12)  # features have no fixed scale
+    if not relative <= TOLERANCE:
+        raise ValueError(f"differs from torch by {relative:.1e} of the largest feature (tolerance {TOLERANCE:g})")
+    return program.model_proto.SerializeToString()
