@@ -83,6 +83,9 @@ def params_file(work: Path, pool: Path, fixed: Path, name: str, **train) -> Path
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"] = {"dir": str(pool), "test_dir": str(fixed) if fixed else None}
     params["health"]["drift"] = False  # no registry here: drift needs a champion's reference
+    # the features retrain reads the health step's vectors (extracted by the "extract" row): its row is the
+    # classifier's own cost, extraction's growth is measured on its own
+    params["model"]["features_input_size"] = params["health"]["input_size"]
     params["train"].update(feature_cache=str(work / "features"), num_workers=0, **train)
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(params))

@@ -16,7 +16,7 @@ from headstart.ground.params import HealthParams, Params
 from headstart.ground.run_folder import RunFolder
 from headstart.library.data.fashion_mnist import read_idx
 from headstart.library.data.leakage import apply_policy, find_duplicates
-from headstart.library.data.near_duplicates import THUMBNAIL, near_duplicates
+from headstart.library.data.near_duplicates import SHIFT, THUMBNAIL, _best_shift, _edges, index, near_duplicates
 from headstart.library.data.split import SplitResult
 from tasks import split as split_step
 from tasks.pipeline import steps_by_name
@@ -99,6 +99,29 @@ def test_the_approximate_search_gives_the_same_pairs_every_time(fashion) -> None
     first = near_duplicates(grids, grids, *THRESHOLDS, within=True)
     assert len(first) > 10  # Fashion-MNIST holds near-identical products: there is something to compare
     assert near_duplicates(grids, grids, *THRESHOLDS, within=True) == first
+
+
+def test_the_best_shift_correlation_is_the_definition_computed_directly(fashion) -> None:
+    """The verification reads window norms off summed-area tables: it must equal normalising every shifted
+    window and taking its dot product with the candidate's normalised centre crop, for thumbnails and edge maps."""
+    train, _, test = fashion
+    queries = np.stack([grid(shifted(Image.fromarray(test[i]), i % 3, -(i % 2))) for i in range(40)])
+    queries[0] = 7.0  # a flat thumbnail: correlates with nothing
+    pool = index(np.stack([grid(Image.fromarray(train[i])) for i in range(200)]).astype(np.uint8))
+    candidates = np.random.default_rng(0).integers(0, 200, (40, 12))
+    inner = THUMBNAIL - 2 * SHIFT
+    for grids, crops in ((queries, pool.fine), (_edges(queries), pool.edges)):
+        expected = np.full(candidates.shape, -np.inf)
+        for q in range(len(grids)):
+            for dy in range(2 * SHIFT + 1):
+                for dx in range(2 * SHIFT + 1):
+                    window = grids[q, dy : dy + inner, dx : dx + inner].astype(np.float64).ravel()
+                    centred = window - window.mean()
+                    norm = np.linalg.norm(centred)
+                    unit = centred / norm if norm > 0 else np.zeros_like(centred)
+                    expected[q] = np.maximum(expected[q], crops[candidates[q]] @ unit)
+        np.testing.assert_allclose(_best_shift(grids, crops, candidates), expected, atol=1e-5)
+    assert (_best_shift(queries, pool.fine, candidates)[0] == 0).all()
 
 
 def test_a_pool_smaller_than_the_candidate_count_is_searched_whole(fashion) -> None:

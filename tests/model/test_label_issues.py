@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart.library.health.label_issues import PROBE, out_of_fold_probabilities
+from headstart.library.health.label_issues import PROBE, find_label_issues, out_of_fold_probabilities, probe_dtype
 from headstart.library.training.linear_probe import fit_head
 
 
@@ -38,3 +38,23 @@ def test_all_folds_fitted_at_once_give_the_probabilities_of_one_fit_per_fold() -
     assert (batched.argmax(1) == reference.argmax(1)).all()
     # not a trivial agreement: the held-out probabilities are far from certain and far from uniform
     assert 0.4 < batched.max(1).mean() < 0.99
+
+
+def test_a_bfloat16_probe_flags_what_the_float32_probe_flags() -> None:
+    """probe_precision: bfloat16 products (a speed-up) move the probabilities by rounding, not the verdicts:
+    the same images flagged but for a few at the threshold, the same flips found."""
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 6, 2000)
+    features = (rng.normal(size=(6, 256))[labels] + rng.normal(scale=4.0, size=(2000, 256))).astype(np.float32)
+    flipped = rng.choice(2000, 100, replace=False)
+    labels[flipped] = (labels[flipped] + 1 + rng.integers(0, 5, 100)) % 6
+    exact = find_label_issues(features, labels, 5, 0, "float32")
+    rounded = find_label_issues(features, labels, 5, 0, "bfloat16")
+    assert (exact.precision, rounded.precision) == ("float32", "bfloat16")
+    ours, theirs = {i["row"] for i in exact.issues}, {i["row"] for i in rounded.issues}
+    assert len(ours) > 50 and len(ours & theirs) / len(ours | theirs) >= 0.97
+    assert abs(len(ours & set(flipped)) - len(theirs & set(flipped))) <= 3
+    probabilities = out_of_fold_probabilities(features, labels, 5, 0, torch.bfloat16)
+    reference = out_of_fold_probabilities(features, labels, 5, 0)
+    assert 0 < np.abs(probabilities - reference).max() < 0.05
+    assert probe_dtype("float32") == torch.float32 and probe_dtype("bfloat16") == torch.bfloat16

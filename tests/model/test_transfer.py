@@ -119,3 +119,31 @@ def test_the_c_search_on_one_blas_thread_finds_what_the_default_threads_find() -
     assert found["cv_accuracy"] == default.best_score_ and 0.3 < found["cv_accuracy"] < 0.95
     np.testing.assert_allclose(limited[-1].coef_, default.best_estimator_[-1].coef_, rtol=1e-4, atol=1e-6)
     assert (limited.predict(x) == default.predict(x)).all()
+
+
+def test_a_capped_c_search_chooses_on_its_sample_and_fits_on_every_row() -> None:
+    """classifier_search_images: C is the one GridSearchCV picks on the seeded stratified sample, and the
+    classifier is then fitted on every row with it (not the sample's fit)."""
+    import numpy as np
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    from headstart.library.data.sampling import stratified_rows
+    from headstart.library.models.classical import C_GRIDS, fit_classifier, make_classifier
+
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 4, 600)
+    x = rng.normal(size=(4, 48))[y] + rng.normal(scale=3.0, size=(600, 48))
+    capped, found = fit_classifier("logreg", "auto", 0, x, y, search_images=200)
+    sample = stratified_rows(y, 200, 0, at_least=5)
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    grid = {"logisticregression__C": list(C_GRIDS["logreg"])}
+    on_sample = GridSearchCV(make_classifier("logreg", 0.1, 0), grid, cv=cv).fit(x[sample], y[sample])
+    assert found == {
+        "classifier_c": on_sample.best_params_["logisticregression__C"],
+        "cv_accuracy": on_sample.best_score_,
+        "search_images": 200,
+    }
+    on_all = make_classifier("logreg", found["classifier_c"], 0).fit(x, y)
+    np.testing.assert_allclose(capped[-1].coef_, on_all[-1].coef_, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(capped[-1].coef_, on_sample.best_estimator_[-1].coef_, atol=1e-3)
+    assert "search_images" not in fit_classifier("logreg", "auto", 0, x, y, search_images=600)[1]

@@ -112,11 +112,19 @@ def _best_shift(queries: np.ndarray, pool_crops: np.ndarray, candidates: np.ndar
     """
     inner = THUMBNAIL - 2 * SHIFT
     windows = sliding_window_view(queries, (inner, inner), axis=(1, 2)).reshape(len(queries), -1, inner * inner)
-    sums = windows.sum(-1, dtype=np.float64)
-    squares = np.square(windows, dtype=np.float64).sum(-1)
+    sums, squares = _window_sums(queries, inner), _window_sums(np.square(queries, dtype=np.float64), inner)
     norms = np.sqrt(np.maximum(squares - sums**2 / windows.shape[-1], 0))
     dots = np.matmul(windows, pool_crops[candidates].transpose(0, 2, 1))  # batched BLAS: (queries, shifts, k)
     return (dots / np.where(norms > 0, norms, np.inf)[..., None]).max(1)
+
+
+def _window_sums(grids: np.ndarray, inner: int) -> np.ndarray:
+    """(n, shifts): the sum of every ``inner`` x ``inner`` window of each grid, read off its summed-area table in
+    float64 (four lookups a window instead of adding its 784 values: the sums were half of the verification's time)."""
+    table = np.zeros((len(grids), grids.shape[1] + 1, grids.shape[2] + 1))
+    np.cumsum(np.cumsum(grids, axis=1, dtype=np.float64), axis=2, out=table[:, 1:, 1:])
+    sums = table[:, inner:, inner:] - table[:, :-inner, inner:] - table[:, inner:, :-inner] + table[:, :-inner, :-inner]
+    return sums.reshape(len(grids), -1)
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,8 @@ def _label_issues(
         why = "fewer than 2 classes" if len(present) < 2 else "a class has fewer than 2 training images"
         return {"checked": 0, "fraction": 0.0, "issues": [], "skipped": why}
     compact = np.searchsorted(present, labels)  # labels 0..len(present)-1 for the probe and cleanlab
-    found = find_label_issues(features, compact, params.health.label_folds, params.train.seed)
+    h = params.health
+    found = find_label_issues(features, compact, h.label_folds, params.train.seed, h.probe_precision)
     classes = [classes[i] for i in present]
     issues = [
         {
@@ -76,8 +77,10 @@ def _label_issues(
         }
         for issue in found.issues
     ]
-    log.info("label issues: %d of %d images (%.1f%%) look mislabeled", len(issues), found.checked, 100 * found.fraction)
-    return {"checked": found.checked, "fraction": round(found.fraction, 4), "issues": issues}
+    log.info("label issues: %d of %d images (%.1f%%) look mislabeled (probe fitted in %s)", len(issues),
+             found.checked, 100 * found.fraction, found.precision)  # fmt: skip
+    return {"checked": found.checked, "fraction": round(found.fraction, 4), "precision": found.precision,
+            "issues": issues}  # fmt: skip
 
 
 def champion_reference(registry: Registry) -> tuple[str | None, Reference | str]:

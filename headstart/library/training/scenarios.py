@@ -164,7 +164,9 @@ def _train_features(model, split, classes, pre, params, run, lineage, world) -> 
     rows, feats = _features(model, split, pre, params, world)
     y = _targets(rows, classes)
     fit = (rows["split"] == "train").to_numpy() | (p.features_fit == "train+val")
-    classifier, search = fit_classifier(p.classifier, p.classifier_c, p.seed, feats.features[fit], y[fit])
+    classifier, search = fit_classifier(
+        p.classifier, p.classifier_c, p.seed, feats.features[fit], y[fit], p.classifier_search_images
+    )
     row = {"epoch": 1, "train_accuracy": float(classifier.score(feats.features[fit], y[fit])), **search}
     if (~fit).any():  # held-out validation rows (features_fit: train)
         row["val_accuracy"] = float(classifier.score(feats.features[~fit], y[~fit]))
