@@ -97,17 +97,11 @@ def transfer_report(config: ModelConfig, split: pd.DataFrame, params: Params, st
 
 
 def stratified_sample(rows: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
-    """At most ``cap`` of ``rows``, each label in proportion (seeded; in their original order); all when they fit
-    or ``cap`` is None. A class too small to stratify (one row) falls back to a plain seeded sample."""
-    if cap is None or len(rows) <= cap:
-        return rows
-    from sklearn.model_selection import train_test_split
+    """At most ``cap`` of ``rows``, each label in proportion and every label at least once (seeded; in their
+    original order); all when they fit or ``cap`` is None."""
+    from headstart.library.data.sampling import stratified_rows
 
-    try:
-        kept, _ = train_test_split(rows, train_size=cap, stratify=rows["label"], random_state=seed)
-    except ValueError:  # a class with a single row cannot be split in proportion
-        kept = rows.sample(cap, random_state=seed)
-    return kept.sort_index()
+    return rows.iloc[stratified_rows(rows["label"].to_numpy(), cap, seed)]
 
 
 def transfer_markdown(transfer: dict | None) -> str:
