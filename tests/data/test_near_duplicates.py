@@ -16,7 +16,18 @@ from headstart.ground.params import HealthParams, Params
 from headstart.ground.run_folder import RunFolder
 from headstart.library.data.fashion_mnist import read_idx
 from headstart.library.data.leakage import apply_policy, find_duplicates
-from headstart.library.data.near_duplicates import SHIFT, THUMBNAIL, _best_shift, _edges, index, near_duplicates
+from headstart.library.data.near_duplicates import (
+    SHIFT,
+    SPECTRUM,
+    THUMBNAIL,
+    _best_shift,
+    _edge_crops,
+    _edges,
+    _normalised,
+    _spectra,
+    index,
+    near_duplicates,
+)
 from headstart.library.data.split import SplitResult
 from tasks import split as split_step
 from tasks.pipeline import steps_by_name
@@ -107,10 +118,12 @@ def test_the_best_shift_correlation_is_the_definition_computed_directly(fashion)
     train, _, test = fashion
     queries = np.stack([grid(shifted(Image.fromarray(test[i]), i % 3, -(i % 2))) for i in range(40)])
     queries[0] = 7.0  # a flat thumbnail: correlates with nothing
-    pool = index(np.stack([grid(Image.fromarray(train[i])) for i in range(200)]).astype(np.uint8))
+    pool_grids = np.stack([grid(Image.fromarray(train[i])) for i in range(200)]).astype(np.uint8)
+    pool = index(pool_grids)
+    edge_crops, _ = _edge_crops(pool_grids, np.arange(200))
     candidates = np.random.default_rng(0).integers(0, 200, (40, 12))
     inner = THUMBNAIL - 2 * SHIFT
-    for grids, crops in ((queries, pool.fine), (_edges(queries), pool.edges)):
+    for grids, crops in ((queries, pool.fine), (_edges(queries), edge_crops)):
         expected = np.full(candidates.shape, -np.inf)
         for q in range(len(grids)):
             for dy in range(2 * SHIFT + 1):
@@ -122,6 +135,16 @@ def test_the_best_shift_correlation_is_the_definition_computed_directly(fashion)
                     expected[q] = np.maximum(expected[q], crops[candidates[q]] @ unit)
         np.testing.assert_allclose(_best_shift(grids, crops, candidates), expected, atol=1e-5)
     assert (_best_shift(queries, pool.fine, candidates)[0] == 0).all()
+
+
+def test_the_spectra_are_the_lowest_frequencies_of_the_2d_transform(fashion) -> None:
+    """The candidate search transforms only the columns it keeps: the same values as numpy's whole rfft2."""
+    train, _, _ = fashion
+    grids = np.stack([grid(Image.fromarray(train[i])) for i in range(64)])
+    centred = grids - grids.mean((1, 2), keepdims=True)
+    whole = np.abs(np.fft.rfft2(centred))
+    low = np.concatenate([whole[:, :SPECTRUM, :SPECTRUM], whole[:, -SPECTRUM + 1 :, :SPECTRUM]], axis=1)
+    np.testing.assert_allclose(_spectra(grids), _normalised(low.reshape(64, -1)), rtol=1e-5, atol=1e-6)
 
 
 def test_a_pool_smaller_than_the_candidate_count_is_searched_whole(fashion) -> None:

@@ -61,7 +61,7 @@ def find_duplicates(
     ``params.within_duplicates``, for near duplicates inside train + val. ``known``: thumbnails by file, as the
     validator took them (the rest are decoded)."""
     is_test = (table["split"] == "test").to_numpy()
-    grids = thumbnails([Path(f) for f in table["file"]], workers, known)
+    grids = thumbnails(table["file"].tolist(), workers, known)
     training, test = table[~is_test].reset_index(drop=True), table[is_test].reset_index(drop=True)
     training_grids = grids[~is_test]
     training_index = index(training_grids)  # built once: both searches query it
@@ -83,17 +83,18 @@ def find_duplicates(
         within_pairs = near_duplicates(
             training_grids, training_grids, *thresholds, within=True, pool_index=training_index
         )
+        files, labels = training["file"].to_numpy(), training["label"].to_numpy()  # not a pandas row per pair
         for d in within_pairs:
-            a, b = training.iloc[d.query], training.iloc[d.match]
-            if a["label"] == b["label"]:
-                within[a["label"]] = within.get(a["label"], 0) + 1
+            label, other = labels[d.query], labels[d.match]
+            if label == other:
+                within[label] = within.get(label, 0) + 1
             else:
                 across.append(
                     {
-                        "file": a["file"],
-                        "label": a["label"],
-                        "other_file": b["file"],
-                        "other_label": b["label"],
+                        "file": files[d.query],
+                        "label": label,
+                        "other_file": files[d.match],
+                        "other_label": other,
                         "similarity": round(d.similarity, 4),
                     }
                 )
