@@ -41,6 +41,8 @@ def test_onnx_runtime_gives_torchs_features_stored_apart_and_exports_once(defaul
     # independent of how images are batched (the store assumes a vector does not depend on its run)
     session = onnx_features.cpu_session(model, extractor)
     assert np.array_equal(extract(model, split, extractor, 5, 0, "cpu", session), onnx.features)
+    # in-process batches are stacked into one kept buffer; a loader worker's come through torch's own collate
+    assert np.array_equal(extract(model, split, extractor, 5, 1, "cpu", session), onnx.features)
     # a new process (no loaded session) reads the export back instead of exporting again
     exported = next(default_engine.glob("*.onnx"))
     before = exported.stat().st_mtime_ns

@@ -10,7 +10,7 @@ uninterrupted one would have drawn from epoch k + 1 on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import albumentations as A
@@ -78,10 +78,12 @@ def make_loader(
     num_workers: int,
     seed: int = 0,
     shard: tuple[int, int] = (0, 1),
+    collate_fn: Callable | None = None,
 ) -> DataLoader:
     """A DataLoader whose workers stay alive across epochs. ``shuffle`` (training): an :class:`EpochIndexed` sampler
     seeded with ``seed`` (call its ``set_epoch`` each epoch); ``shard`` = (rank, world size): each rank reads its
-    own share of the images. Unshuffled loaders read every image in order.
+    own share of the images. Unshuffled loaders read every image in order. ``collate_fn``: torch's default when
+    None.
 
     Shuffled (training) loaders drop a ragged last batch when there is more than one batch: a batch of one
     image breaks BatchNorm in training mode.
@@ -100,4 +102,5 @@ def make_loader(
         generator=torch.Generator().manual_seed(seed),  # the workers' own torch/NumPy/Python seeds
         drop_last=shuffle and len(sampler if sampler is not None else dataset) > batch_size,
         pin_memory=torch.cuda.is_available(),  # page-locked batches copy to the GPU asynchronously
+        collate_fn=collate_fn,
     )

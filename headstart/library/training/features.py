@@ -66,7 +66,8 @@ def extract(
     given, else torch, on the GPU when ``device`` resolves to one. Decoding overlaps the forward passes when
     ``workers`` > 0."""
     transform = build_transform(extractor.pre)
-    loader = make_loader(ImageTable(table, sorted(set(table["label"])), transform), batch_size, False, workers)
+    dataset = ImageTable(table, sorted(set(table["label"])), transform)
+    loader = make_loader(dataset, batch_size, False, workers, collate_fn=StackInto() if workers == 0 else None)
     accelerator = resolve_accelerator("cpu" if session else device, "fp32")
     accelerator.prepare(model)
     model.eval()
@@ -80,6 +81,25 @@ def extract(
             chunks.append(pooled_features(model, images, extractor.stages, extractor.pool).float().cpu())
     model.to("cpu")
     return torch.cat(chunks).numpy()
+
+
+class StackInto:
+    """torch's collate for (image, target) pairs, but every batch's images stacked into one buffer kept between
+    batches, for a consumer that is done with a batch before asking for the next (extraction: its outputs are new
+    tensors). A fresh 38 MB batch (64 images at 224 px) is beyond glibc's mmap threshold, so each one was new
+    pages: stacking cost 0.27-0.29 ms an image, into the kept buffer 0.08. In the process only: loader workers
+    send their batches through shared memory, which torch's own collate allocates."""
+
+    def __init__(self) -> None:
+        self.buffer: torch.Tensor | None = None
+
+    def __call__(self, items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = [image for image, _ in items]
+        shape = (len(images), *images[0].shape)
+        if self.buffer is None or self.buffer.shape[1:] != shape[1:] or len(self.buffer) < len(images):
+            self.buffer = torch.empty(shape, dtype=images[0].dtype)
+        batch = torch.stack(images, out=self.buffer[: len(images)])
+        return batch, torch.tensor([target for _, target in items])
 
 
 def feature_width(model: nn.Module, extractor: Extractor) -> int:
