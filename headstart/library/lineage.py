@@ -15,6 +15,7 @@ GIT_COMMIT = re.compile(r"[0-9a-f]{7,64}(-dirty)?")  # what git_commit records
 PACKAGES = (
     "headstart", "torch", "torchvision", "timm", "albumentations", "scikit-learn", "prefect", "dvc",
     "numpy", "scipy", "pillow", "opencv-python-headless", "safetensors", "skops",  # they decide a model's bits too
+    "onnx", "onnxscript", "onnxruntime",  # the CPU's feature engine: the export and what runs it
 )  # fmt: skip
 LOCK_FILE = (
     "requirements.lock"  # pip-compile's lock that `make install` installs (docs/architecture.md, "The lock file")

@@ -1,4 +1,5 @@
-"""The label-issue probe's folds fitted at once equal one head fitted per fold, as they were before."""
+"""The label-issue probe: its folds fitted at once equal one head fitted per fold, bfloat16 flags what float32 flags,
+and the health step's features at a size the network takes."""
 
 from __future__ import annotations
 
@@ -58,3 +59,17 @@ def test_a_bfloat16_probe_flags_what_the_float32_probe_flags() -> None:
     reference = out_of_fold_probabilities(features, labels, 5, 0)
     assert 0 < np.abs(probabilities - reference).max() < 0.05
     assert probe_dtype("float32") == torch.float32 and probe_dtype("bfloat16") == torch.bfloat16
+
+
+def test_the_health_step_uses_a_fixed_size_network_at_its_own_size() -> None:
+    """health.input_size is a preference: ViT/DeiT/Swin take only their pretrained size, so the health step
+    extracts at that size instead of failing; a network that takes any size gets the cheap one."""
+    from headstart.ground.params import Params
+    from headstart.library.health.checkup import health_extractor
+
+    def size(backbone: str) -> int:
+        params = Params.model_validate({"model": {"backbone": backbone, "weights": "none"}, "health": {"input_size": 96}})
+        return health_extractor(params)[1].pre.input_size
+
+    assert size("vit_tiny_patch16_224") == 224
+    assert size("tf_efficientnet_lite0") == 96

@@ -92,3 +92,25 @@ def test_a_cache_that_cannot_be_written_costs_only_speed(default_engine, tiny_sp
     assert np.array_equal(found.features, extract(model, split, extractor, 16, 0, "cpu"))
     assert len(store.lookup(replace(extractor, device="cpu"), split["sha256"].tolist())) == len(set(split["sha256"]))
     assert default_engine.read_text() == "not a folder" and sorted(default_engine.parent.iterdir()) == [default_engine]
+
+
+def test_a_failing_onnx_runtime_run_falls_back_to_torch_and_stores_only_torchs_vectors(
+    default_engine, tiny_split, tmp_path
+) -> None:
+    """A real ONNX Runtime failure mid-extraction (a session exported for 48 px given 64 px batches): the run
+    gets torch's features, and nothing is stored under ONNX Runtime's key."""
+    import torch
+
+    _, split = tiny_split(4, 2, 3)
+    model, small = frozen_backbone("tf_efficientnet_lite0", "package:efficientnet-lite0", 48, "avg")
+    wrong_size = onnx_features.cpu_session(model, small)
+    assert wrong_size is not None
+    model, large = frozen_backbone("tf_efficientnet_lite0", "package:efficientnet-lite0", 64, "avg")
+    onnx_id = replace(large, device=ENGINE).id
+    onnx_features._sessions[(onnx_id, torch.get_num_threads())] = wrong_size  # what this process has loaded
+    store = FeatureStore(tmp_path / "store", 10**9)
+    got = features_for(model, split, large, store, 16, 0, "cpu")
+    assert np.array_equal(got.features, extract(model, split, large, 16, 0, "cpu"))  # torch's, bit for bit
+    shas = split["sha256"].tolist()
+    assert store.lookup(replace(large, device=ENGINE), shas) == {}
+    assert len(store.lookup(replace(large, device="cpu"), shas)) == len(set(shas))

@@ -12,7 +12,8 @@ from typing import Any
 
 IDENTICAL, WITHIN_TOLERANCE, NOT_REPRODUCED = "identical", "within tolerance", "not reproduced"
 ENVIRONMENT_KEYS = (
-    "device", "device_name", "cpu_capability", "precision", "threads", "world_size", "machine", "python",
+    "device", "device_name", "cpu_capability", "feature_engine", "precision", "threads", "world_size", "machine",
+    "python",
 )  # fmt: skip
 JUDGED_METRICS = ("accuracy", "macro_f1")
 

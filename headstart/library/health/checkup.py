@@ -49,11 +49,12 @@ def examine(split: SplitResult, params: Params, registry: Registry | None) -> tu
 
 def health_extractor(params: Params) -> tuple[nn.Module, Extractor]:
     """The frozen backbone the health step extracts with (``health.input_size``, else ``model.features_input_size``;
-    ``model.feature_stages``) and the identity of its features."""
+    ``model.feature_stages``) and the identity of its features. A network that takes only its pretrained size
+    (ViT, DeiT, Swin) gets that size instead of ``health.input_size``."""
     m, size = params.model, params.health.input_size
-    return frozen_backbone(
-        m.backbone, m.weights, m.features_input_size if size is None else size, m.head.pool, m.feature_stages
-    )
+    if size is None:
+        return frozen_backbone(m.backbone, m.weights, m.features_input_size, m.head.pool, m.feature_stages)
+    return frozen_backbone(m.backbone, m.weights, size, m.head.pool, m.feature_stages, preferred_size=True)
 
 
 def _label_issues(

@@ -30,7 +30,7 @@ from headstart.library.models.backbones import check_feature_stages, pooled_feat
 from headstart.library.models.weights import weights_digest
 from headstart.library.training.accelerator import resolve_accelerator
 from headstart.library.training.feature_store import ENGINE, Extractor, FeatureStore
-from headstart.library.training.onnx_features import cpu_session, run_session
+from headstart.library.training.onnx_features import EngineFailed, cpu_session, run_session
 
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession
@@ -163,10 +163,28 @@ def features_for(
 ) -> FeatureSet:
     """Features of every row of ``table`` (which has ``sha256``): those in the store read back, the other
     images extracted once each (a duplicate image is extracted once) and stored."""
-    shas = table["sha256"].tolist()
     kind = resolve_accelerator(device, "fp32").device.type
     session = cpu_session(model, extractor) if kind == "cpu" else None
-    extractor = replace(extractor, device=ENGINE if session is not None else kind)
+    if session is not None:
+        try:
+            return _features_through(model, table, replace(extractor, device=ENGINE), store, batch_size, workers,
+                                     device, session)  # fmt: skip
+        except EngineFailed as exc:  # its vectors so far are not stored: torch's are keyed apart
+            log.warning("%s: ONNX Runtime failed (%s); extracting with torch", extractor.backbone, exc)
+    return _features_through(model, table, replace(extractor, device=kind), store, batch_size, workers, device)
+
+
+def _features_through(
+    model: nn.Module,
+    table: pd.DataFrame,
+    extractor: Extractor,
+    store: FeatureStore | None,
+    batch_size: int,
+    workers: int,
+    device: str,
+    session: InferenceSession | None = None,
+) -> FeatureSet:
+    shas = table["sha256"].tolist()
     found = store.lookup(extractor, shas) if store is not None else {}
     if found:  # an entry with a valid checksum but another width is damaged too (a foreign or edited store)
         width = feature_width(model, extractor)
@@ -190,15 +208,20 @@ def features_for(
 
 
 def frozen_backbone(
-    backbone: str, weights: str, input_size: int | None, pool: str, stages: int = 0
+    backbone: str, weights: str, input_size: int | None, pool: str, stages: int = 0, preferred_size: bool = False
 ) -> tuple[nn.Module, Extractor]:
     """The pretrained backbone as a frozen feature extractor (classifier removed, ``pool`` pooling) and the
-    identity of its features (``stages``: see ``backbones.pooled_features``)."""
+    identity of its features (``stages``: see ``backbones.pooled_features``). ``preferred_size``: ``input_size``
+    is a preference (the health step's cheap resolution), dropped for a network that takes only its pretrained
+    size (timm's ``fixed_input_size``: ViT, DeiT, Swin)."""
     from headstart.library.data.transforms import preprocessing_for
     from headstart.library.models.backbones import create_pretrained, freeze_all
     from headstart.library.models.presets import check_input_size
 
     model = create_pretrained(backbone, weights)
+    if preferred_size and input_size is not None and model.pretrained_cfg.get("fixed_input_size"):
+        log.info("%s takes only its pretrained input size: features at that size, not %d px", backbone, input_size)
+        input_size = None
     pre = preprocessing_for(model, input_size)
     check_input_size(backbone, pre.input_size)
     model.reset_classifier(0, global_pool=pool)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,13 +52,19 @@ class _Features(nn.Module):
         return pooled_features(self.model, images, self.stages, self.pool)
 
 
-def cpu_session(model: nn.Module, extractor: Extractor) -> InferenceSession | None:
-    """An ONNX Runtime session computing ``extractor``'s features with torch's thread count, or None where it
-    cannot (onnxruntime missing, the network does not export or does not match torch): torch extracts then."""
+def engine_setting() -> str:
+    """``HEADSTART_FEATURE_ENGINE`` as this machine sets it: ``auto`` (ONNX Runtime on the CPU where the network
+    exports) or ``torch``; recorded in lineage, since the two engines' features differ in the last bits."""
     chosen = os.environ.get(ENGINE_VARIABLE, "auto")
     if chosen not in ("auto", "torch"):
         raise ConfigError(f"{ENGINE_VARIABLE}={chosen!r}: expected auto or torch")
-    if chosen == "torch":
+    return chosen
+
+
+def cpu_session(model: nn.Module, extractor: Extractor) -> InferenceSession | None:
+    """An ONNX Runtime session computing ``extractor``'s features with torch's thread count, or None where it
+    cannot (onnxruntime missing, the network does not export or does not match torch): torch extracts then."""
+    if engine_setting() == "torch":
         return None
     try:
         import onnxruntime
@@ -78,9 +86,16 @@ def cpu_session(model: nn.Module, extractor: Extractor) -> InferenceSession | No
     return _sessions[key]
 
 
+class EngineFailed(RuntimeError):
+    """ONNX Runtime could not run a batch (out of memory, a damaged or foreign export): torch extracts instead."""
+
+
 def run_session(session: InferenceSession, images: torch.Tensor) -> torch.Tensor:
-    """One batch (N, 3, H, W) through the session."""
-    (features,) = session.run(None, {"images": images.numpy()})
+    """One batch (N, 3, H, W) through the session; :class:`EngineFailed` when ONNX Runtime fails."""
+    try:
+        (features,) = session.run(None, {"images": images.numpy()})
+    except Exception as exc:  # ONNX Runtime's own exception types live in its compiled module
+        raise EngineFailed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
     return torch.from_numpy(features)
 
 
@@ -92,14 +107,40 @@ def _exported(model: nn.Module, extractor: Extractor, path: Path) -> Path | None
         return path
     if refused.exists():
         return None
+    with _one_exporter(path):  # sweep trials on one machine: one exports, the others wait and load its file
+        if path.exists():
+            return path
+        try:
+            data = _export_checked(model.eval(), extractor)
+        except (MemoryError, OSError) as exc:  # this moment's shortage, not the network's: try again next run
+            log.warning("%s: ONNX export failed (%s); extracting with torch", extractor.backbone, exc)
+            return None
+        except Exception as exc:  # the exporter cannot, or its result differs from torch: remembered
+            log.warning("%s: ONNX export not usable (%s); extracting with torch (delete %s to try again)",
+                        extractor.backbone, exc, refused)  # fmt: skip
+            _write_quietly(refused, f"{exc}\n".encode())
+            return None
+        return path if _write_quietly(path, data) else None
+
+
+@contextmanager
+def _one_exporter(path: Path) -> Iterator[None]:
+    """Hold the export's file lock (filelock, as torch and huggingface_hub use) while exporting; where the lock
+    cannot be taken (an unwritable cache, a 5-minute wait) export without it: the file is written atomically."""
+    from filelock import FileLock, Timeout
+
     try:
-        data = _export_checked(model.eval(), extractor)
-    except Exception as exc:  # any exporter failure means "use torch": never a failed run
-        log.warning("%s: ONNX export not usable (%s); extracting with torch (delete %s to try again)",
-                    extractor.backbone, exc, refused)  # fmt: skip
-        _write_quietly(refused, f"{exc}\n".encode())
-        return None
-    return path if _write_quietly(path, data) else None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(f"{path}.lock", timeout=300)
+        lock.acquire()
+    except (OSError, Timeout) as exc:
+        log.debug("export lock %s.lock not taken (%s)", path, exc)
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _write_quietly(path: Path, data: bytes) -> bool:
