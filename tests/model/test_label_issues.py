@@ -68,7 +68,8 @@ def test_the_health_step_uses_a_fixed_size_network_at_its_own_size() -> None:
     from headstart.library.health.checkup import health_extractor
 
     def size(backbone: str) -> int:
-        params = Params.model_validate({"model": {"backbone": backbone, "weights": "none"}, "health": {"input_size": 96}})
+        model = {"backbone": backbone, "weights": "none"}
+        params = Params.model_validate({"model": model, "health": {"input_size": 96}})
         return health_extractor(params)[1].pre.input_size
 
     assert size("vit_tiny_patch16_224") == 224
