@@ -20,15 +20,6 @@ LINEAGE = {"environment": ENVIRONMENT, "lock_sha256": "l" * 64, "packages": {"to
 METRICS = {"accuracy": 0.8, "macro_f1": 0.75, "per_class": {"a": {"precision": 0.8, "recall": 0.9, "f1": 0.85}}}
 
 
-def test_the_environment_records_the_feature_engine_this_machine_uses(monkeypatch: pytest.MonkeyPatch) -> None:
-    from headstart.library.training.determinism import training_environment
-
-    monkeypatch.setenv("HEADSTART_FEATURE_ENGINE", "auto")
-    assert training_environment("cpu", "fp32", 1, False)["feature_engine"] == "auto"
-    monkeypatch.setenv("HEADSTART_FEATURE_ENGINE", "torch")
-    assert training_environment("cpu", "fp32", 1, False)["feature_engine"] == "torch"
-
-
 def test_deterministic_mode_is_on_only_inside_and_sets_cublas_for_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 

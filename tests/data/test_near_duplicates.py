@@ -113,8 +113,9 @@ def test_the_approximate_search_gives_the_same_pairs_every_time(fashion) -> None
 
 
 def test_the_best_shift_correlation_is_the_definition_computed_directly(fashion) -> None:
-    """The verification reads window norms off summed-area tables: it must equal normalising every shifted
-    window and taking its dot product with the candidate's normalised centre crop, for thumbnails and edge maps."""
+    """The verification computes window norms from sums by products with a band of ones: it must equal
+    normalising every shifted window and taking its dot product with the candidate's normalised centre crop, for
+    thumbnails and edge maps."""
     train, _, test = fashion
     queries = np.stack([grid(shifted(Image.fromarray(test[i]), i % 3, -(i % 2))) for i in range(40)])
     queries[0] = 7.0  # a flat thumbnail: correlates with nothing

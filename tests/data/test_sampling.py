@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from headstart.library.data.sampling import stratified_rows
 
@@ -25,9 +24,15 @@ def test_a_rare_class_is_never_sampled_away() -> None:
     assert np.bincount(labels[five]).tolist() == [97, 2, 1]
 
 
-def test_everything_when_it_fits_and_an_impossible_floor_is_refused() -> None:
+def test_everything_when_it_fits_and_a_cap_below_the_floors_is_raised_to_them() -> None:
     labels = np.arange(10) % 3
     assert stratified_rows(labels, None, 0).tolist() == list(range(10))
     assert stratified_rows(labels, 10, 0).tolist() == list(range(10))
-    with pytest.raises(ValueError, match="3 classes need 6 rows"):
-        stratified_rows(np.repeat(np.arange(3), 5), 5, 0, at_least=2)
+    many = np.repeat(np.arange(30), 5)  # 30 classes, a cap of 20: every class keeps its floor of 2
+    rows = stratified_rows(many, 20, 0, at_least=2)
+    assert len(rows) == 60 and np.bincount(many[rows]).tolist() == [2] * 30
+
+
+def test_rounding_goes_to_the_classes_furthest_below_their_share() -> None:
+    labels = np.repeat(np.arange(3), [18, 991, 991])  # shares 0.9 / 49.55 / 49.55 of 100; the floor lifts the first
+    assert np.bincount(labels[stratified_rows(labels, 100, 0)]).tolist() == [1, 50, 49]

@@ -30,6 +30,7 @@ def test_onnx_runtime_gives_torchs_features_stored_apart_and_exports_once(defaul
     store = FeatureStore(tmp_path / "store", 10**9)
     onnx = features_for(model, split, extractor, store, 16, 0, "cpu")
     assert onnx.extracted == len(split) and len(list(default_engine.glob("*.onnx"))) == 1
+    assert onnx.engine == "onnxruntime"
     torch_made = extract(model, split, extractor, 16, 0, "cpu")  # no session: torch's forward
     scale = np.abs(torch_made).max()
     assert np.abs(onnx.features - torch_made).max() <= onnx_features.TOLERANCE * scale
@@ -111,6 +112,15 @@ def test_a_failing_onnx_runtime_run_falls_back_to_torch_and_stores_only_torchs_v
     store = FeatureStore(tmp_path / "store", 10**9)
     got = features_for(model, split, large, store, 16, 0, "cpu")
     assert np.array_equal(got.features, extract(model, split, large, 16, 0, "cpu"))  # torch's, bit for bit
+    assert got.engine == "torch"  # what the model's lineage records
     shas = split["sha256"].tolist()
     assert store.lookup(replace(large, device=ENGINE), shas) == {}
     assert len(store.lookup(replace(large, device="cpu"), shas)) == len(set(shas))
+    assert onnx_features._sessions[(onnx_id, torch.get_num_threads())] is None  # the next extraction: torch at once
+
+
+def test_a_shortage_is_not_remembered_as_a_refusal() -> None:
+    """Out of memory or disk while exporting says nothing about the network: the next run exports again."""
+    assert onnx_features._shortage(RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory"))
+    assert onnx_features._shortage(MemoryError()) and onnx_features._shortage(OSError(28, "No space left"))
+    assert not onnx_features._shortage(ValueError("differs from torch by 3.1e-02 of the largest feature"))

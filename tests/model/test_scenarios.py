@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def test_features_scenario_with_each_classifier(data, classifier: str) -> None:
         "model.safetensors",
     ]
     assert load_classifier(result.model_dir).predict_proba(np.zeros((1, 1280), np.float32)).shape == (1, 10)
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["lineage"]["environment"]["feature_engine"] == "torch"  # the suite's engine, as it ran
     metrics = evaluate(result.model_dir, split).metrics
     assert metrics["test_images"] == 50
     assert metrics["accuracy"] > 0.3, metrics["accuracy"]  # 10 classes: chance is 0.1

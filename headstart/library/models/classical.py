@@ -92,13 +92,15 @@ def _fit(
     [c_param] = [k for k in pipeline.get_params() if k.endswith("__C")]
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     sample = stratified_rows(y, search_images, seed, at_least=folds)
+    whole = len(sample) == len(y)  # then GridSearchCV's own refit is the classifier
+    grid = GridSearchCV(pipeline, {c_param: list(C_GRIDS[name])}, cv=cv, refit=whole)
     try:
-        search = GridSearchCV(pipeline, {c_param: list(C_GRIDS[name])}, cv=cv).fit(x[sample], y[sample])
+        search = grid.fit(x, y) if whole else grid.fit(x[sample], y[sample])
     except ValueError as exc:  # every fold failed: linear_svm's own 3-fold calibration inside a fold of 2 images
         log.warning("classifier_c auto: the cross-validation failed (%s); C = %s", str(exc).splitlines()[0], FALLBACK_C)
         return make_classifier(name, FALLBACK_C, seed).fit(x, y), {"classifier_c": FALLBACK_C}
     found = {"classifier_c": search.best_params_[c_param], "cv_accuracy": float(search.best_score_)}
-    if len(sample) == len(y):
+    if whole:
         return search.best_estimator_, found
     found["search_images"] = len(sample)
     return make_classifier(name, found["classifier_c"], seed).fit(x, y), found

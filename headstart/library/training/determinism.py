@@ -66,14 +66,10 @@ def training_environment(device_type: str, precision: str, world_size: int, dete
 
     import torch
 
-    from headstart.library.training.onnx_features import engine_setting
-
     return {
         "device": device_type,
         "device_name": torch.cuda.get_device_name() if device_type == "cuda" else platform.processor() or "cpu",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the SIMD kernels torch picked (AVX2, ...)
-        # frozen-backbone features on the CPU: ONNX Runtime (auto) or torch, which differ in the last bits
-        "feature_engine": "torch" if device_type == "cuda" else engine_setting(),
         "precision": precision,
         "threads": torch.get_num_threads(),
         "world_size": world_size,

@@ -30,7 +30,7 @@ from headstart.library.models.backbones import check_feature_stages, pooled_feat
 from headstart.library.models.weights import weights_digest
 from headstart.library.training.accelerator import resolve_accelerator
 from headstart.library.training.feature_store import ENGINE, Extractor, FeatureStore
-from headstart.library.training.onnx_features import EngineFailed, cpu_session, run_session
+from headstart.library.training.onnx_features import EngineFailed, cpu_session, forget_session, run_session
 
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession
@@ -45,6 +45,7 @@ class FeatureSet:
     features: np.ndarray
     extracted: int  # distinct images extracted now (the rest came from the store)
     seconds: float  # time spent extracting
+    engine: str = "torch"  # what computed them (now or when stored): onnxruntime | torch
 
     @property
     def from_cache(self) -> bool:
@@ -171,6 +172,7 @@ def features_for(
                                      device, session)  # fmt: skip
         except EngineFailed as exc:  # its vectors so far are not stored: torch's are keyed apart
             log.warning("%s: ONNX Runtime failed (%s); extracting with torch", extractor.backbone, exc)
+            forget_session(extractor)
     return _features_through(model, table, replace(extractor, device=kind), store, batch_size, workers, device)
 
 
@@ -204,7 +206,8 @@ def _features_through(
     seconds = time.perf_counter() - start
     log.info("features of %d images: %d from the store, %d extracted in %.1f s",
              len(set(shas)), len(set(shas)) - len(missing), len(missing), seconds)  # fmt: skip
-    return FeatureSet(np.stack([found[s] for s in shas]).astype(np.float32), len(missing), seconds)
+    engine = "onnxruntime" if extractor.device == ENGINE else "torch"
+    return FeatureSet(np.stack([found[s] for s in shas]).astype(np.float32), len(missing), seconds, engine)
 
 
 def frozen_backbone(

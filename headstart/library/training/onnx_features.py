@@ -110,17 +110,34 @@ def _exported(model: nn.Module, extractor: Extractor, path: Path) -> Path | None
     with _one_exporter(path):  # sweep trials on one machine: one exports, the others wait and load its file
         if path.exists():
             return path
+        if refused.exists():
+            return None
         try:
             data = _export_checked(model.eval(), extractor)
-        except (MemoryError, OSError) as exc:  # this moment's shortage, not the network's: try again next run
-            log.warning("%s: ONNX export failed (%s); extracting with torch", extractor.backbone, exc)
-            return None
-        except Exception as exc:  # the exporter cannot, or its result differs from torch: remembered
+        except Exception as exc:
+            if _shortage(exc):  # this moment's, not the network's: tried again next run
+                log.warning("%s: ONNX export failed (%s); extracting with torch", extractor.backbone, exc)
+                return None
+            # the exporter cannot, or its result differs from torch: remembered
             log.warning("%s: ONNX export not usable (%s); extracting with torch (delete %s to try again)",
                         extractor.backbone, exc, refused)  # fmt: skip
             _write_quietly(refused, f"{exc}\n".encode())
             return None
         return path if _write_quietly(path, data) else None
+
+
+def _shortage(exc: BaseException) -> bool:
+    """A failure of memory or disk, not of the network: torch's allocator raises a RuntimeError ("can't allocate
+    memory"), CUDA's an OutOfMemoryError, the OS a MemoryError or OSError."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError | OSError) or "allocate" in text or "out of memory" in text
+
+
+def forget_session(extractor: Extractor) -> None:
+    """Drop this process's session for ``extractor`` (one that failed at run time): later extractions in the
+    process use torch at once instead of failing again first."""
+    onnx_id = Extractor(**{**extractor.__dict__, "device": ENGINE}).id
+    _sessions[(onnx_id, torch.get_num_threads())] = None
 
 
 @contextmanager

@@ -47,7 +47,7 @@ from headstart.library.training.determinism import (
     training_environment,
 )
 from headstart.library.training.epochs import UnfreezeSchedule, fit
-from headstart.library.training.features import extractor_of, training_features
+from headstart.library.training.features import FeatureSet, extractor_of, training_features
 from headstart.library.training.linear_probe import fit_head
 from headstart.library.training.world import World
 from headstart.library.training.world import current as current_world
@@ -157,11 +157,22 @@ def _features(model, split, pre, params: Params, world: World):
         return training_features(model, split, extractor, params)
 
 
+def _engine_recorded(lineage: dict, feats: FeatureSet) -> dict:
+    """Lineage with the engine that computed the frozen features a features or hybrid model was fitted on
+    (``environment.feature_engine``: onnxruntime | torch; what ran, not the machine's setting: an export refused
+    here or a run-time fallback means torch), so a rebuild on the other engine is judged within tolerance."""
+    environment = lineage.get("environment")
+    if environment is None:
+        return lineage
+    return {**lineage, "environment": {**environment, "feature_engine": feats.engine}}
+
+
 def _train_features(model, split, classes, pre, params, run, lineage, world) -> TrainResult:
     p = params.train
     model.reset_classifier(0, global_pool=params.model.head.pool)
     freeze_all(model)
     rows, feats = _features(model, split, pre, params, world)
+    lineage = _engine_recorded(lineage, feats)
     y = _targets(rows, classes)
     fit = (rows["split"] == "train").to_numpy() | (p.features_fit == "train+val")
     classifier, search = fit_classifier(
@@ -193,6 +204,7 @@ def _train_hybrid(model, split, classes, pre, params, run, lineage, world) -> Tr
     p = params.train
     attach_head(model, len(classes), params.model.head)
     rows, feats = _features(model, split, pre, params, world)
+    lineage = _engine_recorded(lineage, feats)
     is_train = (rows["split"] == "train").to_numpy()
     probe_loss = fit_head(model.get_classifier(), feats.features[is_train], _targets(rows, classes)[is_train], params)
     log.info("linear probe: head fitted on %d cached features, loss %.4f", int(is_train.sum()), probe_loss)
