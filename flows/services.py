@@ -151,8 +151,9 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def wait_healthy(api_url: str, timeout: float = 90.0) -> None:
-    """Poll ``/health`` until the server answers."""
+def wait_healthy(api_url: str, timeout: float = 90.0, process: subprocess.Popen | None = None) -> None:
+    """Poll ``/health`` until the server answers; as soon as ``process`` (the server, when this process started
+    it) has exited, say so instead of waiting out the timeout (a port taken meanwhile, a broken database)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -160,6 +161,9 @@ def wait_healthy(api_url: str, timeout: float = 90.0) -> None:
                 if response.status == 200:
                     return
         except OSError:
+            if process is not None and process.poll() is not None:
+                exited = f"the Prefect server for {api_url} exited ({process.returncode}) before answering"
+                raise ToolError(exited) from None
             time.sleep(0.5)
     raise ToolError(f"the Prefect server at {api_url} did not become healthy within {timeout:.0f} s")
 
@@ -189,10 +193,11 @@ def start_server(
             start_new_session=True,
         )
     try:
-        wait_healthy(api_url)
-    except ToolError:
-        os.killpg(process.pid, signal.SIGKILL)
-        raise
+        wait_healthy(api_url, process=process)
+    except ToolError as exc:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        raise ToolError(f"{exc}; its log: {log}") from None
     return process, api_url
 
 

@@ -137,15 +137,22 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.services import start_server
+    from headstart.ground.errors import ToolError
     from tests.support.seaweedfs import free_ports
 
-    home = tmp_path_factory.mktemp("prefect-server")
-    [port] = free_ports(1)
     fast_services = {
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",  # scheduled runs appear quickly
         "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2",  # a crashed run's lapsed slot is reclaimed soon
     }
-    process, api_url = start_server(port, home, home / "server.log", fast_services)
+    for attempt in range(3):  # a port free when chosen can be taken before uvicorn binds it (parallel workers)
+        home = tmp_path_factory.mktemp("prefect-server")
+        [port] = free_ports(1)
+        try:
+            process, api_url = start_server(port, home, home / "server.log", fast_services)
+            break
+        except ToolError:
+            if attempt == 2:
+                raise
     os.environ["PREFECT_API_URL"] = api_url
     try:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
