@@ -39,9 +39,8 @@ class LabelIssues:
 def probe_dtype(precision: str = "auto") -> torch.dtype:
     """The dtype of the probe's matrix products while it is fitted. ``auto``: bfloat16 where the CPU has bfloat16
     instructions (AVX512_BF16 or AMX; on plain AVX-512 oneDNN would emulate them), else float32. The fit is
-    compute-bound:
-    bfloat16 products took 1.7 s against 2.9-3.5 s at 10,000 images and flagged 99.8 % the same images, with
-    the same recall (docs/data-health.md); weights, optimizer and loss stay float32."""
+    compute-bound: bfloat16 products took 1.7 s against 2.9-3.5 s at 10,000 images and flagged 99.8 % the same
+    images, with the same recall (docs/data-health.md); weights, optimizer and loss stay float32."""
     if precision == "float32":
         return torch.float32
     native = torch.backends.mkldnn.is_available() and (
