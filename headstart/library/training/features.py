@@ -186,6 +186,7 @@ def _features_through(
     device: str,
     session: InferenceSession | None = None,
 ) -> FeatureSet:
+    """:func:`features_for` on one engine: ``extractor.device`` names it (its store key), ``session`` runs it."""
     shas = table["sha256"].tolist()
     found = store.lookup(extractor, shas) if store is not None else {}
     if found:  # an entry with a valid checksum but another width is damaged too (a foreign or edited store)
@@ -206,7 +207,7 @@ def _features_through(
     seconds = time.perf_counter() - start
     log.info("features of %d images: %d from the store, %d extracted in %.1f s",
              len(set(shas)), len(set(shas)) - len(missing), len(missing), seconds)  # fmt: skip
-    engine = "onnxruntime" if extractor.device == ENGINE else "torch"
+    engine = ENGINE if extractor.device == ENGINE else "torch"
     matrix = np.stack([found[s] for s in shas]).astype(np.float32, copy=False)  # one copy, not two: ~5 kB an image
     return FeatureSet(matrix, len(missing), seconds, engine)
 

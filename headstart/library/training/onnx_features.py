@@ -52,28 +52,21 @@ class _Features(nn.Module):
         return pooled_features(self.model, images, self.stages, self.pool)
 
 
-def engine_setting() -> str:
-    """``HEADSTART_FEATURE_ENGINE`` as this machine sets it: ``auto`` (ONNX Runtime on the CPU where the network
-    exports) or ``torch``; recorded in lineage, since the two engines' features differ in the last bits."""
-    chosen = os.environ.get(ENGINE_VARIABLE, "auto")
-    if chosen not in ("auto", "torch"):
-        raise ConfigError(f"{ENGINE_VARIABLE}={chosen!r}: expected auto or torch")
-    return chosen
-
-
 def cpu_session(model: nn.Module, extractor: Extractor) -> InferenceSession | None:
     """An ONNX Runtime session computing ``extractor``'s features with torch's thread count, or None where it
     cannot (onnxruntime missing, the network does not export or does not match torch): torch extracts then."""
-    if engine_setting() == "torch":
+    chosen = os.environ.get(ENGINE_VARIABLE, "auto")
+    if chosen not in ("auto", "torch"):
+        raise ConfigError(f"{ENGINE_VARIABLE}={chosen!r}: expected auto or torch")
+    if chosen == "torch":
         return None
     try:
         import onnxruntime
     except ImportError:
         return None
-    onnx_id = Extractor(**{**extractor.__dict__, "device": ENGINE}).id
-    key = (onnx_id, torch.get_num_threads())
+    key = _session_key(extractor)
     if key not in _sessions:
-        path = _exported(model, extractor, cache_dir() / "onnx-features" / f"{onnx_id}.onnx")
+        path = _exported(model, extractor, cache_dir() / "onnx-features" / f"{key[0]}.onnx")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
         session = None
@@ -136,8 +129,12 @@ def _shortage(exc: BaseException) -> bool:
 def forget_session(extractor: Extractor) -> None:
     """Drop this process's session for ``extractor`` (one that failed at run time): later extractions in the
     process use torch at once instead of failing again first."""
-    onnx_id = Extractor(**{**extractor.__dict__, "device": ENGINE}).id
-    _sessions[(onnx_id, torch.get_num_threads())] = None
+    _sessions[_session_key(extractor)] = None
+
+
+def _session_key(extractor: Extractor) -> tuple[str, int]:
+    """(the id of ONNX Runtime's features for ``extractor``: its export's name, torch's thread count)."""
+    return Extractor(**{**extractor.__dict__, "device": ENGINE}).id, torch.get_num_threads()
 
 
 @contextmanager
