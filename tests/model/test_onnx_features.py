@@ -124,3 +124,26 @@ def test_a_shortage_is_not_remembered_as_a_refusal() -> None:
     assert onnx_features._shortage(RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory"))
     assert onnx_features._shortage(MemoryError()) and onnx_features._shortage(OSError(28, "No space left"))
     assert not onnx_features._shortage(ValueError("differs from torch by 3.1e-02 of the largest feature"))
+
+
+def test_the_exported_graph_normalises_pixels_as_the_eval_transform_does(tiny_split) -> None:
+    """ONNX Runtime is fed resized uint8 pixels and normalises in its graph: the graph's torch module on those
+    pixels gives the features of the eval transform's normalised images (what torch's path extracts)."""
+    import torch
+
+    from headstart.library.data.loader import ImageTable
+    from headstart.library.data.transforms import build_transform
+    from headstart.library.models.backbones import pooled_features
+
+    _, split = tiny_split(3, 2, 3)
+    model, extractor = frozen_backbone("tf_efficientnet_lite0", "package:efficientnet-lite0", 40, "avg")
+    labels = sorted(set(split["label"]))
+    normalised = ImageTable(split, labels, build_transform(extractor.pre))
+    resized = ImageTable(split, labels, build_transform(extractor.pre, normalise=False))
+    images = torch.stack([normalised[i][0] for i in range(len(split))])
+    pixels = torch.stack([torch.as_tensor(resized[i][0]) for i in range(len(split))])
+    assert pixels.dtype == torch.uint8 and pixels.shape[1:] == (40, 40, 3)
+    with torch.inference_mode():
+        expected = pooled_features(model.eval(), images, extractor.stages, extractor.pool)
+        found = onnx_features._Features(model, extractor)(pixels)
+    assert torch.allclose(found, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))

@@ -77,8 +77,9 @@ def check_augmentations(params: Params) -> None:
     load_augmentations(params.augment)
 
 
-def build_transform(pre: Preprocessing, augment: dict[str, Any] | None = None) -> A.Compose:
-    """Augmentations (training only), then resize, normalise and convert to a CHW tensor."""
+def build_transform(pre: Preprocessing, augment: dict[str, Any] | None = None, normalise: bool = True) -> A.Compose:
+    """Augmentations (training only), then resize, normalise and convert to a CHW tensor; ``normalise=False``
+    stops at the resized uint8 pixels (HWC), for an engine that normalises inside its graph."""
     import albumentations as A
     import cv2
     from albumentations.pytorch import ToTensorV2
@@ -87,11 +88,9 @@ def build_transform(pre: Preprocessing, augment: dict[str, Any] | None = None) -
     if augment and (pipeline := load_augmentations(augment)) is not None:
         steps.append(pipeline)
     interpolation = cv2.INTER_CUBIC if pre.interpolation == "bicubic" else cv2.INTER_LINEAR
-    steps += [
-        A.Resize(pre.input_size, pre.input_size, interpolation=interpolation),
-        A.Normalize(mean=pre.mean, std=pre.std, max_pixel_value=255.0),
-        ToTensorV2(),
-    ]
+    steps.append(A.Resize(pre.input_size, pre.input_size, interpolation=interpolation))
+    if normalise:
+        steps += [A.Normalize(mean=pre.mean, std=pre.std, max_pixel_value=255.0), ToTensorV2()]
     return A.Compose(steps)
 
 

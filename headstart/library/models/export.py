@@ -52,21 +52,28 @@ def export_onnx(predictor: Predictor, dest: Path, opset: int = 18, tolerance: fl
 
 
 def export_checked(
-    network: torch.nn.Module, size: int, opset: int = 18, output: str = "outputs"
+    network: torch.nn.Module, size: int, opset: int = 18, output: str = "outputs", pixels: bool = False
 ) -> tuple[torch.onnx.ONNXProgram, float, np.ndarray]:
-    """``network`` exported by torch's dynamo exporter with a dynamic batch (input ``images``), and how far
-    onnxruntime's output is from torch's on a seeded batch of another size than the export's: (program, largest
-    absolute difference, torch's output on that batch). The caller judges the difference."""
+    """``network`` exported by torch's dynamo exporter with a dynamic batch (input ``images``: float (N, 3, size,
+    size), or with ``pixels`` uint8 (N, size, size, 3)), and how far onnxruntime's output is from torch's on a
+    seeded batch of another size than the export's: (program, largest absolute difference, torch's output on that
+    batch). The caller judges the difference."""
     import onnxruntime
 
     batch = torch.export.Dim("batch", min=1, max=4096)
-    example = (torch.zeros(2, 3, size, size),)  # zeros: an export draws nothing from the caller's random state
+    shape = (size, size, 3) if pixels else (3, size, size)
+    dtype = torch.uint8 if pixels else torch.float32
+    example = (torch.zeros(2, *shape, dtype=dtype),)  # zeros: an export draws nothing from the caller's random state
     program = torch.onnx.export(
         network, example, None, input_names=["images"], output_names=[output],
         dynamic_shapes=({0: batch},),  # by position: the forward's argument may be named anything
         opset_version=opset, dynamo=True, verbose=False,
     )  # fmt: skip
-    check = torch.randn(5, 3, size, size, generator=torch.Generator().manual_seed(0))
+    seeded = torch.Generator().manual_seed(0)
+    if pixels:
+        check = torch.randint(0, 256, (5, *shape), dtype=dtype, generator=seeded)
+    else:
+        check = torch.randn(5, *shape, generator=seeded)
     with torch.inference_mode():
         expected = network(check).numpy()
     session = onnxruntime.InferenceSession(program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"])

@@ -64,9 +64,9 @@ def extract(
 ) -> np.ndarray:
     """``extractor``'s pooled features of every image (eval transform, no augmentation), in table order. Always
     fp32 (cached features must not depend on the machine's precision); through ``session`` (ONNX Runtime) when
-    given, else torch, on the GPU when ``device`` resolves to one. Decoding overlaps the forward passes when
-    ``workers`` > 0."""
-    transform = build_transform(extractor.pre)
+    given (fed resized uint8 pixels: it normalises in its graph), else torch, on the GPU when ``device`` resolves
+    to one. Decoding overlaps the forward passes when ``workers`` > 0."""
+    transform = build_transform(extractor.pre, normalise=session is None)
     dataset = ImageTable(table, sorted(set(table["label"])), transform)
     loader = make_loader(dataset, batch_size, False, workers, collate_fn=StackInto() if workers == 0 else None)
     accelerator = resolve_accelerator("cpu" if session else device, "fp32")
@@ -94,8 +94,8 @@ class StackInto:
     def __init__(self) -> None:
         self.buffer: torch.Tensor | None = None
 
-    def __call__(self, items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        images = [image for image, _ in items]
+    def __call__(self, items: list[tuple[torch.Tensor | np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = [torch.as_tensor(image) for image, _ in items]  # uint8 pixels come as arrays: no copy
         shape = (len(images), *images[0].shape)
         if self.buffer is None or self.buffer.shape[1:] != shape[1:] or len(self.buffer) < len(images):
             self.buffer = torch.empty(shape, dtype=images[0].dtype)

@@ -38,17 +38,26 @@ log = logging.getLogger(__name__)
 
 ENGINE_VARIABLE = "HEADSTART_FEATURE_ENGINE"  # auto (ONNX Runtime where it works) | torch
 TOLERANCE = 1e-4  # largest difference from torch, relative to the features' largest magnitude (seen: ~2e-6)
+EXPORT_FORMAT = 2  # in the export's file name; 2: uint8 pixels in, normalised in the graph (1: float images)
 _sessions: dict[tuple[str, int], InferenceSession | None] = {}  # per process: one load per extractor
 
 
 class _Features(nn.Module):
-    """:func:`pooled_features` as a module, for the exporter."""
+    """:func:`pooled_features` of resized uint8 pixels (N, H, W, 3), normalised inside as the eval transform
+    normalises (the same float32 arithmetic: features bit-equal to a float input's, measured). In the graph this
+    is one vectorised pass over the batch where albumentations spent ~0.35 ms an image at 224 px, and the batch
+    is stacked and handed over at a quarter of the bytes: the pipeline went from 0.88-0.92 of ONNX Runtime's bare
+    forward to 0.98 (docs/benchmarks.md, P10)."""
 
-    def __init__(self, model: nn.Module, stages: int, pool: str) -> None:
+    def __init__(self, model: nn.Module, extractor: Extractor) -> None:
         super().__init__()
-        self.model, self.stages, self.pool = model, stages, pool
+        self.model, self.stages, self.pool = model, extractor.stages, extractor.pool
+        pre = extractor.pre
+        self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1) * 255)
+        self.register_buffer("scale", 1 / (torch.tensor(pre.std).view(1, 3, 1, 1) * 255))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        images = (pixels.permute(0, 3, 1, 2).float() - self.mean) * self.scale
         return pooled_features(self.model, images, self.stages, self.pool)
 
 
@@ -66,7 +75,7 @@ def cpu_session(model: nn.Module, extractor: Extractor) -> InferenceSession | No
         return None
     key = _session_key(extractor)
     if key not in _sessions:
-        path = _exported(model, extractor, cache_dir() / "onnx-features" / f"{key[0]}.onnx")
+        path = _exported(model, extractor, cache_dir() / "onnx-features" / f"{key[0]}.v{EXPORT_FORMAT}.onnx")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
         session = None
@@ -83,10 +92,11 @@ class EngineFailed(RuntimeError):
     """ONNX Runtime could not run a batch (out of memory, a damaged or foreign export): torch extracts instead."""
 
 
-def run_session(session: InferenceSession, images: torch.Tensor) -> torch.Tensor:
-    """One batch (N, 3, H, W) through the session; :class:`EngineFailed` when ONNX Runtime fails."""
+def run_session(session: InferenceSession, pixels: torch.Tensor) -> torch.Tensor:
+    """One batch of resized uint8 pixels (N, H, W, 3) through the session; :class:`EngineFailed` when ONNX
+    Runtime fails."""
     try:
-        (features,) = session.run(None, {"images": images.numpy()})
+        (features,) = session.run(None, {"images": pixels.numpy()})
     except Exception as exc:  # ONNX Runtime's own exception types live in its compiled module
         raise EngineFailed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
     return torch.from_numpy(features)
@@ -176,8 +186,8 @@ def _write_quietly(path: Path, data: bytes) -> bool:
 
 def _export_checked(model: nn.Module, extractor: Extractor) -> bytes:
     """The ONNX model of ``extractor``'s features, dynamic in the batch, checked against torch."""
-    network = _Features(model, extractor.stages, extractor.pool).eval()
-    program, difference, expected = export_checked(network, extractor.pre.input_size, output="features")
+    network = _Features(model, extractor).eval()
+    program, difference, expected = export_checked(network, extractor.pre.input_size, output="features", pixels=True)
     relative = difference / max(float(np.abs(expected).max()), 1e-12)  # features have no fixed scale
     if not relative <= TOLERANCE:
         raise ValueError(f"differs from torch by {relative:.1e} of the largest feature (tolerance {TOLERANCE:g})")
