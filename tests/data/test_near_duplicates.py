@@ -4,6 +4,7 @@ is flagged at the rate docs/data-health.md states; the split step drops, stops o
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from headstart.library.data.near_duplicates import (
     _edges,
     _normalised,
     _spectra,
+    candidate_graph,
     index,
     near_duplicates,
 )
@@ -110,6 +112,12 @@ def test_the_approximate_search_gives_the_same_pairs_every_time(fashion) -> None
     first = near_duplicates(grids, grids, *THRESHOLDS, within=True)
     assert len(first) > 10  # Fashion-MNIST holds near-identical products: there is something to compare
     assert near_duplicates(grids, grids, *THRESHOLDS, within=True) == first
+    # the split step builds this graph on a second thread while its own searches another (the leak search)
+    built = index(grids)
+    with ThreadPoolExecutor(max_workers=1) as builder:
+        graph = builder.submit(candidate_graph, built.spectra)
+        near_duplicates(grids[:2000], grids[3000:], *THRESHOLDS)  # searching on this thread meanwhile
+        assert near_duplicates(grids, grids, *THRESHOLDS, within=True, pool_graph=graph.result()) == first
 
 
 def test_the_best_shift_correlation_is_the_definition_computed_directly(fashion) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pandas as pd
 
 from headstart.ground.errors import DataError
 from headstart.ground.params import HealthParams
-from headstart.library.data.near_duplicates import index, near_duplicates, thumbnails
+from headstart.library.data.near_duplicates import candidate_graph, index, near_duplicates, thumbnails
 
 log = logging.getLogger(__name__)
 
@@ -66,38 +67,43 @@ def find_duplicates(
     training_grids = grids[~is_test]
     training_index = index(training_grids)  # built once: both searches query it
     thresholds = (params.duplicate_similarity, params.duplicate_edge_similarity)
-    leaks = [
-        {
-            "file": training.at[d.query, "file"],
-            "split": training.at[d.query, "split"],
-            "label": training.at[d.query, "label"],
-            "test_file": test.at[d.match, "file"],
-            "test_label": test.at[d.match, "label"],
-            "similarity": round(d.similarity, 4),
-        }
-        for d in near_duplicates(training_grids, grids[is_test], *thresholds, query_index=training_index)
-    ]
+    with ThreadPoolExecutor(max_workers=1) as builder:
+        # the within search's graph (one thread: deterministic) is built on the second core during the leak search
+        graph = builder.submit(candidate_graph, training_index.spectra) if params.within_duplicates else None
+        leaks = [
+            {
+                "file": training.at[d.query, "file"],
+                "split": training.at[d.query, "split"],
+                "label": training.at[d.query, "label"],
+                "test_file": test.at[d.match, "file"],
+                "test_label": test.at[d.match, "label"],
+                "similarity": round(d.similarity, 4),
+            }
+            for d in near_duplicates(training_grids, grids[is_test], *thresholds, query_index=training_index)
+        ]
+        within_pairs = []
+        if graph is not None:
+            within_pairs = near_duplicates(
+                training_grids, training_grids, *thresholds, within=True, pool_index=training_index,
+                pool_graph=graph.result(),
+            )  # fmt: skip
     within: dict[str, int] = {}
     across: list[dict] = []
-    if params.within_duplicates:
-        within_pairs = near_duplicates(
-            training_grids, training_grids, *thresholds, within=True, pool_index=training_index
-        )
-        files, labels = training["file"].to_numpy(), training["label"].to_numpy()  # not a pandas row per pair
-        for d in within_pairs:
-            label, other = labels[d.query], labels[d.match]
-            if label == other:
-                within[label] = within.get(label, 0) + 1
-            else:
-                across.append(
-                    {
-                        "file": files[d.query],
-                        "label": label,
-                        "other_file": files[d.match],
-                        "other_label": other,
-                        "similarity": round(d.similarity, 4),
-                    }
-                )
+    files, labels = training["file"].to_numpy(), training["label"].to_numpy()  # not a pandas row per pair
+    for d in within_pairs:
+        label, other = labels[d.query], labels[d.match]
+        if label == other:
+            within[label] = within.get(label, 0) + 1
+        else:
+            across.append(
+                {
+                    "file": files[d.query],
+                    "label": label,
+                    "other_file": files[d.match],
+                    "other_label": other,
+                    "similarity": round(d.similarity, 4),
+                }
+            )
     dropped = sorted({leak["file"] for leak in leaks}) if params.leakage == "drop" else []
     return DuplicateReport(
         params.leakage, leaks, dropped, dict(sorted(within.items())), across, params.within_duplicates

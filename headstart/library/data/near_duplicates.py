@@ -26,12 +26,16 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from headstart.library.data.images import open_checked, to_rgb
+
+if TYPE_CHECKING:
+    import faiss
 
 THUMBNAIL = 32  # pixels a side
 SHIFT = 2  # pixels each way (25 shifts)
@@ -174,24 +178,34 @@ def exact_candidates(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarra
     return np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
 
 
-def approximate_candidates(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
-    """The same, from a faiss HNSW graph of the pool (inner product); -1 where the graph holds fewer than ``k``.
+def candidate_graph(pool: np.ndarray) -> faiss.IndexHNSWFlat:
+    """A faiss HNSW graph of the pool's rows (inner product), for :func:`approximate_candidates`.
 
-    The graph is built on one thread: faiss links nodes in parallel in whatever order threads get to them, so a
-    multi-threaded build may differ between runs, and the near duplicates found decide which training rows a run
-    drops (same inputs, same model). Searching is per query and runs on every thread.
+    Built on one thread: faiss links nodes in parallel in whatever order threads get to them, so a multi-threaded
+    build may differ between runs, and the near duplicates found decide which training rows a run drops (same
+    inputs, same model). OpenMP's thread count is the calling thread's own setting, so a caller may build one
+    graph on a second thread while it searches another on its own.
     """
     import faiss
 
     graph = faiss.IndexHNSWFlat(pool.shape[1], HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
     graph.hnsw.efConstruction = HNSW_BUILD_DEPTH
-    graph.hnsw.efSearch = max(HNSW_SEARCH_DEPTH, k)
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
         graph.add(np.ascontiguousarray(pool, dtype=np.float32))
     finally:
         faiss.omp_set_num_threads(threads)
+    return graph
+
+
+def approximate_candidates(
+    queries: np.ndarray, pool: np.ndarray, k: int, graph: faiss.IndexHNSWFlat | None = None
+) -> np.ndarray:
+    """The same, from a faiss HNSW graph of the pool (``graph`` when the caller built it, else built now); -1
+    where the graph holds fewer than ``k``. Searching is per query and runs on every thread."""
+    graph = graph if graph is not None else candidate_graph(pool)
+    graph.hnsw.efSearch = max(HNSW_SEARCH_DEPTH, k)
     _, rows = graph.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     return rows
 
@@ -210,6 +224,7 @@ def near_duplicates(
     within: bool = False,
     query_index: Index | None = None,
     pool_index: Index | None = None,
+    pool_graph: faiss.IndexHNSWFlat | None = None,
     exact: bool = False,
 ) -> list[NearDuplicate]:
     """Pairs (query row, pool row) whose thumbnails correlate at ``threshold`` or more, and their edge maps at
@@ -217,6 +232,7 @@ def near_duplicates(
 
     ``within``: ``queries`` is ``pool`` itself; each pair is reported once and no image matches itself.
     ``query_index``, ``pool_index``: their :func:`index` when the caller has it (one dataset searched twice).
+    ``pool_graph``: the :func:`candidate_graph` of ``pool_index.spectra`` when the caller built it.
     ``exact``: candidates from every pair's spectra (:func:`exact_candidates`), the reference for tests.
     """
     if len(queries) == 0 or len(pool) == 0:
@@ -226,8 +242,10 @@ def near_duplicates(
     k = min(CANDIDATES, len(pool) - (1 if within else 0))
     if k <= 0:
         return []
-    search = exact_candidates if exact else approximate_candidates
-    all_candidates = search(query_spectra, pool_index.spectra, k + within)
+    if exact:
+        all_candidates = exact_candidates(query_spectra, pool_index.spectra, k + within)
+    else:
+        all_candidates = approximate_candidates(query_spectra, pool_index.spectra, k + within, pool_graph)
     if within:
         all_candidates = _without_self(all_candidates, k)
     found: list[NearDuplicate] = []
@@ -237,12 +255,12 @@ def near_duplicates(
         candidates = np.where(missing, 0, candidates)
         chunk = queries[start : start + CHUNK].astype(np.float32)
         best = _best_shift(chunk, pool_index.fine, candidates)
-        hits = (best >= threshold) & ~missing
-        rows = np.flatnonzero(hits.any(1))  # the edge check only where the thumbnails already correlate (few)
-        if len(rows):
-            crops, renumbered = _edge_crops(pool, candidates[rows])
-            hits[rows] &= _best_shift(_edges(chunk[rows]), crops, renumbered) >= edge_threshold
-        for row, column in zip(*np.nonzero(hits), strict=True):
+        rows, columns = np.nonzero((best >= threshold) & ~missing)
+        if len(rows):  # the edge check only for the pairs whose thumbnails already correlate (few)
+            crops, renumbered = _edge_crops(pool, candidates[rows, columns][:, None])
+            edges_match = _best_shift(_edges(chunk[rows]), crops, renumbered)[:, 0] >= edge_threshold
+            rows, columns = rows[edges_match], columns[edges_match]
+        for row, column in zip(rows, columns, strict=True):
             found.append(NearDuplicate(start + int(row), int(candidates[row, column]), float(best[row, column])))
     if within:  # a pair may be found from both sides: kept once, as (lower row, higher row)
         pairs: dict[tuple[int, int], float] = {}
