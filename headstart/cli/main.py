@@ -11,7 +11,7 @@ import typer
 from rich.text import Text
 from typer.core import TyperGroup
 
-from headstart.cli import backbones, data, models, ops, pipeline, registry, workspace
+from headstart.cli import backbones, data, models, ops, pipeline, registry, worker, workspace
 from headstart.cli.output import text_console
 from headstart.ground.environment import apply_quiet_environment, log_project_at_info
 from headstart.ground.errors import ExportMismatch, HeadstartError, RunFailed, ValidationFailed
@@ -80,6 +80,12 @@ app.command("export")(models.export)
 app.command("serve")(ops.serve)
 app.command("watch")(ops.watch)
 app.command("report")(ops.report)
+
+# Workers on machines that share no file system with the workspace.
+worker_app = typer.Typer(help="Run a worker that shares no file system with the workspace.", no_args_is_help=True)
+app.add_typer(worker_app, name="worker")
+worker_app.command("dask")(worker.dask)
+worker_app.command("prefect")(worker.prefect)
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,55 @@
+"""Workers on machines that share no file system with the workspace: the command each runs and the environment
+it needs.
+
+``headstart worker dask SCHEDULER`` (sweep trials) and ``headstart worker prefect`` (the ``gpu`` pool's
+deployment runs; the Dockerfile's CMD) build their command lines here, and the README's "Scale out" table is
+this module's :data:`WORKER_ENVIRONMENT` (a test keeps the two equal). A worker's working directory is its own:
+trials check their data out into ``./headstart-worker`` and keep their feature store in the user cache.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+
+from tasks.remote_trial import WORKER_FOLDER
+
+# variable -> what a worker uses it for; credentials may instead come from a profile or an instance role
+WORKER_ENVIRONMENT = {
+    "PREFECT_API_URL": "the Prefect server the sweep or the deployment reports to (required)",
+    "AWS_ENDPOINT_URL": "the S3 endpoint of the registry's bucket and the DVC remote (omit on AWS itself)",
+    "AWS_ACCESS_KEY_ID": "an access key for both buckets (or AWS_PROFILE, or an instance role)",
+    "AWS_SECRET_ACCESS_KEY": "its secret (never logged; read by boto3 and DVC from the environment only)",
+    "HEADSTART_CACHE": "optional: the machine's cache (feature store, ONNX exports); default ~/.cache/headstart",
+}
+REQUIRED = ("PREFECT_API_URL",)
+DASK_ENVIRONMENT = {
+    # trials start processes of their own (DataLoader workers, torchrun ranks): daemonic workers may not
+    "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
+}
+
+
+def missing_environment(environment: Mapping[str, str]) -> list[str]:
+    """The required variables ``environment`` lacks."""
+    return [name for name in REQUIRED if not environment.get(name)]
+
+
+def dask_worker_command(scheduler: str, host: str = "127.0.0.1") -> list[str]:
+    """One single-threaded Dask worker process (trials set their own torch threads) for ``scheduler``, serving on
+    ``host`` (loopback unless told: a worker on another machine must be told its own address)."""
+    return [
+        sys.executable, "-m", "distributed.cli.dask_worker", scheduler,
+        "--nthreads", "1", "--nworkers", "1", "--host", host, "--dashboard-address", f"{host}:0",
+        "--local-directory", f"{WORKER_FOLDER}/dask",
+    ]  # fmt: skip
+
+
+def dask_worker_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """``environment`` with what a Dask worker running trials needs set."""
+    return {**environment, **DASK_ENVIRONMENT}
+
+
+def prefect_worker_command(pool: str = "gpu") -> list[str]:
+    """A Prefect process worker polling ``pool``: each deployment run clones the workspace's git remote and pulls
+    its data (the deployment's pull steps, prefect.yaml)."""
+    return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]

@@ -1,0 +1,168 @@
+"""A sweep on a Dask cluster that shares no file system with the workspace, as separate machines on this one: a
+`dask scheduler` and two `headstart worker dask` processes started here, each in its own empty folder and HOME
+and its own mount namespace, where the test session's folders (the workspace, its local DVC remote, the servers'
+data) are hidden under an empty tmpfs: they reach the data only through the SeaweedFS DVC remote and hand trials
+back through the registry's bucket.
+
+Not another uid: this machine's Python lives under /root (0700), which another user cannot execute."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from flows.workers import WORKER_ENVIRONMENT
+from headstart.cli.main import app
+from headstart.library.data.split import load_split
+from headstart.library.evaluation.metrics import evaluate
+from headstart.library.registry.registry import Registry
+from headstart.library.storage.backends import S3Storage
+from tasks.remote_trial import WORKER_FOLDER
+from tests.support.seaweedfs import free_ports
+
+pytestmark = pytest.mark.slow
+TRIALS = [
+    {"train.classifier": "logreg", "train.classifier_c": 0.01},
+    {"train.classifier": "logreg", "train.classifier_c": 1.0},
+    {"train.classifier": "random_forest"},
+]
+
+
+@pytest.fixture
+def machines():
+    """Two empty folders, each a worker machine's working directory and HOME (outside the session's folders)."""
+    if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode != 0:
+        pytest.skip("hides the workspace from its workers in a mount namespace, which takes root (CI runs as root)")
+    folders = [Path(tempfile.mkdtemp(prefix="headstart-machine-")) for _ in range(2)]
+    yield folders
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def without(hidden: Path, command: list[str]) -> list[str]:
+    """``command`` in a mount namespace of its own where ``hidden`` is an empty, unreadable tmpfs."""
+    mount = 'mount -t tmpfs -o size=1m,mode=000 hidden "$0" && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, str(hidden), *command]
+
+
+def worker_environment(machine: Path, api_url: str, seaweedfs) -> dict[str, str]:
+    """What the README says a worker needs, and nothing of this process's own (no HEADSTART_* folders)."""
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(machine), "LANG": "C.UTF-8"}
+    env |= {"PREFECT_API_URL": api_url, **seaweedfs.env()}
+    env["HEADSTART_FEATURE_ENGINE"] = "torch"  # as the whole suite: no ONNX export per tiny extractor
+    assert set(env) - {"PATH", "HOME", "LANG", "AWS_DEFAULT_REGION", "HEADSTART_FEATURE_ENGINE"} <= set(
+        WORKER_ENVIRONMENT
+    )
+    return env
+
+
+def test_a_sweep_on_workers_that_share_nothing_with_the_workspace(
+    workspace: Path,
+    prefect_server: str,
+    seaweedfs,
+    bucket: str,
+    machines: list[Path],
+    fashion_idx_dir,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    runner = CliRunner()
+    for args in (["data", "remote", f"s3://{bucket}/dvc"],
+                 ["data", "import", "fashion-mnist", "--per-class", "12", "--test-per-class", "4"]):  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    (workspace / "sweep.yaml").write_text(yaml.safe_dump({"trials": TRIALS}))
+    # every folder of this test session (the workspace, its local DVC remote, the servers' data) is hidden from
+    # the workers: what they have is their own folder, the package, and the servers' addresses
+    session = tmp_path_factory.getbasetemp().parent if "popen-gw" in str(workspace) else tmp_path_factory.getbasetemp()
+    assert workspace.is_relative_to(session) and not any(m.is_relative_to(session) for m in machines)
+    seen = subprocess.run(without(session, ["ls", str(workspace)]), capture_output=True, text=True)
+    assert seen.returncode != 0 and "No such file or directory" in seen.stderr
+
+    [port] = free_ports(1)
+    scheduler_address = f"tcp://127.0.0.1:{port}"
+    started = [subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--dashboard-address", "127.0.0.1:0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )]  # fmt: skip
+    try:
+        for machine in machines:
+            log = open(machine.parent / f"{machine.name}.log", "w")  # noqa: SIM115 - the worker's, closed with it
+            started.append(subprocess.Popen(
+                without(session, [str(Path(sys.executable).parent / "headstart"), "worker", "dask", scheduler_address]),
+                cwd=machine, env=worker_environment(machine, prefect_server, seaweedfs),
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            ))  # fmt: skip
+        from distributed import Client
+
+        with Client(scheduler_address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+            worker_pids = set(client.run(os.getpid).values())
+        registry_uri = f"s3://{bucket}/registry"
+        sweep = subprocess.run(
+            ["headstart", "sweep", "sweep.yaml", "--cluster", scheduler_address, "--run-dir", "runs/sweep",
+             "--set", f"registry.uri={registry_uri}", "--set", "train.scenario=features",
+             "--set", "health.label_issues=false", "--set", "health.drift=false", "--summary-json", "summary.json"],
+            capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        logs = "".join((m.parent / f"{m.name}.log").read_text()[-3000:] for m in machines)
+        assert sweep.returncode == 0, sweep.stdout[-4000:] + sweep.stderr[-4000:] + logs
+    finally:
+        for process in reversed(started):
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+    record = json.loads((workspace / "runs/sweep/sweep.json").read_text())
+    rows = {row["trial"]: row for row in record["trials"]}
+    assert sorted(rows) == ["trial-00", "trial-01", "trial-02"] and all("error" not in r for r in rows.values())
+    # every trial ran on a worker, in that machine's own folder, on data it checked out from the DVC remote
+    ran_on = {}
+    for machine in machines:
+        for trial in (machine / WORKER_FOLDER / "runs").glob("*/trial-*"):
+            ran_on[trial.name] = machine
+            attempts = json.loads((trial / "trial.json").read_text())["attempts"]
+            assert {a["pid"] for a in attempts} <= worker_pids and os.getpid() not in {a["pid"] for a in attempts}
+    assert sorted(ran_on) == sorted(rows)
+    for machine in set(ran_on.values()):
+        checkout = next((machine / WORKER_FOLDER / "data").glob("*/data/fashion-mnist"))
+        assert sorted(p.name for p in checkout.iterdir()) == sorted(
+            p.name for p in (workspace / "data/fashion-mnist").iterdir()
+        )
+        assert (machine / ".cache/headstart/feature-store").is_dir()  # its own store, on its own disk
+    # chosen on validation; the chosen trial's folder came back through the bucket and was judged here
+    best = max(rows, key=lambda name: (rows[name]["val_accuracy"], -int(name[-2:])))
+    assert record["chosen"] == best
+    chosen_dir = workspace / "runs/sweep" / best
+    split = load_split(workspace / "runs/sweep/split.csv")
+    val = split[split["split"] == "val"].assign(split="test")
+    assert evaluate(chosen_dir / "model", val).metrics["accuracy"] == pytest.approx(rows[best]["val_accuracy"])
+    assert all(rows[name]["run_dir"].startswith(f"{registry_uri}/") for name in rows if name != best)
+    summary = json.loads((workspace / "summary.json").read_text())
+    assert summary["promoted"] is True
+    registry = Registry(S3Storage(bucket, "registry"), "fashion-mnist")
+    assert registry.champion() == summary["version"]
+    lineage = json.loads((chosen_dir / "model/config.json").read_text())["lineage"]
+    assert lineage["sweep_trial"]["trial"] == best and lineage["workspace_commit"] and lineage["data_md5"]
+    # no machine's absolute path in what another reads: the workers read the bucket's exchange (nothing in it
+    # names the coordinator's disk), the coordinator its sweep folder (nothing in it names a worker's)
+    s3 = boto3.client("s3")
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="registry/fashion-mnist/runs/")["Contents"]
+    exchanged = {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+    assert not [key for key, data in exchanged.items() if str(workspace).encode() in data]
+    local = {str(p): p.read_bytes() for p in (workspace / "runs/sweep").rglob("*") if p.is_file()}
+    assert not [name for name, data in {**exchanged, **local}.items() if any(str(m).encode() in data for m in machines)]
