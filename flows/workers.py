@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
+from headstart.ground.errors import ConfigError
 from tasks.remote_trial import WORKER_FOLDER
 
 # variable -> what a worker uses it for; credentials may instead come from a profile or an instance role
@@ -20,6 +22,8 @@ WORKER_ENVIRONMENT = {
     "AWS_ENDPOINT_URL": "the S3 endpoint of the registry's bucket and the DVC remote (omit on AWS itself)",
     "AWS_ACCESS_KEY_ID": "an access key for both buckets (or AWS_PROFILE, or an instance role)",
     "AWS_SECRET_ACCESS_KEY": "its secret (never logged; read by boto3 and DVC from the environment only)",
+    "HEADSTART_GIT_REMOTE": "the workspace's git remote, for deployment runs (a clone per run; Prefect worker)",
+    "HEADSTART_DVC_REMOTE": "the DVC remote a clone pulls its data from, s3://BUCKET/PREFIX (Prefect worker)",
     "HEADSTART_CACHE": "optional: the machine's cache (feature store, ONNX exports); default ~/.cache/headstart",
 }
 REQUIRED = ("PREFECT_API_URL",)
@@ -53,3 +57,26 @@ def prefect_worker_command(pool: str = "gpu") -> list[str]:
     """A Prefect process worker polling ``pool``: each deployment run clones the workspace's git remote and pulls
     its data (the deployment's pull steps, prefect.yaml)."""
     return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+
+
+def workspace_for_run(workspace: str | None = None, git_remote: str | None = None) -> dict[str, str]:
+    """The ``gpu`` deployment's pull step (prefect.yaml): make the folder a run executes in the working directory.
+
+    With ``git_remote`` (``HEADSTART_GIT_REMOTE``, at deploy time or in the worker's environment: a worker that
+    shares no file system with the workspace) a clone of it made by Prefect's own ``git_clone`` step in this run's
+    folder, its datasets pulled from the DVC remote (``HEADSTART_DVC_REMOTE``: a clone holds no machine's remote
+    configuration); else ``workspace``, the deploying machine's folder (a worker that sees it, as before)."""
+    from prefect.deployments.steps import git_clone, set_working_directory
+
+    if git_remote:
+        from headstart.library.data.versioning import pull
+
+        clone = Path(git_clone(repository=git_remote, clone_directory_name="workspace")["directory"]).resolve()
+        pull(clone)  # every dataset its .dvc files name, by md5
+        return set_working_directory(str(clone))
+    if workspace:
+        return set_working_directory(workspace)
+    raise ConfigError(
+        "the deployment names no workspace: set HEADSTART_GIT_REMOTE (the workspace's git remote) in the worker's "
+        "environment, or deploy from the workspace (`headstart serve`)"
+    )

@@ -32,6 +32,7 @@ from tasks.remote_trial import WORKER_FOLDER
 from tests.support.seaweedfs import free_ports
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
 TRIALS = [
     {"train.classifier": "logreg", "train.classifier_c": 0.01},
     {"train.classifier": "logreg", "train.classifier_c": 1.0},
@@ -166,3 +167,75 @@ def test_a_sweep_on_workers_that_share_nothing_with_the_workspace(
     assert not [key for key, data in exchanged.items() if str(workspace).encode() in data]
     local = {str(p): p.read_bytes() for p in (workspace / "runs/sweep").rglob("*") if p.is_file()}
     assert not [name for name, data in {**exchanged, **local}.items() if any(str(m).encode() in data for m in machines)]
+
+
+def test_a_gpu_pool_worker_that_shares_nothing_clones_pulls_and_registers(
+    workspace: Path,
+    prefect_server: str,
+    seaweedfs,
+    bucket: str,
+    machines: list[Path],
+    fashion_idx_dir,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The shipped `gpu` deployment's pull step on a worker in an empty folder that cannot see the workspace: the
+    run clones the workspace's git remote, pulls its data from the DVC remote and registers into the S3 registry.
+    Deployed under a name and pool of its own (the suite's other tests deploy `retrain/gpu` on this server)."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments import run_deployment
+
+    from headstart.library.data.versioning import read_dvc_md5
+    from headstart.library.data.workspace import set_params_keys
+
+    runner = CliRunner()
+    for args in (["data", "remote", f"s3://{bucket}/dvc"],
+                 ["data", "import", "fashion-mnist", "--per-class", "12", "--test-per-class", "4"]):  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    registry_uri = f"s3://{bucket}/registry"
+    set_params_keys(workspace, {"registry.uri": registry_uri, "train.scenario": "features",
+                                "health.label_issues": False, "health.drift": False})  # fmt: skip
+    subprocess.run(["git", "add", "-A"], cwd=workspace, check=True)
+    subprocess.run(["git", "commit", "-qm", "data and params"], cwd=workspace, check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True).stdout
+    git_remote = machines[1] / "workspace.git"  # the workspace's remote: not inside the hidden session folders
+    subprocess.run(["git", "clone", "-q", "--bare", str(workspace), str(git_remote)], check=True)
+    session = tmp_path_factory.getbasetemp().parent if "popen-gw" in str(workspace) else tmp_path_factory.getbasetemp()
+
+    shipped = next(d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"] if d["name"] == "gpu")
+    pool, name = f"gpu-{uuid.uuid4().hex[:8]}", f"shared-nothing-{uuid.uuid4().hex[:8]}"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        client.create_deployment(
+            flow_id=client.create_flow_from_name("retrain"), name=name, work_pool_name=pool,
+            entrypoint=shipped["entrypoint"], pull_steps=shipped["pull"],
+            job_variables=shipped["work_pool"]["job_variables"],
+        )  # fmt: skip
+    machine = machines[0]
+    env = worker_environment(machine, prefect_server, seaweedfs)
+    env |= {"HEADSTART_GIT_REMOTE": f"file://{git_remote}", "HEADSTART_DVC_REMOTE": f"s3://{bucket}/dvc"}
+    log = machine.parent / f"{machine.name}.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            without(session, [str(Path(sys.executable).parent / "headstart"), "worker", "prefect", "--pool", pool]),
+            cwd=machine, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        run = run_deployment(f"retrain/{name}", timeout=900)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+    assert run.state.is_completed(), f"{run.state}: {log.read_text()[-4000:]}"
+    # registered and promoted from the clone: the workspace's commit and data version, in the S3 registry
+    registry = Registry(S3Storage(bucket, "registry"), "fashion-mnist")
+    champion = registry.champion()
+    lineage = json.loads(registry.storage.get(f"fashion-mnist/versions/{champion}/lineage.json"))
+    assert lineage["workspace_commit"] == commit.strip()
+    assert lineage["data_md5"] == read_dvc_md5(workspace / "data/fashion-mnist.dvc")
+    assert not (workspace / "runs").exists()  # nothing ran in the workspace itself
