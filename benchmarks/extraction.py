@@ -7,7 +7,8 @@ B: the same images already decoded and transformed into one tensor (untimed), th
 the same size and threads: torch's ``forward_features`` + pooling (channels_last, ``torch.inference_mode``) on the
 normalised images, and the same ONNX Runtime session alone on the resized uint8 pixels (it normalises in its
 graph). Alternated A/B/A/B in one run (these machines vary ~1.5x between runs); the best of each side is
-compared, and the median of the rounds' own ratios (a round's A and B run seconds apart). Goal: A / (bare forward of A's engine) >= 0.9.
+compared, and the median of the rounds' own ratios (a round's A and B run seconds apart). Goal: A / (bare
+forward of A's engine) >= 0.9.
 
     .venv/bin/python benchmarks/extraction.py [--images 512] [--rounds 4] [--workers 0] [--size 224]
 """

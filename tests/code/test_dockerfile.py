@@ -3,6 +3,7 @@ and layout, and its worker command run against the test server."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -53,3 +54,23 @@ def test_worker_command_polls_the_gpu_deployments_pool(prefect_server) -> None:
     assert once.returncode == 0, f"{shlex.join(command)}: {once.stdout}{once.stderr}"
     output = once.stdout + once.stderr
     assert "Worker 'ProcessWorker" in output and "started" in output, output
+
+
+def test_the_worker_image_mounts_nothing_and_runs_the_documented_worker() -> None:
+    """The image's CMD is `headstart worker prefect`, which runs flows.workers' command line; the environment table
+    in docs/scale-out.md is flows.workers' own; a worker without the API's address refuses to start, naming it."""
+    from flows.workers import WORKER_ENVIRONMENT, prefect_worker_command
+
+    [cmd] = re.findall(r"^CMD (\[.*\])$", DOCKERFILE, re.MULTILINE)
+    assert yaml.safe_load(cmd) == ["headstart", "worker", "prefect", "--pool", "gpu"]
+    assert "VOLUME" not in DOCKERFILE and "/workspace" not in DOCKERFILE
+    assert prefect_worker_command("gpu")[-6:] == ["worker", "start", "--pool", "gpu", "--type", "process"]
+    page = (REPO / "docs/scale-out.md").read_text()
+    section = page[page.index("## Workers that share nothing") : page.index("## What runs where")]
+    documented = dict(re.findall(r"^\| `([A-Z_]+)` \| (.+) \|$", section, re.MULTILINE))
+    assert documented == WORKER_ENVIRONMENT
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    refused = subprocess.run(
+        ["headstart", "worker", "dask", "tcp://127.0.0.1:1"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert refused.returncode == 2 and "PREFECT_API_URL not set" in refused.stderr, refused.stderr
