@@ -25,8 +25,8 @@ RUN pip install --no-cache-dir . \
 
 # A worker shares no file system with the workspace: each deployment run clones the workspace's git remote and
 # pulls its data from the DVC remote into this empty folder, and registers into the S3 registry. What it needs is
-# its environment, given at `docker run -e`: PREFECT_API_URL, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and
-# AWS_SECRET_ACCESS_KEY (flows/workers.py; docs/scale-out.md, "Workers that share nothing").
+# its environment, given at `docker run -e`: PREFECT_API_URL, HEADSTART_GIT_REMOTE, HEADSTART_DVC_REMOTE and the
+# buckets' AWS_* variables (the table in docs/scale-out.md, "Workers that share nothing"; flows/workers.py).
 RUN useradd --create-home --uid 10001 headstart && mkdir /home/headstart/work && chown headstart /home/headstart/work
 USER 10001
 WORKDIR /home/headstart/work

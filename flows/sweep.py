@@ -22,6 +22,7 @@ from flows.retrain import load_run_params, new_context, run_steps
 from headstart.ground.environment import log_project_at_info
 from headstart.ground.errors import ConfigError, HeadstartError
 from headstart.ground.paths import inside
+from headstart.library.storage.backends import StorageError
 from tasks.pipeline import PIPELINE, get_step
 from tasks.publish import final_summary
 from tasks.remote_trial import fetch_trial, plan_exchange, publish_prepared, run_remote_trial
@@ -70,9 +71,11 @@ def worker_threads(cluster: str) -> int | None:
 
 
 def _retry_unless_expected(task, task_run, state) -> bool:
-    """Retry what may pass next time (a lost file system, a killed DataLoader); never an expected failure (bad
-    params, invalid data), which would only fail again after training once more."""
-    return not isinstance(state.result(raise_on_failure=False), HeadstartError)
+    """Retry what may pass next time (a lost file system, a killed DataLoader, a storage outage: a trial that had
+    finished only hands its folder over again); never an expected failure (bad params, invalid data), which would
+    only fail again after training once more."""
+    failure = state.result(raise_on_failure=False)
+    return isinstance(failure, StorageError) or not isinstance(failure, HeadstartError)
 
 
 # A trial that raises is retried by Prefect; a trial whose Dask worker died is rescheduled by Dask on another
@@ -124,7 +127,8 @@ def sweep(
         by_trial = {t.name: trial_params(Path(params_path), overrides or [], t) for t in trials}  # all checked first
         ctx = new_context(params, run_dir)
         # a remote cluster shares nothing with this machine: what it lacks is named before anything runs
-        exchange = plan_exchange(params, ctx.workspace, ctx.run.root) if cluster.startswith("tcp://") else None
+        remote = cluster.startswith("tcp://")
+        exchange = plan_exchange(params, list(by_trial.values()), ctx.workspace, ctx.run.root) if remote else None
         logger.info("sweep of %d trials on %s in %s", len(trials), cluster, ctx.run.root)
         run_steps(ctx, PIPELINE[: PIPELINE.index(get_step("train"))])  # validate, split, health: once for all
         validation_rows(ctx.result("split").table)  # before any trial trains: no validation rows, no choice
@@ -148,6 +152,8 @@ def sweep(
             save_sweep(ctx.run.root, record)
             raise HeadstartError(f"every trial failed; see {ctx.run.root / 'sweep.json'}")
         chosen = best_trial(done, params)
+        if exchange is not None:  # the chosen trial's folder, from the bucket: judged here like any run
+            chosen["run_dir"] = str(fetch_trial(exchange, chosen["trial"], ctx.run.root))
         record |= {"chosen": chosen["trial"], "chosen_by": f"val_{params.gate.primary_metric}"}
         save_sweep(ctx.run.root, record)
         create_table_artifact(
@@ -157,8 +163,6 @@ def sweep(
             f"validation {params.gate.primary_metric}",
         )
         logger.info("chose %s %s on validation %s", chosen["trial"], chosen["overrides"], params.gate.primary_metric)
-        if exchange is not None:  # the chosen trial's folder, from the bucket: judged here like any run
-            chosen["run_dir"] = str(fetch_trial(exchange, chosen["trial"], ctx.run.root))
         final = new_context(by_trial[chosen["trial"]], chosen["run_dir"], allow_class_change)
         with retrain_slot(params.registry.model_name):
             run_steps(final, PIPELINE[PIPELINE.index(get_step("evaluate")) :])

@@ -40,7 +40,16 @@ def missing_environment(environment: Mapping[str, str]) -> list[str]:
 
 def dask_worker_command(scheduler: str, host: str = "127.0.0.1") -> list[str]:
     """One single-threaded Dask worker process (trials set their own torch threads) for ``scheduler``, serving on
-    ``host`` (loopback unless told: a worker on another machine must be told its own address)."""
+    ``host`` (loopback unless told: a worker on another machine must be told its own address, else a scheduler
+    elsewhere could not reach it — refused here instead of a worker that never gets a task)."""
+    from urllib.parse import urlsplit
+
+    loopback = ("127.0.0.1", "localhost", "::1")
+    if host in loopback and urlsplit(scheduler).hostname not in loopback:
+        raise ConfigError(
+            f"scheduler {scheduler} is on another machine, which cannot reach a worker serving on {host}: give "
+            "this machine's address on the cluster's network, `headstart worker dask SCHEDULER --host ADDRESS`"
+        )
     return [
         sys.executable, "-m", "distributed.cli.dask_worker", scheduler,
         "--nthreads", "1", "--nworkers", "1", "--host", host, "--dashboard-address", f"{host}:0",
@@ -65,18 +74,30 @@ def workspace_for_run(workspace: str | None = None, git_remote: str | None = Non
     With ``git_remote`` (``HEADSTART_GIT_REMOTE``, at deploy time or in the worker's environment: a worker that
     shares no file system with the workspace) a clone of it made by Prefect's own ``git_clone`` step in this run's
     folder, its datasets pulled from the DVC remote (``HEADSTART_DVC_REMOTE``: a clone holds no machine's remote
-    configuration); else ``workspace``, the deploying machine's folder (a worker that sees it, as before)."""
+    configuration); else ``workspace``, the deploying machine's folder (a worker that sees it, as before). A clone
+    is deleted with the run's folder, so its params must register into S3, or the model would go with it."""
+    import os
+
     from prefect.deployments.steps import git_clone, set_working_directory
 
     if git_remote:
-        from headstart.library.data.versioning import pull
+        from headstart.ground.params import load_params
+        from headstart.library.data.versioning import REMOTE_ENV, configured_remote, pull
 
         clone = Path(git_clone(repository=git_remote, clone_directory_name="workspace")["directory"]).resolve()
+        registry = load_params(clone / "params.yaml").registry.uri
+        if not registry.startswith("s3://"):
+            raise ConfigError(
+                f"{git_remote}: params.yaml registers into {registry!r}, which is deleted with this run's clone; a "
+                "worker that shares no file system registers into S3: set registry.uri to s3://BUCKET/PREFIX there"
+            )
+        if configured_remote(clone) is None and not os.environ.get(REMOTE_ENV):
+            raise ConfigError(f"{REMOTE_ENV} not set: {WORKER_ENVIRONMENT[REMOTE_ENV]}")
         pull(clone)  # every dataset its .dvc files name, by md5
         return set_working_directory(str(clone))
-    if workspace:
+    if workspace and Path(workspace).is_dir():
         return set_working_directory(workspace)
     raise ConfigError(
-        "the deployment names no workspace: set HEADSTART_GIT_REMOTE (the workspace's git remote) in the worker's "
-        "environment, or deploy from the workspace (`headstart serve`)"
+        f"the deployment's workspace {workspace or '(none)'} is not a folder on this machine: a worker that shares no "
+        "file system with it needs HEADSTART_GIT_REMOTE (the workspace's git remote) in its environment"
     )

@@ -27,7 +27,7 @@ from headstart.ground.run_folder import CHECKPOINTS, TRIAL_RECORD
 from headstart.library import lineage
 from headstart.library.storage.backends import LocalStorage, Storage, open_storage
 from headstart.library.storage.exchange import copy_objects
-from tasks.sweep import PREPARED, Trial, prepare_trial, run_trial
+from tasks.sweep import PREPARED, Trial, prepare_trial, read_record, run_trial, write_record
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ WORKER_FOLDER = "headstart-worker"  # in a worker's working directory: its data 
 PREPARED_KEY = "prepared"
 # What a trial records about its data and workspace comes from the coordinator (the worker has no git checkout
 # and only the training data); the packages and the machine are the worker's own.
-COORDINATOR_LINEAGE = ("workspace_commit", "dataset", "data_md5", "test_data_md5", "split", "params_sha256")
+COORDINATOR_LINEAGE = ("workspace_commit", "dataset", "data_md5", "test_data_md5", "split")
 _working_directory = threading.Lock()  # a trial reads its data by workspace-relative names: one chdir at a time
 
 
@@ -66,15 +66,21 @@ class Exchange:
         return f"{self.uri}/{self.run_key}/{trial}"
 
 
-def plan_exchange(params: Params, workspace: Path, sweep_root: Path) -> Exchange:
-    """The exchange of a sweep run in ``sweep_root``, or a ConfigError naming what a cluster that shares no file
-    system lacks: an S3 registry, an S3 DVC remote, training data tracked by DVC at a workspace-relative path."""
+def plan_exchange(params: Params, trials: list[Params], workspace: Path, sweep_root: Path) -> Exchange:
+    """The exchange of a sweep run in ``sweep_root`` (its ``trials``' params), or a ConfigError naming what a cluster
+    that shares no file system lacks: an S3 registry, an S3 DVC remote, training data tracked by DVC at a
+    workspace-relative path, weights every machine can read (not a ``file:`` path of this one)."""
     from headstart.library.data.versioning import configured_remote, data_md5_of, find_repo_root
 
     if not params.registry.uri.startswith("s3://"):
         raise ConfigError(
             f"registry.uri {params.registry.uri!r}: a tcp:// cluster shares no file system with this machine; its "
             "workers hand their trials back through the registry's bucket: set registry.uri to s3://BUCKET/PREFIX"
+        )
+    if local := sorted({t.model.weights for t in [params, *trials] if t.model.weights.startswith("file:")}):
+        raise ConfigError(
+            f"model.weights {', '.join(local)}: a file of this machine, which the workers of a tcp:// cluster cannot "
+            "read; put the weights in a bucket (s3://BUCKET/KEY) or use a package:NAME preset"
         )
     remote = configured_remote(find_repo_root(workspace))
     if not remote or not remote.startswith("s3://"):
@@ -90,11 +96,13 @@ def plan_exchange(params: Params, workspace: Path, sweep_root: Path) -> Exchange
             "cluster get the data by its DVC version: `headstart data import` tracks and pushes it"
         )
     record = lineage.collect(workspace, params, None)
-    # one prefix per sweep folder of this coordinator: a sweep run again in its folder finds its scored trials
-    where = f"{socket.gethostname()}:{sweep_root.resolve()}"
+    data = {data_dir.as_posix(): md5}
+    # one prefix per sweep folder of this coordinator and what its trials depend on (data, split, params): a
+    # sweep run again unchanged finds its scored trials, one run on other data or params never does
+    where = json.dumps([socket.gethostname(), str(sweep_root.resolve()), data, params.digest()])
     run_id = f"{sweep_root.name}-{hashlib.sha256(where.encode()).hexdigest()[:12]}"
     return Exchange(
-        params.registry.uri, params.registry.model_name, run_id, remote, {data_dir.as_posix(): md5},
+        params.registry.uri, params.registry.model_name, run_id, remote, data,
         {key: record[key] for key in COORDINATOR_LINEAGE},
     )  # fmt: skip
 
@@ -112,11 +120,12 @@ def run_remote_trial(
     from the DVC remote, its folder then written to the bucket (``trial.json`` last: a trial whose record is
     there is whole). A trial the bucket already holds scored (a sweep run again) is returned, not retrained."""
     storage = exchange.storage()
-    home = Path.cwd().resolve() / WORKER_FOLDER
+    with _working_directory:  # read while no trial of this process has changed it
+        home = Path.cwd().resolve() / WORKER_FOLDER
     sweep_root = home / "runs" / exchange.run_id
     trial_key = f"{exchange.run_key}/{trial.name}"
     workspace = _checkout(home, exchange)
-    copy_objects(storage, f"{exchange.run_key}/{PREPARED_KEY}", LocalStorage(sweep_root))
+    copy_objects(storage, f"{exchange.run_key}/{PREPARED_KEY}", LocalStorage(sweep_root), keep=_among(PREPARED))
     copy_objects(storage, trial_key, LocalStorage(sweep_root / trial.name))  # an earlier attempt's record, model
     params = params.model_copy(  # this machine's own feature store: nothing in a store is shared
         update={"train": params.train.model_copy(update={"feature_cache": None})}
@@ -139,9 +148,9 @@ def fetch_trial(exchange: Exchange, trial: str, sweep_root: Path) -> Path:
     target = sweep_root / trial
     copy_objects(exchange.storage(), f"{exchange.run_key}/{trial}", LocalStorage(target))
     prepare_trial(sweep_root, target)
-    record = json.loads((target / TRIAL_RECORD).read_text())
+    record = read_record(target / TRIAL_RECORD)
     record["result"]["run_dir"] = str(target)  # this machine's copy
-    (target / TRIAL_RECORD).write_text(json.dumps(record, indent=2))
+    write_record(target / TRIAL_RECORD, record)
     return target
 
 

@@ -163,7 +163,7 @@ def run_trial(
     ``lineage_from``: lineage entries that come from elsewhere (a remote worker records the coordinator's
     workspace commit and data versions); ``location``: how the row names the trial's folder (default: its path)."""
     run = RunFolder(sweep_root / trial.name)
-    earlier = _read(run.root / TRIAL_RECORD)
+    earlier = read_record(run.root / TRIAL_RECORD)
     if earlier and earlier.get("overrides") != trial.overrides:
         raise ConfigError(
             f"{run.root}: {trial.name} in this folder was trained with {earlier.get('overrides')}, not "
@@ -199,7 +199,7 @@ def run_trial(
         "attempts": attempts,
         "run_dir": location or str(run.root),
     }
-    _write(run.root / TRIAL_RECORD, {**_read(run.root / TRIAL_RECORD), "result": row})
+    write_record(run.root / TRIAL_RECORD, {**read_record(run.root / TRIAL_RECORD), "result": row})
     return row
 
 
@@ -229,19 +229,21 @@ def prepare_trial(sweep_root: Path, trial_root: Path) -> None:
 
 
 def _record_attempt(path: Path, trial: Trial) -> int:
-    record = _read(path) or {"trial": trial.name, "overrides": trial.overrides, "attempts": []}
+    record = read_record(path) or {"trial": trial.name, "overrides": trial.overrides, "attempts": []}
     record["attempts"].append({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
-    _write(path, record)
+    write_record(path, record)
     return len(record["attempts"])
 
 
-def _write(path: Path, record: dict) -> None:
+def write_record(path: Path, record: dict) -> None:
+    """A trial's or sweep's JSON record, replaced whole."""
     partial = path.with_suffix(".tmp")  # replaced whole: a killed worker never leaves half a record
     partial.write_text(json.dumps(record, indent=2))
     partial.replace(path)
 
 
-def _read(path: Path) -> dict:
+def read_record(path: Path) -> dict:
+    """A JSON record, or {} when there is none (or half of one)."""
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, ValueError):

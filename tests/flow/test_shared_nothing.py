@@ -186,6 +186,7 @@ def test_a_gpu_pool_worker_that_shares_nothing_clones_pulls_and_registers(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.deployments import run_deployment
+    from prefect.utilities.templating import apply_values
 
     from headstart.library.data.versioning import read_dvc_md5
     from headstart.library.data.workspace import set_params_keys
@@ -206,6 +207,13 @@ def test_a_gpu_pool_worker_that_shares_nothing_clones_pulls_and_registers(
     session = tmp_path_factory.getbasetemp().parent if "popen-gw" in str(workspace) else tmp_path_factory.getbasetemp()
 
     shipped = next(d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"] if d["name"] == "gpu")
+    # templated as `headstart serve` deploys it (`prefect deploy` fills what the deploying machine sets): the
+    # workspace's own path, which the worker cannot see, and no git remote (the worker's environment names it)
+    with pytest.MonkeyPatch.context() as deploying:  # `{{ $VAR }}` is read from the deploying process's environment
+        deploying.setenv("HEADSTART_WORKSPACE", str(workspace))
+        deploying.delenv("HEADSTART_GIT_REMOTE", raising=False)
+        shipped = apply_values(shipped, {}, remove_notset=False)
+    assert shipped["pull"][0]["flows.workers.workspace_for_run"]["workspace"] == str(workspace)
     pool, name = f"gpu-{uuid.uuid4().hex[:8]}", f"shared-nothing-{uuid.uuid4().hex[:8]}"
     with get_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name=pool, type="process"))

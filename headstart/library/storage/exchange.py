@@ -25,7 +25,8 @@ def copy_objects(
     S3 put is atomic; a folder writes a temporary file and renames it), so the caller writes the object that
     says "complete" last, or hands the names over only after this returns."""
     start = len(_under(source_prefix, ""))
-    copied = [key[start:] for key in source.list(_under(source_prefix, "")) if keep(key[start:])]
+    names = [key[start:] for key in source.list(_under(source_prefix, ""))]
+    copied = [name for name in names if name and not name.endswith("/") and keep(name)]  # not folder markers
     for name in copied:
         target.put(_under(target_prefix, name), source.get(_under(source_prefix, name)))
     return copied

@@ -1,0 +1,37 @@
+"""What a cluster that shares no file system lacks is named before anything runs: the coordinator's checks, the
+worker commands' refusals and the gpu deployment's pull step without a workspace it can see."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.workers import dask_worker_command, workspace_for_run
+from headstart.ground.errors import ConfigError
+from headstart.ground.params import Params
+from tasks.remote_trial import plan_exchange
+
+
+def test_a_remote_sweep_needs_an_s3_registry_and_weights_every_machine_can_read(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"registry.uri 'file://registry': a tcp:// cluster shares no file system"):
+        plan_exchange(Params(), [], tmp_path, tmp_path / "sweep")
+    on_s3 = Params(registry={"uri": "s3://models/registry"})
+    local_weights = Params(registry={"uri": "s3://models/registry"}, model={"weights": "file:weights.safetensors"})
+    with pytest.raises(ConfigError, match=r"model.weights file:weights.safetensors: a file of this machine"):
+        plan_exchange(on_s3, [on_s3, local_weights], tmp_path, tmp_path / "sweep")  # a trial's own override too
+
+
+def test_a_dask_worker_for_a_scheduler_elsewhere_must_be_told_its_own_address() -> None:
+    with pytest.raises(ConfigError, match=r"--host ADDRESS"):
+        dask_worker_command("tcp://10.0.0.5:8786")
+    command = dask_worker_command("tcp://10.0.0.5:8786", host="10.0.0.7")
+    assert command[command.index("--host") + 1] == "10.0.0.7"
+    assert dask_worker_command("tcp://127.0.0.1:8786")[-2:] == ["--local-directory", "headstart-worker/dask"]
+
+
+def test_the_gpu_pull_step_without_a_git_remote_or_a_visible_workspace_names_the_variable(tmp_path: Path) -> None:
+    """A remote worker without HEADSTART_GIT_REMOTE gets the deploying machine's path: named, not a bare
+    FileNotFoundError."""
+    with pytest.raises(ConfigError, match=r"needs HEADSTART_GIT_REMOTE"):
+        workspace_for_run(workspace=str(tmp_path / "elsewhere"), git_remote="")
