@@ -117,8 +117,10 @@ def run_remote_trial(
     params: Params, exchange: Exchange, trial: Trial, flow_run_id: str | None, threads: int | None
 ) -> dict:
     """On a worker: :func:`tasks.sweep.run_trial` in this machine's own folder on the data version checked out
-    from the DVC remote, its folder then written to the bucket (``trial.json`` last: a trial whose record is
-    there is whole). A trial the bucket already holds scored (a sweep run again) is returned, not retrained."""
+    from the DVC remote, its folder then written to the bucket (``trial.json`` last: a trial whose record there
+    holds its result is whole; each attempt is sent as it starts, so a trial rescheduled onto another machine
+    keeps the history of the one that died). A trial the bucket already holds scored (a sweep run again) is
+    returned, not retrained."""
     storage = exchange.storage()
     with _working_directory:  # read while no trial of this process has changed it
         home = Path.cwd().resolve() / WORKER_FOLDER
@@ -130,10 +132,14 @@ def run_remote_trial(
     params = params.model_copy(  # this machine's own feature store: nothing in a store is shared
         update={"train": params.train.model_copy(update={"feature_cache": None})}
     )
+
+    def send_attempt(record: Path) -> None:  # every attempt's host and pid, whichever machine runs the next
+        storage.put(f"{trial_key}/{TRIAL_RECORD}", record.read_bytes())
+
     with _working_directory, contextlib.chdir(workspace):
         row = run_trial(
             params, sweep_root, trial, flow_run_id, threads,
-            lineage_from=exchange.lineage, location=exchange.trial_uri(trial.name),
+            lineage_from=exchange.lineage, location=exchange.trial_uri(trial.name), on_attempt=send_attempt,
         )  # fmt: skip
     trial_root = LocalStorage(sweep_root / trial.name)
     not_handed_back = _among((CHECKPOINTS, TRIAL_RECORD, *PREPARED))  # not: checkpoints, the record (last), inputs

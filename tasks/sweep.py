@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,7 @@ def run_trial(
     threads: int | None,
     lineage_from: dict | None = None,
     location: str | None = None,
+    on_attempt: Callable[[Path], None] | None = None,
 ) -> dict:
     """Train one trial in ``sweep_root/trial-NN`` (the sweep's prepared data files copied in) and score it on the
     validation split. Every attempt is recorded in the trial's ``trial.json`` (host, pid, time), so a trial rerun
@@ -161,7 +163,8 @@ def run_trial(
     again in the same folder) is not trained again: its model may be the one a gate judged.
 
     ``lineage_from``: lineage entries that come from elsewhere (a remote worker records the coordinator's
-    workspace commit and data versions); ``location``: how the row names the trial's folder (default: its path)."""
+    workspace commit and data versions); ``location``: how the row names the trial's folder (default: its path);
+    ``on_attempt``: called with the record's path once this attempt is in it (a remote worker sends it on)."""
     run = RunFolder(sweep_root / trial.name)
     earlier = read_record(run.root / TRIAL_RECORD)
     if earlier and earlier.get("overrides") != trial.overrides:
@@ -177,6 +180,8 @@ def run_trial(
         torch.set_num_threads(threads)  # this worker's share of the cores; not a param (it changes no result)
     prepare_trial(sweep_root, run.root)
     attempts = _record_attempt(run.root / TRIAL_RECORD, trial)
+    if on_attempt is not None:
+        on_attempt(run.root / TRIAL_RECORD)
     started = time.monotonic()
     split = load_split(run.split)
     val = validation_rows(split)
