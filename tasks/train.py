@@ -25,13 +25,14 @@ log = logging.getLogger(__name__)
 def run(ctx: StepContext) -> TrainResult:
     """Train on the split's train rows (val rows are scored per epoch); resumes from the run's checkpoint."""
     split = ctx.result("split").table
-    params = resolve_scenario(split, ctx.params)
+    params, choice = resolve_scenario(split, ctx.params)
+    recorded = _lineage(ctx, params) | ({"scenario_choice": choice} if choice else {})
     nproc = params.train.distributed.nproc
     if nproc > 1 and not under_torchrun():
         if params.train.scenario != "features":
-            return _launch(ctx, params, nproc)
+            return _launch(ctx, params, nproc, recorded)
         log.info("train.distributed.nproc=%d: the features scenario fits its classifier in one process", nproc)
-    return train(split, params, ctx.run, _lineage(ctx, params))
+    return train(split, params, ctx.run, recorded)
 
 
 def _lineage(ctx: StepContext, resolved: Params) -> dict:
@@ -54,14 +55,14 @@ def _lineage(ctx: StepContext, resolved: Params) -> dict:
     }
 
 
-def _launch(ctx: StepContext, params: Params, nproc: int) -> TrainResult:
+def _launch(ctx: StepContext, params: Params, nproc: int, recorded: dict) -> TrainResult:
     """This step in ``nproc`` processes under torchrun, on the resolved params (``auto`` already decided, so
     every rank trains the same scenario); the model is read back from the run folder once they finish."""
     p = params.train
     env = distributed.launch_environment(nproc, resolve_accelerator(p.device, p.precision, p.compile).device.type)
     ctx.run.root.mkdir(parents=True, exist_ok=True)
     ctx.run.train_params.write_text(yaml.safe_dump(params.as_dict(), sort_keys=False))
-    ctx.run.train_lineage.write_text(json.dumps(_lineage(ctx, params)))  # the params as given, not the ranks'
+    ctx.run.train_lineage.write_text(json.dumps(recorded))  # the params as given, not the ranks'
     command = distributed.launch_command(
         nproc, ["train", "--out", str(ctx.run.root.resolve()), "--params", str(ctx.run.train_params.resolve())]
     )

@@ -223,7 +223,12 @@ def test_a_kill_during_a_checkpoint_write_resumes_from_the_previous_epoch_exactl
     assert [int(line.split(",")[0]) for line in curves] == [1, 2, 3, 4, 5, 6]  # every epoch once
 
 
-def test_auto_scenario_picks_by_the_smallest_class() -> None:
+def test_auto_scenario_picks_by_the_smallest_class_and_the_device(caplog: pytest.LogCaptureFixture) -> None:
+    """By data size on every device; the fine-tune at model.input_size on the CPU and at the backbone's pretrained
+    resolution on CUDA (the branch a GPU takes: its choice, resolution and log line are what can be checked here;
+    its accuracy and speed wait for a GPU)."""
+    import logging
+
     import pandas as pd
 
     from headstart.library.training.scenarios import resolve_scenario
@@ -233,14 +238,25 @@ def test_auto_scenario_picks_by_the_smallest_class() -> None:
         return pd.DataFrame(rows, columns=["label", "split"])
 
     params = load_params(REPO_PARAMS, ["train.scenario=auto", "train.auto_features_below=30"])
-    assert resolve_scenario(split({"a": 100, "b": 12}), params).train.scenario == "features"
-    assert resolve_scenario(split({"a": 100, "b": 30}), params).train.scenario == "finetune"
+    for device in ("cpu", "cuda"):
+        small, choice = resolve_scenario(split({"a": 100, "b": 12}), params, device)
+        assert small.train.scenario == "features" and small.model.input_size == params.model.input_size
+        assert choice["scenario"] == "features" and "12 training images" in choice["reason"]
+    on_cpu, choice = resolve_scenario(split({"a": 100, "b": 30}), params, "cpu")
+    assert on_cpu.train.scenario == "finetune" and on_cpu.model.input_size == params.model.input_size == 64
+    assert choice == {"scenario": "finetune", "device": "cpu", "input_size": 64, "reason": choice["reason"]}
+    with caplog.at_level(logging.INFO, logger="headstart.library.training.scenarios"):
+        on_cuda, choice = resolve_scenario(split({"a": 100, "b": 30}), params, "cuda")
+    assert on_cuda.train.scenario == "finetune" and on_cuda.model.input_size is None  # the pretrained resolution
+    assert choice["device"] == "cuda" and "pretrained resolution" in choice["reason"]
+    assert f"scenario auto on cuda: finetune ({choice['reason']})" in caplog.text
+    assert on_cuda.train.model_copy(update={"scenario": "auto"}) == params.train  # nothing else changed
     hybrid = load_params(
         REPO_PARAMS, ["train.scenario=auto", "train.auto_large=hybrid", "train.auto_features_below=30"]
     )
-    assert resolve_scenario(split({"a": 40, "b": 40}), hybrid).train.scenario == "hybrid"
+    assert resolve_scenario(split({"a": 40, "b": 40}), hybrid, "cpu")[0].train.scenario == "hybrid"
     explicit = load_params(REPO_PARAMS, ["train.scenario=finetune"])
-    assert resolve_scenario(split({"a": 3, "b": 3}), explicit) is explicit
+    assert resolve_scenario(split({"a": 3, "b": 3}), explicit, "cuda") == (explicit, None)
 
 
 def test_a_checkpoint_of_other_training_data_is_not_resumed(data, tmp_path: Path) -> None:

@@ -55,6 +55,16 @@ def test_features_scenario_with_each_classifier(data, classifier: str) -> None:
     assert result.history[0]["train_accuracy"] >= metrics["accuracy"] - 0.2
 
 
+def test_auto_records_its_choice_and_why_in_the_models_lineage(data) -> None:
+    base, split = data
+    result = train(split, params(base, "train.scenario=auto"), RunFolder(base / "auto"), {"workspace_commit": "x"})
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["scenario"] == "features"  # 12 images a class, below auto_features_below
+    choice = config["lineage"]["scenario_choice"]
+    assert choice["scenario"] == "features" and choice["device"] == "cpu" and "linear probe" in choice["reason"]
+    assert config["lineage"]["workspace_commit"] == "x"  # added to the lineage given, nothing dropped
+
+
 def test_hybrid_probes_then_fine_tunes(data) -> None:
     base, split = data
     train(split, params(base, "train.scenario=features"), RunFolder(base / "warm"), {"data_md5": "h"})

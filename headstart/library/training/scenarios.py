@@ -76,23 +76,45 @@ def class_names(split: pd.DataFrame) -> list[str]:
     return sorted(split["label"].unique())
 
 
-def resolve_scenario(split: pd.DataFrame, params: Params) -> Params:
-    """``auto`` → ``features`` for small data (the linear probe wins there, measured in benchmarks/recipes.py),
-    else ``train.auto_large``; any other scenario is kept."""
+def resolve_scenario(split: pd.DataFrame, params: Params, device_type: str | None = None) -> tuple[Params, dict | None]:
+    """``auto`` resolved by data size and device: ``features`` for small data (the linear probe wins there,
+    measured in benchmarks/recipes.py, on any device), else ``train.auto_large`` — on the CPU at
+    ``model.input_size`` (64 px: what 2 cores afford), on CUDA at the backbone's pretrained resolution (what a GPU
+    makes cheap; its accuracy and speed there are not measured yet). Returns the params to train with and the
+    choice (scenario, input size, device, why), which is logged and recorded in the model's lineage; any other
+    scenario is kept, with no choice. ``device_type``: where training runs (default: as ``train.device``
+    resolves here)."""
     p = params.train
     if p.scenario != "auto":
-        return params
+        return params, None
+    device_type = device_type or resolve_accelerator(p.device, p.precision, p.compile).device.type
     smallest = int(split.loc[split["split"] == "train", "label"].value_counts().min())
-    chosen = "features" if smallest < p.auto_features_below else p.auto_large
-    log.info("scenario auto: smallest class has %d training images → %s", smallest, chosen)
-    return params.model_copy(update={"train": p.model_copy(update={"scenario": chosen})})
+    input_size = params.model.input_size
+    if smallest < p.auto_features_below:
+        chosen = "features"
+        reason = (f"the smallest class has {smallest} training images (< train.auto_features_below "
+                  f"{p.auto_features_below}): a linear probe on frozen features wins at this size")  # fmt: skip
+    else:
+        chosen = p.auto_large
+        reason = f"the smallest class has {smallest} training images (>= {p.auto_features_below})"
+        if device_type == "cuda":
+            input_size = None
+            reason += ": a fine-tune at the backbone's pretrained resolution, which a GPU makes cheap"
+        else:
+            reason += f": a fine-tune at model.input_size {input_size}, what the CPU affords"
+    choice = {"scenario": chosen, "device": device_type, "input_size": input_size, "reason": reason}
+    log.info("scenario auto on %s: %s (%s)", device_type, chosen, reason)
+    model = params.model.model_copy(update={"input_size": input_size})
+    return params.model_copy(update={"train": p.model_copy(update={"scenario": chosen}), "model": model}), choice
 
 
 def train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict) -> TrainResult:
     """Train the configured scenario on the ``train`` rows (``val`` rows are reported per epoch).
 
     Under torchrun (:mod:`distributed`) every rank runs this; rank 0 alone saves the model and curves."""
-    params = resolve_scenario(split, params)
+    params, choice = resolve_scenario(split, params)
+    if choice is not None:  # auto's choice, and why, travels with the model
+        lineage = {**lineage, "scenario_choice": choice}
     world = current_world()
     if world.distributed and params.train.scenario == "features":
         raise ConfigError("the features scenario fits a classifier in one process: run it without torchrun")
