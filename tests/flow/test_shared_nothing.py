@@ -49,6 +49,7 @@ def machines():
     yield folders
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
+        folder.with_name(f"{folder.name}.log").unlink(missing_ok=True)  # its worker's log, beside it
 
 
 def without(hidden: Path, command: list[str]) -> list[str]:
