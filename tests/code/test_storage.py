@@ -56,3 +56,29 @@ def test_open_storage_parses_uris(tmp_path: Path, seaweedfs) -> None:
         open_storage("ftp://x/y")
     with pytest.raises(StorageError, match="escapes"):
         local.put("../outside", b"x")
+
+
+def test_a_folder_mirrored_through_storage_comes_back_whole_and_filtered(storage, tmp_path: Path) -> None:
+    """copy_objects (a trial's folder between machines): relative names under the prefix, the filter applied, each
+    file back as it was. (A key climbing out with `..` cannot be made here: SeaweedFS refuses it with
+    InvalidRequest, a folder resolves it inside itself, and a folder target refuses an escaping name.)"""
+    from headstart.library.storage.exchange import copy_objects
+
+    source = tmp_path / "trial"
+    (source / "model").mkdir(parents=True)
+    (source / "model/config.json").write_text("{}")
+    (source / "checkpoints").mkdir()
+    (source / "checkpoints/epoch-1.safetensors").write_bytes(b"x" * 10)
+    (source / "trial.json").write_text('{"result": 1}')
+    sent = copy_objects(
+        LocalStorage(source), "", storage, "runs/s/trial-00", lambda n: not n.startswith("checkpoints/")
+    )
+    assert sent == ["model/config.json", "trial.json"]
+    assert storage.list("runs/s/") == ["runs/s/trial-00/model/config.json", "runs/s/trial-00/trial.json"]
+    storage.put("runs/s/trial-001/other.json", b"not this trial's")  # a prefix that only starts the same
+    back = tmp_path / "back" / "trial-00"
+    assert copy_objects(storage, "runs/s/trial-00", LocalStorage(back)) == sent
+    assert (back / "model/config.json").read_text() == "{}" and (back / "trial.json").read_text() == '{"result": 1}'
+    assert sorted(p.relative_to(back).as_posix() for p in back.rglob("*") if p.is_file()) == sent
+    with pytest.raises(StorageError, match="escapes"):
+        LocalStorage(back).put("../escape.txt", b"out")
