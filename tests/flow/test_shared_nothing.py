@@ -245,6 +245,7 @@ def test_a_gpu_pool_worker_that_shares_nothing_clones_pulls_and_registers(
     machine = machines[0]
     env = worker_environment(machine, prefect_server, seaweedfs)
     env |= {"HEADSTART_GIT_REMOTE": f"file://{git_remote}", "HEADSTART_DVC_REMOTE": f"s3://{bucket}/dvc"}
+    env["PREFECT_WORKER_QUERY_SECONDS"] = "1"  # polls every second, not every ten
     log = machine.parent / f"{machine.name}.log"
     with log.open("w") as out:
         worker = subprocess.Popen(
