@@ -154,10 +154,14 @@ def code_difference(record: Record) -> dict | None:
 
 def rebuild_params(record: Record, threads: int | None, workspace: Path) -> dict:
     """The recorded params as the scratch folder runs them: a feature store of its own (every feature extracted
-    again), nothing announced, and the recorded thread count unless ``threads`` asks for another. Checked by
+    again), nothing announced, the recorded thread count unless ``threads`` asks for another, and ``auto``'s
+    recorded choice (scenario and input size) instead of choosing again on this machine's device. Checked by
     the params model before anything is fetched (a record from other code may not be valid params here)."""
     params = json.loads(json.dumps(record.lineage["params"]))  # a copy
     train, recorded = params.setdefault("train", {}), record.lineage["environment"]
+    if isinstance(choice := record.lineage.get("scenario_choice"), dict) and "scenario" in choice:
+        train["scenario"] = choice["scenario"]  # a CUDA model's recipe is rebuilt, not the CPU's
+        params.setdefault("model", {})["input_size"] = choice.get("input_size")
     train["feature_cache"] = "feature-store"
     params.setdefault("notify", {})["webhook_url"] = None  # (the URL was never recorded)
     train["threads"] = threads or recorded.get("threads") or train.get("threads")

@@ -197,6 +197,7 @@ def run_trial(
         "trial": trial.name,
         "overrides": trial.overrides,
         "scenario": result.config.scenario,
+        "input_size": result.config.pre.input_size,  # auto's choice may differ between a CPU and a GPU worker
         "val_accuracy": metrics["accuracy"],
         "val_macro_f1": metrics["macro_f1"],
         "val_images": len(val),

@@ -139,10 +139,11 @@ class DistributedParams(_Section):
 
 
 class TrainParams(_Section):
-    """The training scenario (features, finetune, hybrid, or auto by data size) and its recipe."""
+    """The training scenario (features, finetune, hybrid, or auto by data size and device) and its recipe."""
 
     scenario: Literal["auto", "features", "finetune", "hybrid"] = "auto"
-    # auto: `features` when the smallest class has fewer training images than this, else `auto_large`
+    # auto: `features` when the smallest class has fewer training images than this, else `auto_large` (on CUDA at
+    # the backbone's pretrained resolution instead of model.input_size)
     auto_features_below: int = Field(100, ge=1)
     auto_large: Literal["finetune", "hybrid"] = "finetune"
     classifier: Literal["logreg", "linear_svm", "rbf_svm", "random_forest"] = "logreg"  # features scenario

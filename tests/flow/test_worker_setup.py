@@ -35,3 +35,18 @@ def test_the_gpu_pull_step_without_a_git_remote_or_a_visible_workspace_names_the
     FileNotFoundError."""
     with pytest.raises(ConfigError, match=r"needs HEADSTART_GIT_REMOTE"):
         workspace_for_run(workspace=str(tmp_path / "elsewhere"), git_remote="")
+
+
+def test_a_rebuild_keeps_autos_recorded_choice_instead_of_choosing_on_its_own_device(tmp_path: Path) -> None:
+    """A model auto trained on CUDA at the pretrained resolution is rebuilt at that resolution on a CPU machine
+    (where auto would fine-tune at 64 px): the recipe is the record's, only the device differs."""
+    from flows.reproduce import Record, rebuild_params
+
+    given = Params().as_dict()
+    assert given["train"]["scenario"] == "auto" and given["model"]["input_size"] == 64
+    choice = {"scenario": "finetune", "device": "cuda", "input_size": None, "reason": "..."}
+    record = Record("v1", {"params": given, "environment": {"threads": 2}, "scenario_choice": choice}, {}, {})
+    rebuilt = rebuild_params(record, None, tmp_path)
+    assert rebuilt["train"]["scenario"] == "finetune" and rebuilt["model"]["input_size"] is None
+    without = Record("v0", {"params": given, "environment": {"threads": 2}}, {}, {})  # recorded before the choice
+    assert rebuild_params(without, None, tmp_path)["train"]["scenario"] == "auto"

@@ -57,7 +57,8 @@ def test_features_scenario_with_each_classifier(data, classifier: str) -> None:
 
 def test_auto_records_its_choice_and_why_in_the_models_lineage(data) -> None:
     base, split = data
-    result = train(split, params(base, "train.scenario=auto"), RunFolder(base / "auto"), {"workspace_commit": "x"})
+    auto = params(base, "train.scenario=auto", "train.device=cpu")
+    result = train(split, auto, RunFolder(base / "auto"), {"workspace_commit": "x"})
     config = json.loads((result.model_dir / "config.json").read_text())
     assert config["scenario"] == "features"  # 12 images a class, below auto_features_below
     choice = config["lineage"]["scenario_choice"]

@@ -98,8 +98,9 @@ def resolve_scenario(split: pd.DataFrame, params: Params, device_type: str | Non
         chosen = p.auto_large
         reason = f"the smallest class has {smallest} training images (>= {p.auto_features_below})"
         if device_type == "cuda":
+            reason += (": a fine-tune at the backbone's pretrained resolution, which a GPU makes cheap (not "
+                       f"model.input_size {input_size}; train.scenario {chosen} keeps it)")  # fmt: skip
             input_size = None
-            reason += ": a fine-tune at the backbone's pretrained resolution, which a GPU makes cheap"
         else:
             reason += f": a fine-tune at model.input_size {input_size}, what the CPU affords"
     choice = {"scenario": chosen, "device": device_type, "input_size": input_size, "reason": reason}
