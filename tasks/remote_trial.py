@@ -142,8 +142,8 @@ def run_remote_trial(
             lineage_from=exchange.lineage, location=exchange.trial_uri(trial.name), on_attempt=send_attempt,
         )  # fmt: skip
     trial_root = LocalStorage(sweep_root / trial.name)
-    not_handed_back = _among((CHECKPOINTS, TRIAL_RECORD, *PREPARED))  # not: checkpoints, the record (last), inputs
-    copy_objects(trial_root, "", storage, trial_key, lambda name: not not_handed_back(name))
+    kept_here = _among((CHECKPOINTS, TRIAL_RECORD, *PREPARED))  # checkpoints, the record (sent last), the inputs
+    copy_objects(trial_root, "", storage, trial_key, lambda name: not kept_here(name))
     storage.put(f"{trial_key}/{TRIAL_RECORD}", trial_root.get(TRIAL_RECORD))
     return row
 

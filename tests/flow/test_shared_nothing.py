@@ -52,6 +52,31 @@ def machines():
         folder.with_name(f"{folder.name}.log").unlink(missing_ok=True)  # its worker's log, beside it
 
 
+@pytest.fixture
+def data_on_s3(workspace: Path, bucket: str, fashion_idx_dir, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The workspace's DVC remote in the bucket and Fashion-MNIST imported (pushed there); returns the folder that
+    holds every folder of this test session (xdist's workers' too), which the workers must not see."""
+    runner = CliRunner()
+    for args in (["data", "remote", f"s3://{bucket}/dvc"],
+                 ["data", "import", "fashion-mnist", "--per-class", "12", "--test-per-class", "4"]):  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if "popen-gw" in str(workspace) else base
+
+
+def stop(processes) -> None:
+    """SIGTERM each process group, then SIGKILL what has not ended within 30 s."""
+    processes = list(processes)
+    for process in processes:
+        os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def without(hidden: Path, command: list[str]) -> list[str]:
     """``command`` in a mount namespace of its own where ``hidden`` is an empty, unreadable tmpfs."""
     mount = 'mount -t tmpfs -o size=1m,mode=000 hidden "$0" && exec "$@"'
@@ -81,23 +106,12 @@ def worker_environment(machine: Path, api_url: str, seaweedfs) -> dict[str, str]
 
 
 def test_a_sweep_on_workers_that_share_nothing_with_the_workspace(
-    workspace: Path,
-    prefect_server: str,
-    seaweedfs,
-    bucket: str,
-    machines: list[Path],
-    fashion_idx_dir,
-    tmp_path_factory: pytest.TempPathFactory,
+    workspace: Path, data_on_s3: Path, prefect_server: str, seaweedfs, bucket: str, machines: list[Path]
 ) -> None:
-    runner = CliRunner()
-    for args in (["data", "remote", f"s3://{bucket}/dvc"],
-                 ["data", "import", "fashion-mnist", "--per-class", "12", "--test-per-class", "4"]):  # fmt: skip
-        result = runner.invoke(app, args)
-        assert result.exit_code == 0, result.output
     (workspace / "sweep.yaml").write_text(yaml.safe_dump({"trials": TRIALS}))
     # every folder of this test session (the workspace, its local DVC remote, the servers' data) is hidden from
     # the workers: what they have is their own folder, the package, and the servers' addresses
-    session = tmp_path_factory.getbasetemp().parent if "popen-gw" in str(workspace) else tmp_path_factory.getbasetemp()
+    session = data_on_s3
     assert workspace.is_relative_to(session) and not any(m.is_relative_to(session) for m in machines)
     seen = subprocess.run(without(session, ["ls", str(workspace)]), capture_output=True, text=True)
     assert seen.returncode != 0 and "No such file or directory" in seen.stderr
@@ -136,13 +150,7 @@ def test_a_sweep_on_workers_that_share_nothing_with_the_workspace(
         logs = "".join((m.parent / f"{m.name}.log").read_text()[-3000:] for m in machines)
         assert sweep.returncode == 0, output[-6000:] + logs
     finally:
-        for process in reversed(started):
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in started:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop(reversed(started))
 
     record = json.loads((workspace / "runs/sweep/sweep.json").read_text())
     rows = {row["trial"]: row for row in record["trials"]}
@@ -190,13 +198,7 @@ def test_a_sweep_on_workers_that_share_nothing_with_the_workspace(
 
 
 def test_a_gpu_pool_worker_that_shares_nothing_clones_pulls_and_registers(
-    workspace: Path,
-    prefect_server: str,
-    seaweedfs,
-    bucket: str,
-    machines: list[Path],
-    fashion_idx_dir,
-    tmp_path_factory: pytest.TempPathFactory,
+    workspace: Path, data_on_s3: Path, prefect_server: str, seaweedfs, bucket: str, machines: list[Path]
 ) -> None:
     """The shipped `gpu` deployment's pull step on a worker in an empty folder that cannot see the workspace: the
     run clones the workspace's git remote, pulls its data from the DVC remote and registers into the S3 registry.
@@ -211,11 +213,6 @@ def test_a_gpu_pool_worker_that_shares_nothing_clones_pulls_and_registers(
     from headstart.library.data.versioning import read_dvc_md5
     from headstart.library.data.workspace import set_params_keys
 
-    runner = CliRunner()
-    for args in (["data", "remote", f"s3://{bucket}/dvc"],
-                 ["data", "import", "fashion-mnist", "--per-class", "12", "--test-per-class", "4"]):  # fmt: skip
-        result = runner.invoke(app, args)
-        assert result.exit_code == 0, result.output
     registry_uri = f"s3://{bucket}/registry"
     set_params_keys(workspace, {"registry.uri": registry_uri, "train.scenario": "features",
                                 "health.label_issues": False, "health.drift": False})  # fmt: skip
@@ -224,7 +221,7 @@ def test_a_gpu_pool_worker_that_shares_nothing_clones_pulls_and_registers(
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True).stdout
     git_remote = machines[1] / "workspace.git"  # the workspace's remote: not inside the hidden session folders
     subprocess.run(["git", "clone", "-q", "--bare", str(workspace), str(git_remote)], check=True)
-    session = tmp_path_factory.getbasetemp().parent if "popen-gw" in str(workspace) else tmp_path_factory.getbasetemp()
+    session = data_on_s3
 
     shipped = next(d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"] if d["name"] == "gpu")
     # templated as `headstart serve` deploys it (`prefect deploy` fills what the deploying machine sets): the
@@ -255,11 +252,7 @@ def test_a_gpu_pool_worker_that_shares_nothing_clones_pulls_and_registers(
     try:
         run = run_deployment(f"retrain/{name}", timeout=900)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+        stop([worker])
     assert run.state.is_completed(), f"{run.state}: {log.read_text()[-4000:]}"
     # registered and promoted from the clone: the workspace's commit and data version, in the S3 registry
     registry = Registry(S3Storage(bucket, "registry"), "fashion-mnist")
