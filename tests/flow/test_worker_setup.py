@@ -50,3 +50,38 @@ def test_a_rebuild_keeps_autos_recorded_choice_instead_of_choosing_on_its_own_de
     assert rebuilt["train"]["scenario"] == "finetune" and rebuilt["model"]["input_size"] is None
     without = Record("v0", {"params": given, "environment": {"threads": 2}}, {}, {})  # recorded before the choice
     assert rebuild_params(without, None, tmp_path)["train"]["scenario"] == "auto"
+
+
+def test_a_workers_half_made_checkout_is_made_again_and_a_whole_one_reused(workspace: Path, fashion_idx_dir) -> None:
+    """A worker killed while checking the data out leaves a folder without its marker: the next trial on that
+    machine checks it out again from the DVC remote (the killed one's files gone); a finished checkout is reused."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from headstart.cli.main import app
+    from headstart.library.data.versioning import read_dvc_md5
+    from tasks.remote_trial import WORKER_FOLDER, Exchange, _checkout
+
+    imported = CliRunner().invoke(app, ["data", "import", "fashion-mnist", "--per-class", "2", "--test-per-class", "1"])
+    assert imported.exit_code == 0, imported.output
+    md5 = read_dvc_md5(workspace / "data/fashion-mnist.dvc")
+    remote = os.environ["HEADSTART_DVC_REMOTE"]  # the workspace fixture's local DVC remote, which the import pushed
+    exchange = Exchange("s3://unused/registry", "m", "r", remote, {"data/fashion-mnist": md5}, {})
+    home = workspace.parent / "machine" / WORKER_FOLDER
+    expected = sorted(p.relative_to(workspace).as_posix() for p in (workspace / "data/fashion-mnist").rglob("*.png"))
+
+    def images(folder: Path) -> list[str]:
+        return sorted(p.relative_to(folder).as_posix() for p in (folder / "data/fashion-mnist").rglob("*.png"))
+
+    folder = _checkout(home, exchange)
+    assert images(folder) == expected
+    # killed halfway: no marker, an image missing, a stray file from the dead attempt
+    (folder / ".checked-out").unlink()
+    (folder / expected[0]).unlink()
+    (folder / "data/fashion-mnist/stray.png").write_bytes(b"half")
+    assert _checkout(home, exchange) == folder
+    assert images(folder) == expected and (folder / ".checked-out").is_file()
+    # whole: reused as it is (a file planted now survives the next trial's call)
+    (folder / "planted").write_text("kept")
+    assert _checkout(home, exchange) == folder and (folder / "planted").read_text() == "kept"
