@@ -3,7 +3,10 @@ official test file; each scenario, the candidate recipes and training from scrat
 accuracy (mean ± sd) and wall time of train + evaluate with an empty feature store (a first run); the default
 recipe in params.yaml is chosen from this table.
 
-    .venv/bin/python benchmarks/recipes.py [--sizes 10 50 200] [--seeds 0 1 2] [--recipes NAME ...]
+    .venv/bin/python benchmarks/recipes.py [--sizes 10 50 200] [--seeds 0 1 2] [--recipes NAME ...] [--set K=V ...]
+
+On a GPU worker (the prepared device check): --sizes 50 200 --recipes "auto (default)" plain-finetune
+--set train.device=cuda train.num_workers=8 (auto fine-tunes at the backbone's pretrained resolution there).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ RECIPES: dict[str, list[str]] = {
     "probe-224-stages2": ["train.scenario=features", "model.feature_stages=2"],  # the last 2 stages, pooled
     "plain-finetune": ["train.scenario=finetune"],
     "finetune-96": ["train.scenario=finetune", "model.input_size=96"],
+    "finetune-224": ["train.scenario=finetune", "model.input_size=224"],  # the pretrained resolution: GPU workers
     "finetune-ema": ["train.scenario=finetune", "train.ema_decay=0.998"],
     "finetune-frozen2": [
         "train.scenario=finetune", "train.freeze_stages=2", "train.warmup_epochs=1", "train.label_smoothing=0.1",
@@ -57,16 +61,17 @@ RECIPES: dict[str, list[str]] = {
 }  # fmt: skip
 
 
-def one_run(idx_dir: Path, size: int, seed: int, recipe: str, work: Path, shared_store: bool) -> dict:
+def one_run(idx_dir: Path, size: int, seed: int, recipe: str, work: Path, shared_store: bool, extra: list[str]) -> dict:
     pool = export_split(idx_dir, "train", size, seed, work / f"pool-{size}-{seed}").root
     fixed = export_split(idx_dir, "test", 100, 0, work / "fixed").root
     # an empty feature store: the time of a first run; shared (per seed): the accuracy study's extractions once
     store = work / (f"features-{seed}" if shared_store else f"features-{size}-{seed}-{recipe}")
-    overrides = [*COMMON, f"train.seed={seed}", f"train.feature_cache={store}", *RECIPES[recipe]]
+    overrides = [*COMMON, f"train.seed={seed}", f"train.feature_cache={store}", *RECIPES[recipe], *extra]
     params = load_params(REPO / "params.yaml", overrides)
     split = make_split(build_manifest(pool).table, pool, params.split, build_manifest(fixed).table, fixed).table
     start = time.perf_counter()
     result = train(split, params, RunFolder(work / f"run-{size}-{seed}-{recipe}"), {"data_md5": f"{size}-{seed}"})
+    trained = time.perf_counter()
     metrics = evaluate(result.model_dir, split, params.evaluate.batch_size, feature_store(params)).metrics
     if not shared_store:
         shutil.rmtree(store, ignore_errors=True)
@@ -80,6 +85,8 @@ def one_run(idx_dir: Path, size: int, seed: int, recipe: str, work: Path, shared
         "validation": result.history[-1].get("val_accuracy", result.history[-1].get("cv_accuracy")),
         "accuracy": metrics["accuracy"],
         "seconds": time.perf_counter() - start,
+        "train_seconds": trained - start,
+        "input_size": result.config.pre.input_size,
     }
 
 
@@ -112,6 +119,7 @@ def main() -> None:
     parser.add_argument(
         "--shared-store", action="store_true", help="one feature store per seed (times: warm after the first run)"
     )
+    parser.add_argument("--set", nargs="*", default=[], metavar="K=V", help="overrides after each recipe's own")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     idx_dir = locate_idx_dir(cache_dir() / "debs")
@@ -120,7 +128,7 @@ def main() -> None:
         for size in args.sizes:
             for seed in args.seeds:
                 for recipe in args.recipes:
-                    results.append(one_run(idx_dir, size, seed, recipe, Path(tmp), args.shared_store))
+                    results.append(one_run(idx_dir, size, seed, recipe, Path(tmp), args.shared_store, args.set))
                     print(json.dumps(results[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
@@ -129,7 +137,8 @@ def main() -> None:
     print(
         f"\nFashion-MNIST, tf_efficientnet_lite0, fine-tunes 64 px unless named, 8 epochs, features 224 px unless "
         f"named, test = 100/class official test images, "
-        f"seeds {args.seeds}, {os.cpu_count()} cores; accuracy mean ± sd (mean wall time of train + evaluate)\n"
+        f"seeds {args.seeds}, {os.cpu_count()} cores, overrides {args.set}; "
+        f"accuracy mean ± sd (mean wall time of train + evaluate)\n"
     )
     sizes, recipes = args.table_sizes or args.sizes, args.table_recipes or args.recipes
     print("Validation (what the default is chosen on):\n" + table(results, sizes, recipes, "validation"))

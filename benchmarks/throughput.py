@@ -7,7 +7,7 @@
   consumes in images/s (goal >= 3).
 
     .venv/bin/python benchmarks/throughput.py [--size 64] [--batch 32] [--images 512] [--workers 2]
-        [--device auto|cpu|cuda] [--precision auto|fp32|bf16] [--compile]
+        [--device auto|cpu|cuda] [--precision auto|fp32|bf16] [--compile] [--rounds 1]
 
 On a GPU worker (the prepared device check): --device cuda --size 224 --batch 128 --images 4096 --workers 8.
 """
@@ -23,7 +23,6 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from headstart.ground.params import load_params
 from headstart.ground.paths import cache_dir
@@ -49,7 +48,7 @@ def model_for(params, classes: int):
 def pipeline_rate(params, batches: list, classes: int, accelerator: Accelerator) -> float:
     model = model_for(params, classes)
     forward = accelerator.prepare(model)
-    loader = DataLoader(TensorDataset(*map(torch.cat, zip(*batches, strict=True))), batch_size=len(batches[0][1]))
+    loader = batches  # the very batches the bare loop reads (a DataLoader here would re-collate each one)
     optimizer, scheduler = build_optimizer(model, params, len(loader))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=params.train.label_smoothing)
     parts = (optimizer, scheduler, loss_fn, None, accelerator)
@@ -110,6 +109,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the pipeline's model")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the three loops, alternated; best of each")
     args = parser.parse_args()
     params = load_params(REPO / "params.yaml", [f"model.input_size={args.size}", f"train.batch_size={args.batch}"])
     accelerator = resolve_accelerator(args.device, args.precision, args.compile)
@@ -120,17 +120,24 @@ def main() -> None:
         table = make_split(build_manifest(pool).table, pool, params.split).table
         classes = sorted(set(table["label"]))
         probe = create_classifier(params.model.backbone, "none", len(classes), params.model.head)
-        transform = build_transform(preprocessing_for(probe, args.size), params.augment)
-        loader = make_loader(ImageTable(table, classes, transform), args.batch, True, workers, 0)
+        pre = preprocessing_for(probe, args.size)
+        # as training reads them: on CUDA uint8 pixels, normalised on the GPU (Accelerator.feed)
+        transform = build_transform(pre, params.augment, not accelerator.normalises_pixels, chw=True)
+        loader = accelerator.feed(make_loader(ImageTable(table, classes, transform), args.batch, True, workers, 0), pre)
         loaded, batches = loader_rate(loader)
         batches = [b for b in batches if len(b[1]) == args.batch]
-        pipeline = pipeline_rate(params, batches, len(classes), accelerator)
-        bare_cl = bare_rate(params, batches, len(classes), True, accelerator)
-        bare_nchw = bare_rate(params, batches, len(classes), False, accelerator)
+        rates: list[tuple[float, float, float]] = []
+        for _ in range(args.rounds):  # alternated: this machine's speed drifts between minutes
+            rates.append((
+                pipeline_rate(params, batches, len(classes), accelerator),
+                bare_rate(params, batches, len(classes), True, accelerator),
+                bare_rate(params, batches, len(classes), False, accelerator),
+            ))  # fmt: skip
+        pipeline, bare_cl, bare_nchw = (max(column) for column in zip(*rates, strict=True))
     threads = torch.get_num_threads()
     print(
         f"{params.model.backbone}, {args.size} px, batch {args.batch}, {threads} torch threads, "
-        f"{sum(len(t) for _, t in batches)} images, loader workers {workers}"
+        f"{sum(len(t) for _, t in batches)} images, loader workers {workers}, best of {args.rounds} round(s)"
     )
     print(f"  {accelerator.describe()}")
     print(f"  pipeline train step:            {pipeline:8.1f} img/s")

@@ -77,9 +77,12 @@ def check_augmentations(params: Params) -> None:
     load_augmentations(params.augment)
 
 
-def build_transform(pre: Preprocessing, augment: dict[str, Any] | None = None, normalise: bool = True) -> A.Compose:
-    """Augmentations (training only), then resize, normalise and convert to a CHW tensor; ``normalise=False``
-    stops at the resized uint8 pixels (HWC), for an engine that normalises inside its graph."""
+def build_transform(
+    pre: Preprocessing, augment: dict[str, Any] | None = None, normalise: bool = True, chw: bool = False
+) -> A.Compose:
+    """Augmentations (training only), then resize, normalise and convert to a CHW tensor. ``normalise=False``
+    stops at the resized uint8 pixels: HWC arrays for an engine that normalises inside its graph, or with
+    ``chw=True`` CHW uint8 tensors for a loader that normalises on the GPU (a quarter of the bytes to move)."""
     import albumentations as A
     import cv2
     from albumentations.pytorch import ToTensorV2
@@ -91,6 +94,8 @@ def build_transform(pre: Preprocessing, augment: dict[str, Any] | None = None, n
     steps.append(A.Resize(pre.input_size, pre.input_size, interpolation=interpolation))
     if normalise:
         steps += [A.Normalize(mean=pre.mean, std=pre.std, max_pixel_value=255.0), ToTensorV2()]
+    elif chw:
+        steps.append(ToTensorV2())
     return A.Compose(steps)
 
 

@@ -264,12 +264,17 @@ def _fit_on_images(
     p = params.train
     schedule = UnfreezeSchedule(stage_modules(model, p.freeze_stages), p.bn)
     train_rows, val_rows = split[split["split"] == "train"], split[split["split"] == "val"]
-    train_set = ImageTable(train_rows, classes, build_transform(pre, params.augment), seed=p.seed)
+    # on CUDA the workers stop at uint8 pixels and the GPU normalises (Accelerator.feed)
+    accelerator = resolve_accelerator(p.device, p.precision, p.compile, world.local_rank)
+    normalise = not accelerator.normalises_pixels
+    train_set = ImageTable(train_rows, classes, build_transform(pre, params.augment, normalise, chw=True), p.seed)
     batch = distributed.per_rank_batch(p.batch_size, world)
     train_loader = make_loader(train_set, batch, True, p.num_workers, p.seed, (world.rank, world.size))
+    train_loader = accelerator.feed(train_loader, pre)
     val_loader = None
     if len(val_rows):  # built on every rank (so all know there is one); rank 0 alone scores it
-        val_loader = make_loader(ImageTable(val_rows, classes, build_transform(pre)), p.batch_size, False, 0)
+        val_set = ImageTable(val_rows, classes, build_transform(pre, normalise=normalise, chw=True))
+        val_loader = accelerator.feed(make_loader(val_set, p.batch_size, False, 0), pre)
     key = resume_key(split, params, lineage)
     # the process that writes the checkpoints holds their folder's lock throughout: no second writer meanwhile
     with exclusive(run.checkpoints) if world.is_main else contextlib.nullcontext():
