@@ -80,10 +80,10 @@ def resolve_scenario(split: pd.DataFrame, params: Params, device_type: str | Non
     """``auto`` resolved by data size and device: ``features`` for small data (the linear probe wins there,
     measured in benchmarks/recipes.py, on any device), else ``train.auto_large`` — on the CPU at
     ``model.input_size`` (64 px: what 2 cores afford), on CUDA at the backbone's pretrained resolution (what a GPU
-    makes cheap; its accuracy and speed there are not measured yet). Returns the params to train with and the
-    choice (scenario, input size, device, why), which is logged and recorded in the model's lineage; any other
-    scenario is kept, with no choice. ``device_type``: where training runs (default: as ``train.device``
-    resolves here)."""
+    makes cheap; measured on an H200 at 200/class: 88.3 % against the CPU recipe's 86.7 %). Returns the params
+    to train with and the choice (scenario, input size, device, why), which is logged and recorded in the model's
+    lineage; any other scenario is kept, with no choice. ``device_type``: where training runs (default: as
+    ``train.device`` resolves here)."""
     p = params.train
     if p.scenario != "auto":
         return params, None
