@@ -20,7 +20,7 @@ import pandas as pd
 
 from headstart.ground.errors import DataError
 from headstart.ground.params import HealthParams
-from headstart.library.data.near_duplicates import candidate_graph, index, near_duplicates, thumbnails
+from headstart.library.data.near_duplicates import candidate_index, index, near_duplicates, thumbnails
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ def find_duplicates(
     training_index = index(training_grids)  # built once: both searches query it
     thresholds = (params.duplicate_similarity, params.duplicate_edge_similarity)
     with ThreadPoolExecutor(max_workers=1) as builder:
-        # the within search's graph (one thread: deterministic) is built on the second core during the leak search
-        graph = builder.submit(candidate_graph, training_index.spectra) if params.within_duplicates else None
+        # the within search's index is built on the second core during the leak search
+        lists = builder.submit(candidate_index, training_index.spectra) if params.within_duplicates else None
         leaks = [
             {
                 "file": training.at[d.query, "file"],
@@ -82,10 +82,10 @@ def find_duplicates(
             for d in near_duplicates(training_grids, grids[is_test], *thresholds, query_index=training_index)
         ]
         within_pairs = []
-        if graph is not None:
+        if lists is not None:
             within_pairs = near_duplicates(
                 training_grids, training_grids, *thresholds, within=True, pool_index=training_index,
-                pool_graph=graph.result(),
+                pool_candidates=lists.result(),
             )  # fmt: skip
     within: dict[str, int] = {}
     across: list[dict] = []

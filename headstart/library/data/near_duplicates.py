@@ -9,9 +9,10 @@ of 0.68). What does separate them is the correlation of small grayscale thumbnai
 1. every image becomes a 32x32 grayscale thumbnail (any size in, so resized copies meet);
 2. each thumbnail's centre crop is z-normalised; a query's 25 crops shifted by up to 2 px are compared with every
    candidate pool image's centre crop; the 32 candidates per query are those whose low-frequency Fourier
-   magnitudes (which a shift leaves alone) are closest, found with faiss's HNSW graph (approximate nearest
-   neighbours: the search grows as n log n, where comparing every image with every other grew as n squared and
-   would take days at a million images; :func:`exact_candidates` is the reference it is tested against);
+   magnitudes (which a shift leaves alone) are closest, found with a faiss inverted-file index (approximate
+   nearest neighbours: each query scans a fixed number of rows, where comparing every image with every other grew
+   as n squared and would take days at a million images; :func:`exact_candidates` is the reference it is tested
+   against);
 3. a pair is a near duplicate when its best correlation reaches the threshold and so does that of the two images'
    gradient magnitudes (texture and seams, where distinct look-alike products differ most).
 
@@ -41,10 +42,10 @@ THUMBNAIL = 32  # pixels a side
 SHIFT = 2  # pixels each way (25 shifts)
 SPECTRUM = 8  # lowest Fourier frequencies per axis in the candidate search
 CANDIDATES = 32  # pool images verified exactly per query
-HNSW_LINKS = 16  # faiss HNSW: neighbours per node (M)
-HNSW_BUILD_DEPTH = 64  # efConstruction: candidates kept while linking a node (recall vs. build time)
-HNSW_SEARCH_DEPTH = 96  # efSearch: candidates kept while searching (>= CANDIDATES + 1)
-WHOLE_POOL = 4096  # a pool this small is compared whole (exact, and faster than its graph: the leak search's test set)
+LIST_SIZE = 128  # faiss IVF: pool images per inverted list on average (lists = pool size / 128)
+PROBES = 16  # lists scanned per query: ~2,000 pool rows whatever the pool's size (recall vs. time)
+KMEANS_ITERATIONS = 10  # of the lists' spherical k-means, on 32 rows per list at most, seeded
+WHOLE_POOL = 4096  # a pool this small is compared whole (exact, and no slower: the leak search's test set)
 CHUNK = 256  # queries per step (bounds memory: CHUNK x 25 x 784 windows; the exact search's CHUNK x pool scores)
 BLOCK = 4096  # images per step when indexing (bounds the FFT's and gradients' temporaries)
 
@@ -179,35 +180,35 @@ def exact_candidates(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarra
     return np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
 
 
-def candidate_graph(pool: np.ndarray) -> faiss.IndexHNSWFlat:
-    """A faiss HNSW graph of the pool's rows (inner product), for :func:`approximate_candidates`.
+def candidate_index(pool: np.ndarray) -> faiss.IndexIVFFlat:
+    """A faiss inverted-file index of the pool's rows (inner product), for :func:`approximate_candidates`: the rows
+    are split into ``len(pool) / LIST_SIZE`` lists by a seeded spherical k-means, and a query scans the
+    :data:`PROBES` lists whose centres are nearest, a fixed number of rows whatever the pool's size.
 
-    Built on one thread: faiss links nodes in parallel in whatever order threads get to them, so a multi-threaded
-    build may differ between runs, and the near duplicates found decide which training rows a run drops (same
-    inputs, same model). OpenMP's thread count is the calling thread's own setting, so a caller may build one
-    graph on a second thread while it searches another on its own.
+    Every step is exact arithmetic on fixed inputs (the k-means sample and start are drawn from its seed, each row
+    goes to its nearest centre), so the same pool gives the same index and the same pairs on any thread count: the
+    near duplicates found decide which training rows a run drops (same inputs, same model).
     """
     import faiss
 
-    graph = faiss.IndexHNSWFlat(pool.shape[1], HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
-    graph.hnsw.efConstruction = HNSW_BUILD_DEPTH
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        graph.add(np.ascontiguousarray(pool, dtype=np.float32))
-    finally:
-        faiss.omp_set_num_threads(threads)
-    return graph
+    rows = np.ascontiguousarray(pool, dtype=np.float32)
+    lists = max(1, len(rows) // LIST_SIZE)
+    found = faiss.IndexIVFFlat(faiss.IndexFlatIP(rows.shape[1]), rows.shape[1], lists, faiss.METRIC_INNER_PRODUCT)
+    found.cp.seed, found.cp.niter, found.cp.spherical = 0, KMEANS_ITERATIONS, True
+    found.cp.max_points_per_centroid = 32  # the k-means sample: its cost grows with the lists, not the rows
+    found.train(rows)
+    found.add(rows)
+    found.nprobe = min(PROBES, lists)
+    return found
 
 
 def approximate_candidates(
-    queries: np.ndarray, pool: np.ndarray, k: int, graph: faiss.IndexHNSWFlat | None = None
+    queries: np.ndarray, pool: np.ndarray, k: int, pool_index: faiss.IndexIVFFlat | None = None
 ) -> np.ndarray:
-    """The same, from a faiss HNSW graph of the pool (``graph`` when the caller built it, else built now); -1
-    where the graph holds fewer than ``k``. Searching is per query and runs on every thread."""
-    graph = graph if graph is not None else candidate_graph(pool)
-    graph.hnsw.efSearch = max(HNSW_SEARCH_DEPTH, k)
-    _, rows = graph.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    """The same, from a faiss index of the pool (``pool_index`` when the caller built it, else built now); -1
+    where the lists scanned hold fewer than ``k`` rows. Searching runs on every thread."""
+    pool_index = pool_index if pool_index is not None else candidate_index(pool)
+    _, rows = pool_index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     return rows
 
 
@@ -225,7 +226,7 @@ def near_duplicates(
     within: bool = False,
     query_index: Index | None = None,
     pool_index: Index | None = None,
-    pool_graph: faiss.IndexHNSWFlat | None = None,
+    pool_candidates: faiss.IndexIVFFlat | None = None,
     exact: bool = False,
 ) -> list[NearDuplicate]:
     """Pairs (query row, pool row) whose thumbnails correlate at ``threshold`` or more, and their edge maps at
@@ -233,11 +234,11 @@ def near_duplicates(
 
     ``within``: ``queries`` is ``pool`` itself; each pair is reported once and no image matches itself.
     ``query_index``, ``pool_index``: their :func:`index` when the caller has it (one dataset searched twice).
-    ``pool_graph``: the :func:`candidate_graph` of ``pool_index.spectra`` when the caller built it.
+    ``pool_candidates``: the :func:`candidate_index` of ``pool_index.spectra`` when the caller built it.
     ``exact``: candidates from every pair's spectra (:func:`exact_candidates`), the reference for tests; another
     set's pool of at most :data:`WHOLE_POOL` images is always searched so (60,000 training images against 1,000
-    test images took 1.0 s compared whole, 1.5 s through a graph: exact, and no slower). A search within one set
-    always goes through the graph, which the tests compare with the exact search.
+    test images: exact, and no slower). A search within one set always goes through the index, which the tests
+    compare with the exact search.
     """
     if len(queries) == 0 or len(pool) == 0:
         return []
@@ -246,16 +247,16 @@ def near_duplicates(
     k = min(CANDIDATES, len(pool) - (1 if within else 0))
     if k <= 0:
         return []
-    if exact or (not within and len(pool) <= WHOLE_POOL and pool_graph is None):
+    if exact or (not within and len(pool) <= WHOLE_POOL and pool_candidates is None):
         all_candidates = exact_candidates(query_spectra, pool_index.spectra, k + within)
     else:
-        all_candidates = approximate_candidates(query_spectra, pool_index.spectra, k + within, pool_graph)
+        all_candidates = approximate_candidates(query_spectra, pool_index.spectra, k + within, pool_candidates)
     if within:
         all_candidates = _without_self(all_candidates, k)
     found: list[NearDuplicate] = []
     for start in range(0, len(queries), CHUNK):
         candidates = all_candidates[start : start + CHUNK]
-        missing = candidates < 0  # the graph returned fewer than k
+        missing = candidates < 0  # the lists scanned held fewer than k
         candidates = np.where(missing, 0, candidates)
         chunk = queries[start : start + CHUNK].astype(np.float32)
         best = _best_shift(chunk, pool_index.fine, candidates)
