@@ -19,7 +19,7 @@ def list_presets(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per preset.")] = False,
 ) -> None:
-    """List the presets: family, smallest input, weight sources, and whether weights are offline here."""
+    """List the presets: family, smallest input, and where their weights come from here and with internet."""
     if ctx.invoked_subcommand is not None:
         return
     from headstart.library.models.presets import list_presets
@@ -31,6 +31,8 @@ def list_presets(
             "min_input_size": p.min_input_size,
             "weights": p.weight_sources(),
             "offline_weights": p.offline_weights(),
+            "weights_here": p.weights_here(),
+            "weights_with_internet": p.weights_with_internet(),
         }
         for p in list_presets()
     ]
@@ -38,10 +40,10 @@ def list_presets(
         for row in rows:
             typer.echo(json.dumps(row))
         return
-    table = Table("preset", "family", "min px", "weight sources", "offline weights here")
+    table = Table("preset", "family", "min px", "weights here", "with internet: model.weights=hub")
     for row in rows:
-        offline = row["offline_weights"] or "-"
-        table.add_row(row["name"], row["family"], str(row["min_input_size"]), ", ".join(row["weights"]), offline)
+        cells = (str(row["min_input_size"]), row["weights_here"], row["weights_with_internet"])
+        table.add_row(row["name"], row["family"], *cells)
     console.print(table)
     sources = "package:NAME, file:PATH, s3://BUCKET/KEY, hub, none"
     console.print(f"model.backbone also takes any other timm name; model.weights: {sources}")

@@ -15,7 +15,8 @@ def test_backbones_json_is_one_object_per_preset() -> None:
     assert [r["name"] for r in rows] == [p.name for p in list_presets()]
     families = {r["family"] for r in rows}
     assert {"VGG", "MobileNet", "DenseNet", "Inception", "ResNet", "EfficientNet", "NASNet"} <= families
-    assert all(set(r) == {"name", "family", "min_input_size", "weights", "offline_weights"} for r in rows)
+    keys = {"name", "family", "min_input_size", "weights", "offline_weights", "weights_here", "weights_with_internet"}
+    assert all(set(r) == keys for r in rows)
 
 
 def test_verify_needs_weights_named() -> None:

@@ -76,12 +76,6 @@ def test_backbones_lists_every_preset_with_offline_availability() -> None:
     }
 
 
-def test_hub_fails_at_once_offline(monkeypatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(WeightsError, match="unreachable from here"):
-        create_pretrained("resnet50", "hub")
-
-
 def test_file_weights_safetensors_and_plain_state_dicts(tmp_path: Path, photos) -> None:
     reference = create_pretrained("tf_efficientnet_lite0", "package:efficientnet-lite0")
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, tmp_path / "w.safetensors")

@@ -8,7 +8,6 @@ import importlib
 import importlib.util
 import io
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,6 @@ from headstart.ground.errors import WeightsError
 if TYPE_CHECKING:  # torch loads where weights are read, not where their sources are listed
     import torch
     from torch import nn
-
-HUB_HOST = "huggingface.co"
 
 
 @dataclass(frozen=True)
@@ -162,36 +159,31 @@ def read_remote_state_dict(uri: str) -> dict[str, torch.Tensor]:
     return state_dict_from_bytes(storage.get(key), uri)
 
 
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """Whether the Hugging Face hub answers at all (one TCP connect, so offline fails in seconds)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def create_with_weights(architecture: str, source: str) -> nn.Module:
-    """A timm model with its ImageNet classifier and the declared weights.
+    """A timm model with its ImageNet classifier and the declared weights (:func:`create_with_origin`'s model)."""
+    return create_with_origin(architecture, source)[0]
 
-    ``package:NAME``, ``file:PATH`` and ``s3://BUCKET/KEY`` are mapped/loaded and checked key by key; ``hub``
-    asks timm to download (only where the hub is reachable); ``none`` is random initialisation.
+
+def create_with_origin(architecture: str, source: str) -> tuple[nn.Module, dict[str, str]]:
+    """A timm model with its ImageNet classifier and the declared weights, and where they came from (for the
+    lineage: the source, and for ``hub`` the repository, commit and endpoint).
+
+    ``package:NAME``, ``file:PATH``, ``s3://BUCKET/KEY`` and ``hub`` (:mod:`hub`) are mapped/loaded and checked
+    key by key; ``none`` is random initialisation. timm itself never downloads anything.
     """
     import timm
 
     kind, _, value = source.partition(":")
     if kind not in ("package", "file", "s3", "hub", "none"):
         raise WeightsError(f"model.weights {source!r}: expected package:NAME, file:PATH, s3://BUCKET/KEY, hub or none")
-    from_hub = kind == "hub"
-    if from_hub and not hub_reachable():
-        raise WeightsError(
-            f"model.weights=hub: {HUB_HOST} is unreachable from here (offline); use "
-            f"{package_for(architecture) or 'file:PATH'} or none"
-        )
+    origin = {"source": source}
+    if kind == "hub":  # before building the model: an unreachable hub is named in seconds
+        from headstart.library.models.hub import HUB_FILE, fetch_hub_weights
+
+        fetched, data = fetch_hub_weights(architecture)
+        origin = fetched.record(hashlib.sha256(data).hexdigest())
     try:
-        model = timm.create_model(architecture, pretrained=from_hub)
+        model = timm.create_model(architecture, pretrained=False)
     except RuntimeError as exc:
         raise WeightsError(f"model.backbone {architecture!r}: {exc}") from None
     if kind == "package":
@@ -200,7 +192,10 @@ def create_with_weights(architecture: str, source: str) -> nn.Module:
         load_checked(model, read_state_dict(Path(value)), source)
     elif kind == "s3":
         load_checked(model, read_remote_state_dict(source), source)
-    return model
+    elif kind == "hub":
+        name = f"hub {fetched.repo_id}@{fetched.revision}"
+        load_checked(model, state_dict_from_bytes(data, HUB_FILE), name)
+    return model, origin
 
 
 def weights_digest(model: nn.Module, skip: Callable[[str], bool] | None = None) -> str:

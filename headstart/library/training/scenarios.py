@@ -29,7 +29,6 @@ from headstart.library.data.loader import ImageTable, make_loader
 from headstart.library.data.transforms import Preprocessing, build_transform, preprocessing_for
 from headstart.library.models.backbones import (
     attach_head,
-    create_pretrained,
     freeze,
     freeze_all,
     stage_modules,
@@ -38,6 +37,7 @@ from headstart.library.models.classical import fit_classifier
 from headstart.library.models.model_config import ModelConfig, read_config
 from headstart.library.models.presets import check_input_size
 from headstart.library.models.saved_model import save_model
+from headstart.library.models.weights import create_with_origin
 from headstart.library.training import distributed
 from headstart.library.training.accelerator import resolve_accelerator
 from headstart.library.training.checkpoints import exclusive
@@ -140,7 +140,8 @@ def _train(split: pd.DataFrame, params: Params, run: RunFolder, lineage: dict, w
     p, m = params.train, params.model
     seed_everything(p.seed)
     classes = class_names(split)
-    model = create_pretrained(m.backbone, m.weights)
+    model, origin = create_with_origin(m.backbone, m.weights)
+    lineage = {**lineage, "weights_origin": origin}  # for hub weights: the repository and commit
     # frozen features are extracted at their own size (a linear probe gains from the pretrained resolution,
     # measured in benchmarks/recipes.py); fine-tuning at model.input_size
     pre = preprocessing_for(model, m.features_input_size if p.scenario == "features" else m.input_size)
