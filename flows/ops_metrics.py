@@ -25,6 +25,39 @@ log = logging.getLogger(__name__)
 STATE_TYPES = ("SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
+# Every family a scrape may yield: (kind, help, labels). The collector builds its families from here and
+# describe() lists them, so the dashboards and alert rules can be checked against what exists.
+FAMILIES: dict[str, tuple[type[GaugeMetricFamily] | type[InfoMetricFamily], str, tuple[str, ...]]] = {
+    "headstart_source_up": (GaugeMetricFamily, "Whether a source answered this scrape.", ("source",)),
+    "headstart_registered_versions": (GaugeMetricFamily, "Complete, verified versions in the registry.", ("model",)),
+    "headstart_refused_versions": (
+        GaugeMetricFamily, "Versions whose manifest failed verification (not counted).", ("model",)
+    ),
+    "headstart_champion": (InfoMetricFamily, "The champion version.", ("model",)),
+    "headstart_champion_primary_metric": (GaugeMetricFamily, "The champion's test score.", ("model", "metric")),
+    "headstart_champion_age_seconds": (GaugeMetricFamily, "Since the champion alias last moved.", ("model",)),
+    "headstart_last_retrain_timestamp_seconds": (
+        GaugeMetricFamily, "When the newest version was registered.", ("model",)
+    ),
+    "headstart_last_retrain": (InfoMetricFamily, "The newest version's gate verdict.", ("model",)),
+    "headstart_last_drift_p_value": (GaugeMetricFamily, "Drift test p-value of the newest version's data.", ("model",)),
+    "headstart_last_drift_mmd2": (GaugeMetricFamily, "Drift MMD² of the newest version's data.", ("model",)),
+    "headstart_flow_runs": (GaugeMetricFamily, "Pipeline flow runs by state.", ("flow", "state")),
+}  # fmt: skip
+
+
+def family(name: str) -> Metric:
+    """An empty family of :data:`FAMILIES`."""
+    kind, documentation, labels = FAMILIES[name]
+    return kind(name, documentation, labels=list(labels))
+
+
+def exposed_names() -> set[str]:
+    """The sample names a scrape can carry (an info family ``x`` is exposed as ``x_info``): what a PromQL
+    expression may name."""
+    return {name + ("_info" if kind is InfoMetricFamily else "") for name, (kind, _, _) in FAMILIES.items()}
+
+
 def _seconds(iso: str) -> float:
     """Unix time of a time the registry wrote."""
     return registry_time(iso).timestamp()
@@ -40,9 +73,13 @@ class HeadstartCollector(Collector):
         self.api_url = api_url
         self.auth = auth
 
+    def describe(self) -> Iterator[Metric]:
+        """Every family a scrape may yield, empty (prometheus-client's registry checks names with it)."""
+        return (family(name) for name in FAMILIES)
+
     def collect(self) -> Iterator[Metric]:
         """One scrape: each source read once; a failing source is reported, not raised."""
-        up = GaugeMetricFamily("headstart_source_up", "Whether a source answered this scrape.", labels=["source"])
+        up = family("headstart_source_up")
         try:
             yield from list(self._registry_metrics())  # all or nothing: a source failing halfway adds none
             up.add_metric(["registry"], 1)
@@ -63,37 +100,31 @@ class HeadstartCollector(Collector):
         model, metric = registry.model, self.params.gate.primary_metric
         scan, history = registry.scan_versions(), registry.history()
         versions = scan.verified
-        yield _gauge("headstart_registered_versions", "Complete, verified versions in the registry.", model,
-                     len(versions))  # fmt: skip
-        yield _gauge("headstart_refused_versions", "Versions whose manifest failed verification (not counted).",
-                     model, len(scan.refused))  # fmt: skip
+        yield _gauge("headstart_registered_versions", model, len(versions))
+        yield _gauge("headstart_refused_versions", model, len(scan.refused))
         if history:
             current = history[-1]
             manifest = next((m for m in versions if m["version"] == current.version), {})
-            info = InfoMetricFamily("headstart_champion", "The champion version.", labels=["model"])
+            info = family("headstart_champion")
             info.add_metric([model], {"version": current.version, "moved_by": current.action})
             yield info
             score = (manifest.get("metrics") or {}).get(metric)
             if score is not None:
-                family = GaugeMetricFamily("headstart_champion_primary_metric", "The champion's test score.",
-                                           labels=["model", "metric"])  # fmt: skip
-                family.add_metric([model, metric], score)
-                yield family
+                primary = family("headstart_champion_primary_metric")
+                primary.add_metric([model, metric], score)
+                yield primary
             age = datetime.now(UTC).timestamp() - _seconds(current.at)
-            yield _gauge("headstart_champion_age_seconds", "Since the champion alias last moved.", model, age)
+            yield _gauge("headstart_champion_age_seconds", model, age)
         if versions:
             last = versions[-1]
-            yield _gauge("headstart_last_retrain_timestamp_seconds", "When the newest version was registered.",
-                         model, _seconds(last["created"]))  # fmt: skip
-            verdict = InfoMetricFamily("headstart_last_retrain", "The newest version's gate verdict.", labels=["model"])
+            yield _gauge("headstart_last_retrain_timestamp_seconds", model, _seconds(last["created"]))
+            verdict = family("headstart_last_retrain")
             verdict.add_metric([model], {"version": last["version"], "verdict": str(last.get("decision"))})
             yield verdict
             drift = (json.loads(registry.read_file(last["version"], HEALTH) or b"{}").get("drift")) or {}
             if drift.get("p_value") is not None:
-                yield _gauge("headstart_last_drift_p_value", "Drift test p-value of the newest version's data.",
-                             model, drift["p_value"])  # fmt: skip
-                yield _gauge("headstart_last_drift_mmd2", "Drift MMD² of the newest version's data.",
-                             model, drift["mmd2"])  # fmt: skip
+                yield _gauge("headstart_last_drift_p_value", model, drift["p_value"])
+                yield _gauge("headstart_last_drift_mmd2", model, drift["mmd2"])
 
     def _flow_runs(self) -> Metric:
         from prefect.client.orchestration import get_client
@@ -107,7 +138,7 @@ class HeadstartCollector(Collector):
         from prefect.client.schemas.objects import StateType
         from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-        family = GaugeMetricFamily("headstart_flow_runs", "Pipeline flow runs by state.", labels=["flow", "state"])
+        runs = family("headstart_flow_runs")
         api = {PREFECT_API_URL: self.api_url, PREFECT_API_AUTH_STRING: self.auth}
         with temporary_settings(updates=api), get_client(sync_client=True) as client:
             for flow in PIPELINE_FLOWS:
@@ -118,14 +149,14 @@ class HeadstartCollector(Collector):
                     count = client.count_flow_runs(
                         flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])), flow_run_filter=of_state
                     )
-                    family.add_metric([flow, state.lower()], count)
-        return family
+                    runs.add_metric([flow, state.lower()], count)
+        return runs
 
 
-def _gauge(name: str, documentation: str, model: str, value: float) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, documentation, labels=["model"])
-    family.add_metric([model], value)
-    return family
+def _gauge(name: str, model: str, value: float) -> Metric:
+    gauge = family(name)
+    gauge.add_metric([model], value)
+    return gauge
 
 
 def start_metrics_server(

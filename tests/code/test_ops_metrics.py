@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
-from flows.ops_metrics import HeadstartCollector, start_metrics_server
+from flows.ops_metrics import HeadstartCollector, exposed_names, start_metrics_server
 from headstart.ground.errors import ToolError
 from headstart.ground.params import Params
 from headstart.library.registry.registry import Registry
@@ -53,3 +54,38 @@ def test_a_metrics_port_in_use_is_named(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         with pytest.raises(ToolError, match=f"cannot listen on 127.0.0.1:{port}"):
             start_metrics_server(Params(), port)
+
+
+def promql_metric_names(expression: str) -> set[str]:
+    """The headstart series a PromQL expression names."""
+    return set(re.findall(r"\bheadstart_[a-z0-9_]+\b", expression))
+
+
+def dashboard_expressions(dashboard: dict) -> list[str]:
+    """Every query of a Grafana dashboard: its panels' targets and its template variables."""
+    panels = [p for top in dashboard.get("panels", []) for p in [top, *top.get("panels", [])]]
+    queries = [t.get("expr", "") for p in panels for t in p.get("targets", [])]
+    variables = dashboard.get("templating", {}).get("list", [])
+    return queries + [v["query"] if isinstance(v.get("query"), str) else v.get("query", {}).get("query", "")
+                      for v in variables]  # fmt: skip
+
+
+def test_the_dashboard_queries_only_series_the_collector_exports(tmp_path: Path) -> None:
+    """A panel that queries a series the collector does not export shows nothing, silently: every name in the
+    shipped dashboard must be one the collector describes, and what a scrape yields must be described."""
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "flows/ops_metrics.grafana.json").read_text())
+    queried = set().union(*map(promql_metric_names, dashboard_expressions(dashboard)))
+    assert len(queried) >= 6 and queried <= exposed_names(), sorted(queried - exposed_names())
+    # the check fails for a dashboard that names a series that does not exist
+    misspelt = json.loads(json.dumps(dashboard).replace("headstart_champion_age_seconds", "headstart_champion_age"))
+    assert set().union(*map(promql_metric_names, dashboard_expressions(misspelt))) - exposed_names() == {
+        "headstart_champion_age"
+    }
+    # and describe() does not lie: a healthy scrape yields only described series
+    registry = Registry(LocalStorage(tmp_path / "registry"), "demo")
+    health = json.dumps({"drift": {"p_value": 0.2, "mmd2": 0.01}}).encode()
+    version = registry.register({**FILES, "health.json": health}, {"metrics": {"accuracy": 0.8}, "decision": "PASS"})
+    registry.set_champion(version, "promote", "first")
+    params = Params.model_validate({"registry": {"uri": registry.storage.uri, "model_name": "demo"}})
+    samples = {sample.name for samples in scraped(params).values() for sample in samples}
+    assert len(samples) >= 10 and samples <= exposed_names(), sorted(samples - exposed_names())
