@@ -60,6 +60,10 @@ lint: install
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/mkdocs build --strict --quiet  # a broken link or anchor in docs/ fails
+	@# the alert rules: promtool is Debian's prometheus package (.ci/run installs it; CI requires it)
+	@if command -v promtool >/dev/null; then promtool check rules flows/ops_metrics.rules.yml; \
+	elif [ -n "$$HEADSTART_REQUIRE_PROMETHEUS" ]; then echo "promtool not found" >&2; exit 1; \
+	else echo "promtool not found: alert rules not checked (apt-get install prometheus)"; fi
 
 # The reference pages generated from the code (tests/code/test_docs.py fails while they are stale), then the site.
 docs: install
