@@ -46,8 +46,10 @@ RECIPES: dict[str, list[str]] = {
     "probe-224-stages2": ["train.scenario=features", "model.feature_stages=2"],  # the last 2 stages, pooled
     "plain-finetune": ["train.scenario=finetune"],
     "finetune-96": ["train.scenario=finetune", "model.input_size=96"],
+    "finetune-128": ["train.scenario=finetune", "model.input_size=128"],
     "finetune-224": ["train.scenario=finetune", "model.input_size=224"],  # the pretrained resolution: GPU workers
     "finetune-ema": ["train.scenario=finetune", "train.ema_decay=0.998"],
+    "finetune-ema-short": ["train.scenario=finetune", "train.ema_decay=0.99"],  # a horizon of ~100 steps
     "finetune-frozen2": [
         "train.scenario=finetune", "train.freeze_stages=2", "train.warmup_epochs=1", "train.label_smoothing=0.1",
     ],

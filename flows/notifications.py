@@ -1,5 +1,6 @@
 """Notifications as Prefect automations: a webhook on every gate decision (``headstart.gate.decided``, emitted by
-the publish step) and on every failed or crashed pipeline run (Prefect's own flow-run events).
+the publish step) and on every failed or crashed pipeline run of the model (Prefect's own flow-run events; each
+pipeline run is tagged with its model once its params are read: :func:`tag_this_run`).
 
 ``headstart serve`` creates them; the Prefect server's triggers service sends them, so nothing in a run waits on
 the receiving end. The URL lives in a Prefect ``Webhook`` block (a secret field): it is never logged.
@@ -15,10 +16,11 @@ from tasks.publish import GATE_DECIDED
 
 WEBHOOK_ENV = "HEADSTART_WEBHOOK_URL"
 PIPELINE_FLOWS = ["retrain", "sweep"]  # the pipeline's flows: failures notified, runs counted (not the watcher)
-# One JSON body for both kinds: the event's name, what it is about, and its payload (the decision's figures, or
-# the failed run's state).
+# One JSON body for both kinds: the event's id (the receiver's idempotency key: a decision's is derived from
+# model and version, so a delivery repeated after a server restart carries the same one), its name, what it is
+# about, and its payload (the decision's figures, or the failed run's state).
 PAYLOAD = (
-    '{"event": {{ event.event | tojson }}, "occurred": "{{ event.occurred }}", '
+    '{"id": "{{ event.id }}", "event": {{ event.event | tojson }}, "occurred": "{{ event.occurred }}", '
     '"resource": {{ event.resource | tojson }}, "payload": {{ event.payload | tojson }}}'
 )
 
@@ -36,6 +38,25 @@ def webhook_url(params: Params) -> str | None:
         where = f"${WEBHOOK_ENV}" if os.environ.get(WEBHOOK_ENV) else "notify.webhook_url"
         raise ConfigError(f"{where}: not an http(s) URL with a host (e.g. https://hooks.example.com/...)")
     return url
+
+
+def model_tag(model_name: str) -> str:
+    """The tag a pipeline run carries for its model: what the model's failure automation matches (one Prefect
+    server may serve several models)."""
+    return f"headstart-model:{model_name}"
+
+
+def tag_this_run(model_name: str) -> None:
+    """Add the model's tag to the current flow run (once its params are read), so its Failed or Crashed event
+    names the model among its related resources. A run that fails before its params load names no model."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return
+    tags = sorted({*(flow_run.tags or []), model_tag(model_name)})
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.id, tags=tags)
 
 
 def block_name(model_name: str) -> str:
@@ -71,10 +92,13 @@ def ensure_notifications(url: str, model_name: str) -> list[str]:
             posture=Posture.Reactive,
             threshold=1,
         ),
-        "failure": EventTrigger(
+        "failure": EventTrigger(  # this model's pipeline runs only: both related resources must be there
             expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
             match={"prefect.resource.id": "prefect.flow-run.*"},
-            match_related={"prefect.resource.role": "flow", "prefect.resource.name": PIPELINE_FLOWS},
+            match_related=[
+                {"prefect.resource.role": "flow", "prefect.resource.name": PIPELINE_FLOWS},
+                {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{model_tag(model_name)}"},
+            ],
             posture=Posture.Reactive,
             threshold=1,
         ),

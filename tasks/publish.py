@@ -55,13 +55,19 @@ def decision_event_id(model: str, version: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"{GATE_DECIDED}/{model}/{version}")
 
 
-def emit_decision(payload: dict) -> None:
+def emit_decision(payload: dict) -> bool:
     """One event per decision: its id is derived from model and version, so a retried publish sends the same
-    event again rather than a new one (Prefect's triggers skip an id they have already seen — while they remember
-    it: their memory of ids is bounded, not an audit trail)."""
+    event again rather than a new one. Prefect's triggers skip an id they have already seen only while they
+    remember it (in memory: a server restart forgets), so an event already in the server's history is not sent
+    again. Returns whether it was sent. Receivers de-duplicate by the ``id`` in the webhook body for the window
+    this cannot close (an event sent but not yet stored when the server went down)."""
     from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
 
+    event_id = decision_event_id(payload["model"], payload["version"])
+    if event_recorded(event_id):
+        log.info("the decision event %s is already in the server's history: not sent again", event_id)
+        return False
     emit_event(
         event=GATE_DECIDED,
         resource={
@@ -72,9 +78,19 @@ def emit_decision(payload: dict) -> None:
             {"prefect.resource.id": f"headstart.version.{payload['version']}", "prefect.resource.role": "version"}
         ],
         payload=payload,
-        id=decision_event_id(payload["model"], payload["version"]),
+        id=event_id,
     )
     EventsWorker.drain_all()  # sent before the run ends, not whenever the background client gets to it
+    return True
+
+
+def event_recorded(event_id: uuid.UUID) -> bool:
+    """Whether the Prefect server's event history holds an event with this id (its events API)."""
+    from prefect.client.orchestration import get_client
+
+    query = {"filter": {"id": {"id": [str(event_id)]}, "occurred": {"since": "2000-01-01T00:00:00Z"}}, "limit": 1}
+    with get_client(sync_client=True) as client:
+        return bool(client.request("POST", "/events/filter", json=query).json()["events"])
 
 
 def final_summary(ctx: StepContext) -> dict:

@@ -1,9 +1,11 @@
 """What the ops stack receives: a webhook POST per gate decision and per failed run (Prefect automations on the
 session's server, posting to a capture server on 127.0.0.1), and Prometheus metrics that match the registry,
-scraped over HTTP and parsed with prometheus-client's own parser."""
+scraped over HTTP and parsed with prometheus-client's own parser, and stored by a real Prometheus server that
+scraped the endpoint throughout (tests/support/prometheus.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.request
 from pathlib import Path
@@ -16,6 +18,7 @@ from flows.ops_metrics import start_metrics_server
 from headstart.cli.main import app
 from headstart.ground.params import load_params
 from headstart.library.registry.registry import open_registry
+from tests.support.prometheus import prometheus_binary, scraping
 from tests.support.seaweedfs import free_ports
 from tests.support.waiting import wait_for
 from tests.support.webhook_capture import capturing_webhook
@@ -103,10 +106,15 @@ def test_each_decision_and_failed_run_is_posted_and_metrics_match_the_registry(
     model = params.registry.model_name
     imported = runner.invoke(app, ["data", "import", "fashion-mnist", "--per-class", "8", "--test-per-class", "4"])
     assert imported.exit_code == 0, imported.output
-    [port] = free_ports(1)
+    port, prometheus_port = free_ports(2)
     metrics = start_metrics_server(params, port, api_url=prefect_server)
+    servers = contextlib.ExitStack()
     try:
         before = scrape(port)
+        # a real Prometheus scraping the endpoint throughout (where Debian's package is installed; CI requires it)
+        binary = prometheus_binary()
+        scraper = [f"127.0.0.1:{port}"], prometheus_port, workspace / "prometheus"
+        prometheus = servers.enter_context(scraping(binary, *scraper)) if binary else None
         with capturing_webhook() as (url, received):
             ensure_notifications(url, model)
             ensure_notifications(url, model)  # serve started twice: still one automation per kind, one POST each
@@ -163,6 +171,18 @@ def test_each_decision_and_failed_run_is_posted_and_metrics_match_the_registry(
         assert runs(after, "failed") - runs(before, "failed") == 1
         assert after[("headstart_source_up", (("source", "prefect"),))] == 1.0
         assert after[("headstart_source_up", (("source", "registry"),))] == 1.0
+        if prometheus is not None:  # what Prometheus stored from its own scrapes: the same champion and counts
+            value = lambda expression: [float(r["value"][1]) for r in prometheus.query(expression)]  # noqa: E731
+            wait_for(lambda: value(f'headstart_champion_info{{model="{model}", version="{champion}"}}'), 30, 0.5,
+                     "Prometheus to scrape the champion")  # fmt: skip
+            assert value(f'headstart_champion_primary_metric{{model="{model}", metric="accuracy"}}') == [
+                manifest["metrics"]["accuracy"]
+            ]
+            assert value(f'headstart_registered_versions{{model="{model}"}}') == [2.0]
+            assert value('up{job="headstart"}') == [1.0]  # every scrape of the endpoint succeeded
+            [completed] = value('headstart_flow_runs{flow="retrain", state="completed"}')
+            [failed] = value('headstart_flow_runs{flow="retrain", state="failed"}')
+            assert completed >= runs(before, "completed") + 2 and failed >= runs(before, "failed") + 1
 
         # what `make demo` prints while a run works: the run's own log lines, read back from the API
         from prefect.client.orchestration import get_client
@@ -177,6 +197,7 @@ def test_each_decision_and_failed_run_is_posted_and_metrics_match_the_registry(
         assert any(line.startswith(f"gate decision {verdict} against {first['version']}") for line in lines), lines
         assert not any(line.startswith("Finished in state") for line in lines)  # Prefect's own lines left out
     finally:
+        servers.close()
         metrics.shutdown()
 
 
@@ -244,3 +265,119 @@ def test_serve_without_a_webhook_url_turns_the_models_notifications_off(prefect_
     assert configure_notifications(Params(), model) == []
     with get_client(sync_client=True) as client:
         assert [client.read_automations_by_name(name) for name in automation_names(model).values()] == [[], []]
+
+
+def test_a_failed_run_notifies_its_own_models_receiver_once_and_never_anothers(
+    workspace: Path, prefect_server: str
+) -> None:
+    """Two models on one Prefect server, each with its receiver: a failure of one model's run posts once to that
+    model's receiver and never to the other's (the run carries its model's tag; each failure automation matches
+    its own tag)."""
+    from prefect.client.orchestration import get_client
+
+    from flows.notifications import automation_names, model_tag
+
+    mine, other = "parts-line-a", "parts-line-b"
+    with capturing_webhook() as (mine_url, mine_received), capturing_webhook() as (other_url, other_received):
+        ensure_notifications(mine_url, mine)
+        ensure_notifications(other_url, other)
+        try:
+            failed = runner.invoke(
+                app, ["run", "--set", f"registry.model_name={mine}", "--set", "data.dir=data/no-such-dataset"]
+            )
+            assert failed.exit_code != 0
+            run_id = failed_run_id()
+            with get_client(sync_client=True) as client:
+                assert model_tag(mine) in client.read_flow_run(run_id).tags
+            resource = f"prefect.flow-run.{run_id}"
+            of_run = lambda received: [r for r in received if r["body"]["resource"]["prefect.resource.id"] == resource]  # noqa: E731
+            wait_for(lambda: of_run(mine_received), 90, 0.5, "the failure's POST to its own model's receiver")
+            # the triggers service evaluates an event against every automation in one pass, before any action
+            # runs: once this model's action is recorded as executed, the other's automation has seen the event
+            event_id = of_run(mine_received)[0]["body"]
+            wait_for(lambda: _failure_firings(mine, resource), 60, 0.5, "the executed action in the server's history")
+            assert _failure_firings(other, resource) == 0
+        finally:
+            remove_notifications(mine)
+            remove_notifications(other)
+    assert len(of_run(mine_received)) == 1 and of_run(other_received) == []
+    assert event_id["event"] == "prefect.flow-run.Failed"
+    assert automation_names(mine)["failure"] != automation_names(other)["failure"]
+
+
+def _failure_firings(model: str, flow_run_resource: str) -> int:
+    """Executed actions of the model's failure automation whose triggering event was about this flow run."""
+    from prefect.client.orchestration import get_client
+
+    from flows.notifications import automation_names
+
+    with get_client(sync_client=True) as client:
+        [automation] = client.read_automations_by_name(automation_names(model)["failure"])
+        query = {"filter": {"event": {"name": ["prefect.automation.action.executed"]},
+                            "resource": {"id": [f"prefect.automation.{automation.id}"]}}, "limit": 50}  # fmt: skip
+        events = client.request("POST", "/events/filter", json=query).json()["events"]
+        triggering = [r["prefect.resource.id"] for e in events for r in e["related"]
+                      if r.get("prefect.resource.role") == "triggering-event"]  # fmt: skip
+        about = 0
+        for event_resource in triggering:  # the triggering event's own resource is the flow run it was about
+            found = client.request("POST", "/events/filter", json={
+                "filter": {"id": {"id": [event_resource.removeprefix("prefect.event.")]}}, "limit": 1,
+            }).json()["events"]  # fmt: skip
+            about += sum(1 for e in found if e["resource"]["prefect.resource.id"] == flow_run_resource)
+    return about
+
+
+@pytest.mark.server
+def test_a_decision_published_again_after_a_server_restart_is_not_notified_twice(tmp_path: Path) -> None:
+    """Prefect de-duplicates event ids in memory only: after a restart, a retried publish would notify again. The
+    publish step looks the decision's id up in the server's history first and does not send it twice; every POST
+    carries the event's id, which a re-delivery repeats (the receiver's idempotency key)."""
+    import os
+    import signal
+    import subprocess
+
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.services import start_server
+    from tasks.publish import GATE_DECIDED, decision_event_id, emit_decision, event_recorded
+
+    [port] = free_ports(1)
+    home, model = tmp_path / "prefect", "restarted-model"
+    payload = lambda version: {"model": model, "version": version, "verdict": "PASS"}  # noqa: E731
+
+    def stop(process: subprocess.Popen) -> None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    process, api_url = start_server(port, home, tmp_path / "server.log")
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}), capturing_webhook() as (url, received):
+            posts = lambda version: [r for r in received if r["body"]["payload"].get("version") == version]  # noqa: E731
+            ensure_notifications(url, model)
+            assert emit_decision(payload("v1")) is True
+            wait_for(lambda: posts("v1"), 60, 0.5, "the decision's POST")
+            first_id = str(decision_event_id(model, "v1"))
+            wait_for(lambda: event_recorded(decision_event_id(model, "v1")), 60, 0.5, "the event in the history")
+            stop(process)
+            process, api_url = start_server(port, home, tmp_path / "server.log")  # the same database
+            EventsWorker.drain_all()
+            assert emit_decision(payload("v1")) is False  # already in the history: not sent again
+            assert emit_decision(payload("v2")) is True  # a new decision is; its POST marks "later"
+            wait_for(lambda: posts("v2"), 60, 0.5, "the next decision's POST")
+            assert [p["body"]["id"] for p in posts("v1")] == [first_id]  # one POST, carrying the event's id
+            # what a publish without the look-up would do: the same event again, delivered again after the
+            # restart (the server forgot the id) -- with the same id in the body for the receiver to drop
+            emit_event(event=GATE_DECIDED, resource={"prefect.resource.id": f"headstart.model.{model}"},
+                       payload=payload("v1"), id=decision_event_id(model, "v1"))  # fmt: skip
+            EventsWorker.drain_all()
+            wait_for(lambda: len(posts("v1")) == 2, 60, 0.5, "the re-sent event's POST")
+            assert {p["body"]["id"] for p in posts("v1")} == {first_id}
+            remove_notifications(model)
+    finally:
+        stop(process)

@@ -199,10 +199,11 @@ def _train_features(model, split, classes, pre, params, run, lineage, world) -> 
     lineage = _engine_recorded(lineage, feats)
     y = _targets(rows, classes)
     fit = (rows["split"] == "train").to_numpy() | (p.features_fit == "train+val")
-    classifier, search = fit_classifier(
-        p.classifier, p.classifier_c, p.seed, feats.features[fit], y[fit], p.classifier_search_images
-    )
-    row = {"epoch": 1, "train_accuracy": float(classifier.score(feats.features[fit], y[fit])), **search}
+    # every row (the default, train+val) is fitted on the matrix itself: a masked copy is one more feature matrix
+    x_fit, y_fit = (feats.features, y) if fit.all() else (feats.features[fit], y[fit])
+    classifier, search = fit_classifier(p.classifier, p.classifier_c, p.seed, x_fit, y_fit, p.classifier_search_images)
+    row = {"epoch": 1, "train_accuracy": float(classifier.score(x_fit, y_fit)), **search}
+    del x_fit
     if (~fit).any():  # held-out validation rows (features_fit: train)
         row["val_accuracy"] = float(classifier.score(feats.features[~fit], y[~fit]))
     log.info("%s on the features of %d images (%s): %s", p.classifier, int(fit.sum()), p.features_fit, row)
