@@ -1,5 +1,7 @@
-"""Prometheus metrics for the ops stack (``headstart serve --metrics-port``), read fresh on every scrape from
-the registry and the Prefect API with ``prometheus-client``'s custom-collector API.
+"""Prometheus metrics for the ops stack (``headstart serve --metrics-port``), read from the registry and the
+Prefect API with ``prometheus-client``'s custom-collector API: the served endpoint reads each source in the
+background and answers scrapes from the last good read (:mod:`flows.metrics_cache`); a collector of its own
+(tests, one-off scrapes) reads fresh on every scrape.
 
 A scrape never fails because a source is down: ``headstart_source_up{source=...}`` says which one did not
 answer, and that source's metrics are left out of the scrape.
@@ -15,6 +17,7 @@ from datetime import UTC, datetime
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from flows.metrics_cache import SourceCache
 from flows.notifications import PIPELINE_FLOWS
 from headstart.ground.errors import ToolError
 from headstart.ground.params import Params
@@ -43,6 +46,10 @@ FAMILIES: dict[str, tuple[type[GaugeMetricFamily] | type[InfoMetricFamily], str,
     "headstart_last_drift_p_value": (GaugeMetricFamily, "Drift test p-value of the newest version's data.", ("model",)),
     "headstart_last_drift_mmd2": (GaugeMetricFamily, "Drift MMD² of the newest version's data.", ("model",)),
     "headstart_flow_runs": (GaugeMetricFamily, "Pipeline flow runs by state.", ("flow", "state")),
+    "headstart_source_last_read_timestamp_seconds": (
+        GaugeMetricFamily, "When the served endpoint last read a source whole (its values are from then).",
+        ("source",),
+    ),
 }  # fmt: skip
 
 
@@ -72,13 +79,34 @@ class HeadstartCollector(Collector):
         self.params = params
         self.api_url = api_url
         self.auth = auth
+        self.caches: dict[str, SourceCache] = {}  # empty: each scrape reads the sources itself
+
+    def read_in_background(self, every: float, timeout: float) -> None:
+        """Read each source every ``every`` seconds on a thread of its own; scrapes then answer from the last
+        good read in O(1), and a source whose read fails or runs past ``timeout`` counts as down (its metrics
+        absent, its last good read's time still exported) until a read succeeds again."""
+        readers = {"registry": lambda: list(self._registry_metrics())}
+        if self.api_url:
+            readers["prefect"] = lambda: [self._flow_runs()]
+        self.caches = {name: SourceCache(name, read, every, timeout) for name, read in readers.items()}
+        for cache in self.caches.values():
+            cache.start(wait=timeout)
+
+    def stop(self) -> None:
+        """Stop the background reads."""
+        for cache in self.caches.values():
+            cache.stop()
 
     def describe(self) -> Iterator[Metric]:
         """Every family a scrape may yield, empty (prometheus-client's registry checks names with it)."""
         return (family(name) for name in FAMILIES)
 
     def collect(self) -> Iterator[Metric]:
-        """One scrape: each source read once; a failing source is reported, not raised."""
+        """One scrape: each source read once (or its last background read); a failing source is reported, not
+        raised."""
+        if self.caches:
+            yield from self._cached()
+            return
         up = family("headstart_source_up")
         try:
             yield from list(self._registry_metrics())  # all or nothing: a source failing halfway adds none
@@ -94,6 +122,18 @@ class HeadstartCollector(Collector):
                 log.warning("metrics: the Prefect API did not answer: %s", exc)
                 up.add_metric(["prefect"], 0)
         yield up
+
+    def _cached(self) -> Iterator[Metric]:
+        up, read_at = family("headstart_source_up"), family("headstart_source_last_read_timestamp_seconds")
+        for name, cache in self.caches.items():
+            metrics, at = cache.current()
+            if metrics is not None:
+                yield from metrics
+            up.add_metric([name], 0 if metrics is None else 1)
+            if at is not None:
+                read_at.add_metric([name], at)
+        yield up
+        yield read_at
 
     def _registry_metrics(self) -> Iterator[Metric]:
         registry = open_registry(self.params.registry)
@@ -160,16 +200,39 @@ def _gauge(name: str, model: str, value: float) -> Metric:
 
 
 def start_metrics_server(
-    params: Params, port: int, host: str = "127.0.0.1", api_url: str | None = None, auth: str | None = None
-):
-    """Serve ``/metrics`` on ``host:port`` in a background thread; returns the server (``shutdown()`` stops it).
-    Without ``api_url`` the flow-run counts are left out."""
+    params: Params,
+    port: int,
+    host: str = "127.0.0.1",
+    api_url: str | None = None,
+    auth: str | None = None,
+    refresh_seconds: float = 15.0,
+    read_timeout: float = 10.0,
+) -> MetricsEndpoint:
+    """Serve ``/metrics`` on ``host:port`` in a background thread, each source read every ``refresh_seconds``
+    in the background (a scrape never waits on S3 or the API; a read running past ``read_timeout`` counts the
+    source down); returns the endpoint (``shutdown()`` stops it). Without ``api_url`` the flow-run counts are
+    left out."""
     from prometheus_client import start_http_server
 
+    collector = HeadstartCollector(params, api_url, auth)
+    collector.read_in_background(refresh_seconds, read_timeout)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(HeadstartCollector(params, api_url, auth))
+    registry.register(collector)
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
+        collector.stop()
         raise ToolError(f"the metrics endpoint cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return server
+    return MetricsEndpoint(server, collector)
+
+
+class MetricsEndpoint:
+    """A served ``/metrics``: ``shutdown()`` stops the HTTP server and the background reads."""
+
+    def __init__(self, server, collector: HeadstartCollector) -> None:
+        self.server, self.collector = server, collector
+
+    def shutdown(self) -> None:
+        """Stop serving and reading."""
+        self.server.shutdown()
+        self.collector.stop()

@@ -89,3 +89,52 @@ def test_the_dashboard_queries_only_series_the_collector_exports(tmp_path: Path)
     params = Params.model_validate({"registry": {"uri": registry.storage.uri, "model_name": "demo"}})
     samples = {sample.name for samples in scraped(params).values() for sample in samples}
     assert len(samples) >= 10 and samples <= exposed_names(), sorted(samples - exposed_names())
+
+
+@pytest.mark.server
+def test_a_scrape_answers_from_the_last_read_while_s3_hangs_and_counts_the_registry_down(
+    seaweedfs, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The served endpoint reads the registry in the background: with S3 hanging (a request that never reaches
+    the server), scrapes still answer at once from memory, and once the read has run past its timeout they say
+    the registry is down, leave its metrics out and keep the time of the last good read."""
+    import time
+    import urllib.request
+
+    from tests.support.faulty_proxy import S3FaultProxy
+    from tests.support.seaweedfs import free_ports
+    from tests.support.waiting import wait_for
+
+    host, port = seaweedfs.endpoint.removeprefix("http://").split(":")
+    proxy = S3FaultProxy((host, int(port)))
+    proxy.serve()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)  # the product's registry client goes through it
+    params = Params.model_validate({"registry": {"uri": f"s3://{bucket}/registry", "model_name": "demo"}})
+    from headstart.library.registry.registry import open_registry
+
+    registry = open_registry(params.registry)
+    version = registry.register(FILES, {"metrics": {"accuracy": 0.8}, "decision": "PASS"})
+    registry.set_champion(version, "promote", "first")
+    [metrics_port] = free_ports(1)
+    endpoint = start_metrics_server(params, metrics_port, refresh_seconds=0.2, read_timeout=1.0)
+
+    def scrape() -> dict[str, list]:
+        # the timeout is a hang guard, far above a scrape from memory (benchmarks/scrape.py measures it)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
+            families = text_string_to_metric_families(answer.read().decode())
+        return {family.name: family.samples for family in families}
+
+    try:
+        healthy = scrape()
+        assert healthy["headstart_source_up"][0].value == 1.0 and healthy["headstart_registered_versions"][0].value == 1
+        last_good = healthy["headstart_source_last_read_timestamp_seconds"][0].value
+        proxy.arm(b"", "hold")  # the next S3 request never reaches the server: the background read waits on it
+        down = wait_for(lambda: (s := scrape())["headstart_source_up"][0].value == 0.0 and s, 30, 0.2,
+                        "the registry counted down")  # fmt: skip
+        assert proxy.tripped.is_set()  # it was the hung request, not an error, that did it
+        assert set(down) == {"headstart_source_up", "headstart_source_last_read_timestamp_seconds"}, sorted(down)
+        last_read = down["headstart_source_last_read_timestamp_seconds"][0].value
+        assert last_good <= last_read <= time.time()  # the last good read's time, kept
+    finally:
+        endpoint.shutdown()
+        proxy.close()

@@ -107,7 +107,7 @@ def test_each_decision_and_failed_run_is_posted_and_metrics_match_the_registry(
     imported = runner.invoke(app, ["data", "import", "fashion-mnist", "--per-class", "8", "--test-per-class", "4"])
     assert imported.exit_code == 0, imported.output
     port, prometheus_port = free_ports(2)
-    metrics = start_metrics_server(params, port, api_url=prefect_server)
+    metrics = start_metrics_server(params, port, api_url=prefect_server, refresh_seconds=1.0)
     servers = contextlib.ExitStack()
     try:
         before = scrape(port)
@@ -152,7 +152,13 @@ def test_each_decision_and_failed_run_is_posted_and_metrics_match_the_registry(
         assert by_version[second["version"]]["payload"]["champion_before"] == first["champion"]
         assert by_version[first["version"]]["payload"]["champion_before"] is None
 
-        after = scrape(port)
+        runs = lambda scraped, state: scraped[("headstart_flow_runs", (("flow", "retrain"), ("state", state)))]  # noqa: E731
+        read_again = lambda: (  # noqa: E731  (the endpoint reads its sources in the background, every second)
+            (scraped := scrape(port))[("headstart_registered_versions", (("model", model),))] == 2
+            and runs(scraped, "failed") > runs(before, "failed")
+            and scraped
+        )
+        after = wait_for(read_again, 30, 0.5, "the endpoint's next reads of the registry and the API")
         registry = open_registry(params.registry)
         champion = registry.champion()
         manifest = registry.manifest(champion)
@@ -166,7 +172,6 @@ def test_each_decision_and_failed_run_is_posted_and_metrics_match_the_registry(
         verdict = (("model", model), ("verdict", second["decision"]["verdict"]), ("version", second["version"]))
         assert after[("headstart_last_retrain_info", verdict)] == 1.0
         assert 0 <= after[("headstart_champion_age_seconds", (("model", model),))] < 600
-        runs = lambda scraped, state: scraped[("headstart_flow_runs", (("flow", "retrain"), ("state", state)))]  # noqa: E731
         assert runs(after, "completed") - runs(before, "completed") == 2
         assert runs(after, "failed") - runs(before, "failed") == 1
         assert after[("headstart_source_up", (("source", "prefect"),))] == 1.0
