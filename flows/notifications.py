@@ -1,6 +1,6 @@
 """Notifications as Prefect automations: a webhook on every gate decision (``headstart.gate.decided``, emitted by
 the publish step) and on every failed or crashed pipeline run of the model (Prefect's own flow-run events; each
-pipeline run is tagged with its model once its params are read: :func:`tag_this_run`).
+pipeline run carries its model's tag from its creation: :func:`model_tag`).
 
 ``headstart serve`` creates them; the Prefect server's triggers service sends them, so nothing in a run waits on
 the receiving end. The URL lives in a Prefect ``Webhook`` block (a secret field): it is never logged.
@@ -42,21 +42,11 @@ def webhook_url(params: Params) -> str | None:
 
 def model_tag(model_name: str) -> str:
     """The tag a pipeline run carries for its model: what the model's failure automation matches (one Prefect
-    server may serve several models)."""
+    server may serve several models). A run must carry it from its creation (``prefect.tags`` around the flow
+    call, or its deployment's tags): Prefect's state-change events name the tags the run was created with, not
+    tags added while it runs (seen here: a tag added from inside the run was on the run, not on its Failed
+    event)."""
     return f"headstart-model:{model_name}"
-
-
-def tag_this_run(model_name: str) -> None:
-    """Add the model's tag to the current flow run (once its params are read), so its Failed or Crashed event
-    names the model among its related resources. A run that fails before its params load names no model."""
-    from prefect.client.orchestration import get_client
-    from prefect.runtime import flow_run
-
-    if not flow_run.id:
-        return
-    tags = sorted({*(flow_run.tags or []), model_tag(model_name)})
-    with get_client(sync_client=True) as client:
-        client.update_flow_run(flow_run.id, tags=tags)
 
 
 def block_name(model_name: str) -> str:

@@ -14,7 +14,6 @@ from prefect.states import Failed, State
 from prefect.task_engine import TaskRunTimeoutError
 
 from flows.concurrency import retrain_slot
-from flows.notifications import tag_this_run
 from headstart.ground.environment import log_project_at_info
 from headstart.ground.errors import ConfigError, DataError, HeadstartError, RunTimedOut
 from headstart.ground.params import Params, load_params
@@ -65,7 +64,7 @@ def load_run_params(
     params_path: str, overrides: list[str] | None, run_dir: str | None = None, dataset: str | None = None
 ) -> Params:
     """The run's params, every path it was given checked to stay inside the workspace (deployments run there)
-    and the fixed test set present. The flow run is tagged with the model as soon as the params parse."""
+    and the fixed test set present."""
     workspace = Path.cwd()
     inside(workspace, params_path, "params_path")
     if run_dir:
@@ -74,7 +73,6 @@ def load_run_params(
         inside(workspace / "data", dataset, "dataset")
         overrides = [*(overrides or []), f"data.dir={json.dumps(f'data/{dataset}')}"]  # JSON: YAML reads it as is
     params = load_params(params_path, overrides)
-    tag_this_run(params.registry.model_name)  # from here a failure notifies this model's receiver, no other
     check_step_names(params)
     from headstart.library.data.transforms import check_augmentations  # albumentations: this run trains
 

@@ -224,8 +224,14 @@ def _workspace_env(api_url: str, workspace: Path, auth: str | None) -> dict[str,
 
 def deploy(api_url: str, workspace: Path, names: tuple[str, ...] = (), auth: str | None = None) -> None:
     """Apply prefect.yaml (all its deployments, or those ``names``); runs will execute in ``workspace``."""
+    from flows.notifications import model_tag
+    from headstart.ground.params import load_params
+
     env = _workspace_env(api_url, workspace, auth)
     which = [arg for name in names for arg in ("--name", name)] or ["--all"]
+    # the deployments' runs carry the workspace's model tag from their creation: its failure automation's match
+    if (workspace / "params.yaml").is_file():
+        which += ["--tag", model_tag(load_params(workspace / "params.yaml").registry.model_name)]
     done = subprocess.run(
         [str(BIN / "prefect"), "--no-prompt", "deploy", *which, "--prefect-file", str(PROJECT_ROOT / "prefect.yaml")],
         cwd=workspace,

@@ -35,6 +35,9 @@ def run(
 ) -> None:
     """Run the retrain flow: the pipeline table's steps (validate → split → health → train → evaluate → gate →
     register → report → promote → publish)."""
+    from prefect import tags
+
+    from flows.notifications import model_tag
     from flows.retrain import load_run_params, retrain
     from flows.temporary_api import share_temporary_api
     from headstart.cli.interrupts import sigterm_as_ctrl_c
@@ -47,10 +50,11 @@ def run(
     if test_data is not None:
         overrides.append(f"data.test_dir={json.dumps(str(test_data))}")
     # what the flow checks first, checked before a Prefect server starts: refused here (exit 2), not a failed run
-    load_run_params(str(params), overrides, str(run_dir) if run_dir else None)
+    checked = load_run_params(str(params), overrides, str(run_dir) if run_dir else None)
     sigterm_as_ctrl_c()  # a stopped run stops its temporary Prefect server and torchrun ranks too
     share_temporary_api()
-    with progress_bars():
+    # the run carries its model's tag from its creation: a failure notifies this model's receiver only
+    with progress_bars(), tags(model_tag(checked.registry.model_name)):
         state = retrain(
             params_path=str(params),
             overrides=overrides,
@@ -100,6 +104,9 @@ def sweep(
 ) -> None:
     """Train every trial of SWEEP_FILE on a Dask cluster, each scored on the validation split; the best goes
     through evaluate → gate → register → promote like any run. `--set` applies to every trial."""
+    from prefect import tags
+
+    from flows.notifications import model_tag
     from flows.retrain import load_run_params
     from flows.sweep import sweep as sweep_flow
     from flows.sweep import task_runner
@@ -111,20 +118,21 @@ def sweep(
     except OSError as exc:
         raise ConfigError(f"{sweep_file}: cannot read the sweep file ({exc.strerror})") from None
     runner = task_runner(cluster)  # a wrong --cluster is named here
-    load_run_params(str(params), list(set_ or []), str(run_dir) if run_dir else None)  # before a server starts
+    checked = load_run_params(str(params), list(set_ or []), str(run_dir) if run_dir else None)  # before a server
     sigterm_as_ctrl_c()  # a stopped sweep stops its temporary Prefect server and Dask workers too
     share_temporary_api()  # one for the Dask workers too, which would each start their own
-    state = sweep_flow.with_options(task_runner=runner)(
-        sweep_path=str(sweep_file),
-        sweep_text=sweep_text,
-        params_path=str(params),
-        overrides=list(set_ or []),
-        run_dir=str(run_dir) if run_dir else None,
-        cluster=cluster,
-        allow_class_change=allow_class_change,
-        max_trials=max_trials,
-        return_state=True,
-    )
+    with tags(model_tag(checked.registry.model_name)):  # its failure notifies this model's receiver only
+        state = sweep_flow.with_options(task_runner=runner)(
+            sweep_path=str(sweep_file),
+            sweep_text=sweep_text,
+            params_path=str(params),
+            overrides=list(set_ or []),
+            run_dir=str(run_dir) if run_dir else None,
+            cluster=cluster,
+            allow_class_change=allow_class_change,
+            max_trials=max_trials,
+            return_state=True,
+        )
     if state.is_failed():
         raise RunFailed(f"sweep failed: {state.message}")
     summary = state.result()

@@ -288,9 +288,10 @@ def test_a_failed_run_notifies_its_own_models_receiver_once_and_never_anothers(
         ensure_notifications(other_url, other)
         try:
             failed = runner.invoke(
-                app, ["run", "--set", f"registry.model_name={mine}", "--set", "data.dir=data/no-such-dataset"]
-            )
-            assert failed.exit_code != 0
+                app, ["run", "--set", f"registry.model_name={mine}", "--set", "data.dir=data/no-such-dataset",
+                      "--set", "data.test_dir=null"],
+            )  # fmt: skip
+            assert failed.exit_code == 1, failed.output  # a failed run (2: refused before any run started)
             run_id = failed_run_id()
             with get_client(sync_client=True) as client:
                 assert model_tag(mine) in client.read_flow_run(run_id).tags
@@ -332,25 +333,49 @@ def _failure_firings(model: str, flow_run_resource: str) -> int:
     return about
 
 
+PUBLISH = """
+import json, sys
+from tasks.publish import emit_decision
+print(json.dumps(emit_decision(json.loads(sys.argv[1]))))
+"""
+FORCE = """
+import json, sys
+from prefect.events import emit_event
+from prefect.events.worker import EventsWorker
+from tasks.publish import GATE_DECIDED, decision_event_id
+payload = json.loads(sys.argv[1])
+emit_event(event=GATE_DECIDED, resource={"prefect.resource.id": "headstart.model." + payload["model"]},
+           payload=payload, id=decision_event_id(payload["model"], payload["version"]))
+EventsWorker.drain_all()
+"""
+
+
 @pytest.mark.server
 def test_a_decision_published_again_after_a_server_restart_is_not_notified_twice(tmp_path: Path) -> None:
     """Prefect de-duplicates event ids in memory only: after a restart, a retried publish would notify again. The
     publish step looks the decision's id up in the server's history first and does not send it twice; every POST
-    carries the event's id, which a re-delivery repeats (the receiver's idempotency key)."""
+    carries the event's id, which a re-delivery repeats (the receiver's idempotency key). Each publish is a
+    process of its own, as a retried run is, talking to this test's own server."""
     import os
     import signal
     import subprocess
+    import sys
 
-    from prefect.events import emit_event
-    from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.services import start_server
-    from tasks.publish import GATE_DECIDED, decision_event_id, emit_decision, event_recorded
+    from tasks.publish import decision_event_id, event_recorded
 
     [port] = free_ports(1)
     home, model = tmp_path / "prefect", "restarted-model"
-    payload = lambda version: {"model": model, "version": version, "verdict": "PASS"}  # noqa: E731
+    payload = lambda version: json.dumps({"model": model, "version": version, "verdict": "PASS"})  # noqa: E731
+
+    def publish(script: str, version: str) -> str:
+        env = {**os.environ, "PREFECT_API_URL": api_url}
+        done = subprocess.run([sys.executable, "-c", script, payload(version)], env=env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout.strip()
 
     def stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGTERM)
@@ -365,23 +390,20 @@ def test_a_decision_published_again_after_a_server_restart_is_not_notified_twice
         with temporary_settings(updates={PREFECT_API_URL: api_url}), capturing_webhook() as (url, received):
             posts = lambda version: [r for r in received if r["body"]["payload"].get("version") == version]  # noqa: E731
             ensure_notifications(url, model)
-            assert emit_decision(payload("v1")) is True
-            wait_for(lambda: posts("v1"), 60, 0.5, "the decision's POST")
+            assert publish(PUBLISH, "v1") == "true"
+            wait_for(lambda: posts("v1"), 90, 0.5, "the decision's POST")
             first_id = str(decision_event_id(model, "v1"))
             wait_for(lambda: event_recorded(decision_event_id(model, "v1")), 60, 0.5, "the event in the history")
             stop(process)
             process, api_url = start_server(port, home, tmp_path / "server.log")  # the same database
-            EventsWorker.drain_all()
-            assert emit_decision(payload("v1")) is False  # already in the history: not sent again
-            assert emit_decision(payload("v2")) is True  # a new decision is; its POST marks "later"
-            wait_for(lambda: posts("v2"), 60, 0.5, "the next decision's POST")
+            assert publish(PUBLISH, "v1") == "false"  # already in the history: not sent again
+            assert publish(PUBLISH, "v2") == "true"  # a new decision is; its POST marks "later"
+            wait_for(lambda: posts("v2"), 90, 0.5, "the next decision's POST")
             assert [p["body"]["id"] for p in posts("v1")] == [first_id]  # one POST, carrying the event's id
             # what a publish without the look-up would do: the same event again, delivered again after the
             # restart (the server forgot the id) -- with the same id in the body for the receiver to drop
-            emit_event(event=GATE_DECIDED, resource={"prefect.resource.id": f"headstart.model.{model}"},
-                       payload=payload("v1"), id=decision_event_id(model, "v1"))  # fmt: skip
-            EventsWorker.drain_all()
-            wait_for(lambda: len(posts("v1")) == 2, 60, 0.5, "the re-sent event's POST")
+            publish(FORCE, "v1")
+            wait_for(lambda: len(posts("v1")) == 2, 90, 0.5, "the re-sent event's POST")
             assert {p["body"]["id"] for p in posts("v1")} == {first_id}
             remove_notifications(model)
     finally:
