@@ -230,8 +230,8 @@ def deploy(api_url: str, workspace: Path, names: tuple[str, ...] = (), auth: str
     env = _workspace_env(api_url, workspace, auth)
     which = [arg for name in names for arg in ("--name", name)] or ["--all"]
     # the deployments' runs carry the workspace's model tag from their creation: its failure automation's match
-    if (workspace / "params.yaml").is_file():
-        which += ["--tag", model_tag(load_params(workspace / "params.yaml").registry.model_name)]
+    if (workspace / "params.yaml").is_file():  # prefect.yaml's tags name it: the CLI's --tag is ignored with --all
+        env["HEADSTART_MODEL_TAG"] = model_tag(load_params(workspace / "params.yaml").registry.model_name)
     done = subprocess.run(
         [str(BIN / "prefect"), "--no-prompt", "deploy", *which, "--prefect-file", str(PROJECT_ROOT / "prefect.yaml")],
         cwd=workspace,

@@ -17,7 +17,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.deployments import run_deployment
 
+from flows.notifications import model_tag
 from flows.services import Services, deploy, ensure_pools, start_worker
+from headstart.ground.params import load_params
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow  # real worker processes and flow-run processes
@@ -108,3 +110,20 @@ def test_each_deployments_runs_are_executed_by_its_own_pools_worker(
     for pool, text in texts.items():
         named = {UUID(found) for found in UUIDS.findall(text)} & set(pool_of_run)
         assert named == {run_id for run_id, p in pool_of_run.items() if p == pool}, diagnostics
+
+    # Every run carries the workspace model's tag from the deploy (`prefect deploy --tag`), and so does its Failed
+    # event: what that model's "run failed" automation matches (tests/flow/test_ops_signals.py), so a failing
+    # scheduled or triggered run notifies its own model's receiver.
+    tag = model_tag(load_params(workspace / "params.yaml").registry.model_name)
+    assert all(tag in run.tags for run in runs), [run.tags for run in runs]
+    resources = {f"prefect.flow-run.{run_id}" for run_id in pool_of_run}
+
+    def failed_events_naming_the_tag() -> set[str]:
+        query = {"filter": {"event": {"name": ["prefect.flow-run.Failed"]}, "resource": {"id": sorted(resources)}},
+                 "limit": 50}  # fmt: skip
+        with get_client(sync_client=True) as client:
+            events = client.request("POST", "/events/filter", json=query).json()["events"]
+        return {e["resource"]["prefect.resource.id"] for e in events
+                if any(r["prefect.resource.id"] == f"prefect.tag.{tag}" for r in e["related"])}  # fmt: skip
+
+    wait_for(lambda: failed_events_naming_the_tag() == resources, 30, 0.5, "the Failed events in the history")
