@@ -27,8 +27,8 @@ phase() {  # phase SECONDS TITLE COMMAND...: a phase that fails or overruns does
     local limit=$1 title=$2
     shift 2
     echo "=== $title ($(date -u +%T))"
-    timeout "$limit" "$@" 2>&1 | grep -v -E "^(BLOCKED|  warnings.warn)"
-    echo "=== exit ${PIPESTATUS[0]}"
+    timeout "$limit" "$@" 2>&1
+    echo "=== exit $?"
 }
 
 {

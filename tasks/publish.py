@@ -86,11 +86,14 @@ def emit_decision(payload: dict) -> bool:
 
 def event_recorded(event_id: uuid.UUID) -> bool:
     """Whether the Prefect server's event history holds an event with this id (its events API)."""
-    from prefect.client.orchestration import get_client
+    from datetime import UTC, datetime
 
-    query = {"filter": {"id": {"id": [str(event_id)]}, "occurred": {"since": "2000-01-01T00:00:00Z"}}, "limit": 1}
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventIDFilter, EventOccurredFilter
+
+    ever = EventOccurredFilter(since=datetime(2000, 1, 1, tzinfo=UTC))  # the default looks back 180 days only
     with get_client(sync_client=True) as client:
-        return bool(client.request("POST", "/events/filter", json=query).json()["events"])
+        return bool(client.read_events(EventFilter(id=EventIDFilter(id=[event_id]), occurred=ever), limit=1).events)
 
 
 def final_summary(ctx: StepContext) -> dict:

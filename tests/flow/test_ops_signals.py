@@ -46,6 +46,20 @@ def run_summary(name: str, *extra: str) -> dict:
     return json.loads(Path(f"{name}.json").read_text())
 
 
+def triggering_events(client, automation_name: str) -> list[str]:
+    """The events (``prefect.event.<id>``) that made the named automation's action run, from the server's event
+    history. There must be exactly one automation of that name (serve replaces, never adds)."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    [automation] = client.read_automations_by_name(automation_name)
+    executed = EventFilter(
+        event=EventNameFilter(name=["prefect.automation.action.executed"]),
+        resource=EventResourceFilter(id=[f"prefect.automation.{automation.id}"]),
+    )
+    return [r.id for e in client.read_events(executed, limit=50).events for r in e.related
+            if r.role == "triggering-event"]  # fmt: skip
+
+
 def recorded_firings(model: str, versions: set[str]) -> tuple[int, int] | None:
     """How often the server fired the model's decision automation for these versions' decision events and its
     failure automation at all (executed actions, from the server's event history); None until each decision
@@ -57,17 +71,7 @@ def recorded_firings(model: str, versions: set[str]) -> tuple[int, int] | None:
 
     ours = {f"prefect.event.{decision_event_id(model, v)}" for v in versions}
     with get_client(sync_client=True) as client:
-        ids = {}
-        for kind, name in automation_names(model).items():
-            [automation] = client.read_automations_by_name(name)  # ensure_notifications twice: still one
-            ids[kind] = automation.id
-        executed = {}
-        for kind, automation_id in ids.items():
-            query = {"filter": {"event": {"name": ["prefect.automation.action.executed"]},
-                                "resource": {"id": [f"prefect.automation.{automation_id}"]}}, "limit": 50}  # fmt: skip
-            events = client.request("POST", "/events/filter", json=query).json()["events"]
-            executed[kind] = [r["prefect.resource.id"] for e in events for r in e["related"]
-                              if r.get("prefect.resource.role") == "triggering-event"]  # fmt: skip
+        executed = {kind: triggering_events(client, name) for kind, name in automation_names(model).items()}
     decision_firings = sum(1 for event in executed["decision"] if event in ours)
     if not ours <= set(executed["decision"]) or not executed["failure"]:
         return None
@@ -317,24 +321,21 @@ def test_a_failed_run_notifies_its_own_models_receiver_once_and_never_anothers(
 
 def _failure_firings(model: str, flow_run_resource: str) -> int:
     """Executed actions of the model's failure automation whose triggering event was about this flow run."""
+    from uuid import UUID
+
     from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventIDFilter
 
     from flows.notifications import automation_names
 
     with get_client(sync_client=True) as client:
-        [automation] = client.read_automations_by_name(automation_names(model)["failure"])
-        query = {"filter": {"event": {"name": ["prefect.automation.action.executed"]},
-                            "resource": {"id": [f"prefect.automation.{automation.id}"]}}, "limit": 50}  # fmt: skip
-        events = client.request("POST", "/events/filter", json=query).json()["events"]
-        triggering = [r["prefect.resource.id"] for e in events for r in e["related"]
-                      if r.get("prefect.resource.role") == "triggering-event"]  # fmt: skip
-        about = 0
-        for event_resource in triggering:  # the triggering event's own resource is the flow run it was about
-            found = client.request("POST", "/events/filter", json={
-                "filter": {"id": {"id": [event_resource.removeprefix("prefect.event.")]}}, "limit": 1,
-            }).json()["events"]  # fmt: skip
-            about += sum(1 for e in found if e["resource"]["prefect.resource.id"] == flow_run_resource)
-    return about
+        triggering = [UUID(e.removeprefix("prefect.event.")) for e in triggering_events(
+            client, automation_names(model)["failure"])]  # fmt: skip
+        if not triggering:
+            return 0
+        found = client.read_events(EventFilter(id=EventIDFilter(id=triggering)), limit=50).events
+    # the triggering event's own resource is the flow run it was about
+    return sum(1 for e in found if e.resource.id == flow_run_resource)
 
 
 PUBLISH = """

@@ -119,11 +119,13 @@ def test_each_deployments_runs_are_executed_by_its_own_pools_worker(
     resources = {f"prefect.flow-run.{run_id}" for run_id in pool_of_run}
 
     def failed_events_naming_the_tag() -> set[str]:
-        query = {"filter": {"event": {"name": ["prefect.flow-run.Failed"]}, "resource": {"id": sorted(resources)}},
-                 "limit": 50}  # fmt: skip
+        from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+        failed = EventFilter(
+            event=EventNameFilter(name=["prefect.flow-run.Failed"]), resource=EventResourceFilter(id=sorted(resources))
+        )
         with get_client(sync_client=True) as client:
-            events = client.request("POST", "/events/filter", json=query).json()["events"]
-        return {e["resource"]["prefect.resource.id"] for e in events
-                if any(r["prefect.resource.id"] == f"prefect.tag.{tag}" for r in e["related"])}  # fmt: skip
+            events = client.read_events(failed, limit=50).events
+        return {e.resource.id for e in events if any(r.id == f"prefect.tag.{tag}" for r in e.related)}
 
     wait_for(lambda: failed_events_naming_the_tag() == resources, 30, 0.5, "the Failed events in the history")

@@ -150,22 +150,18 @@ def test_hub_weights_are_recorded_in_the_model_lineage(hub: HubEndpoint, tiny_sp
     assert origin["sha256"] == hashlib.sha256(data).hexdigest()
 
 
-def test_a_cached_copy_that_went_bad_is_refused_offline(hub: HubEndpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cached_copy_that_went_bad_is_refused_offline(
+    hub: HubEndpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     publish(hub, "resnet18")
     create_with_origin("resnet18", "hub")
-    blob = next((Path(hub_cache_dir()) / "models--timm--resnet18.a1_in1k" / "blobs").iterdir())
+    blob = next((tmp_path / "hf-cache" / "models--timm--resnet18.a1_in1k" / "blobs").iterdir())  # the hub fixture's
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0xFF  # one flipped bit in the last tensor: still a loadable file, no longer the hub's bytes
     blob.write_bytes(bytes(data))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsError, match=r"cached copy of resnet18's weights .* does not match sha256"):
         create_with_origin("resnet18", "hub")
-
-
-def hub_cache_dir() -> str:
-    import os
-
-    return os.environ["HF_HUB_CACHE"]
 
 
 def test_backbones_says_where_each_presets_weights_come_from_here_and_with_internet(hub: HubEndpoint) -> None:
