@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -15,6 +16,7 @@ import yaml
 
 from headstart.library.evaluation.metrics import evaluate
 from headstart.library.training.checkpoints import checkpoint_epoch
+from tests.support.leftovers import kill
 from tests.support.waiting import wait_for
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
@@ -105,3 +107,46 @@ def rank_process(root: int, rank: int) -> psutil.Process | None:
         if env.get("RANK") == str(rank) and "TORCHELASTIC_RUN_ID" in env:
             return child
     return None
+
+
+DEAF_RANK = """
+import os, pathlib, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as a rank that missed torchrun's SIGTERM (lost before its exec)
+pathlib.Path(sys.argv[1], os.environ["RANK"]).write_text(str(os.getpid()))
+time.sleep(600)
+"""
+INTERRUPTED_LAUNCH = """
+import os, sys
+from pathlib import Path
+from headstart.cli.interrupts import sigterm_as_ctrl_c
+from headstart.library.training import distributed
+
+sigterm_as_ctrl_c()  # as `headstart run` does
+torchrun = distributed.launch_command(2, [])[:-3]  # torchrun's own flags, our rank script instead of the step
+distributed.run_ranks([*torchrun, sys.argv[1], sys.argv[2]], Path.cwd(), dict(os.environ))
+"""
+
+
+def test_an_interrupted_launch_leaves_no_rank_behind_even_one_deaf_to_sigterm(tmp_path: Path) -> None:
+    """torchrun SIGKILLs a rank its SIGTERM did not stop: the launcher waits for that instead of killing torchrun
+    first (each rank is in a session of its own: only torchrun can reach it)."""
+    (tmp_path / "rank.py").write_text(DEAF_RANK)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_LAUNCH, str(tmp_path / "rank.py"), str(pids)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    ranks: list[psutil.Process] = []
+    try:
+        wait_for(lambda: len(list(pids.iterdir())) == 2, 120, 0.1, "both ranks up")
+        ranks += [psutil.Process(int(f.read_text())) for f in pids.iterdir()]
+        launcher.send_signal(signal.SIGTERM)
+        output, _ = launcher.communicate(timeout=120)
+        assert launcher.returncode != 0, output  # interrupted, not finished
+        alive = [p for p in ranks if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert not alive, f"ranks left behind: {alive}\n{output[-2000:]}"
+    finally:
+        kill(ranks)
+        if launcher.poll() is None:
+            launcher.kill()

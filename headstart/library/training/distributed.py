@@ -144,12 +144,18 @@ def launch_environment(nproc: int, device_type: str) -> dict[str, str]:
     return env
 
 
+# torchrun's grace for ranks after its SIGTERM before it SIGKILLs them. A rank can miss that SIGTERM (one that
+# lands between fork and exec is lost), then waits on the rendezvous store for many minutes; only torchrun
+# knows its ranks (each in a session of its own), so torchrun must get to its SIGKILL before anyone kills it.
+RANK_SHUTDOWN_SECONDS = 10
+
+
 def launch_command(nproc: int, step_args: Sequence[str]) -> list[str]:
     """``torchrun --standalone --nproc-per-node N -m headstart step ...`` with this interpreter.
     ``--max-restarts 0``: a failed rank fails the step (the run's retry resumes from the checkpoint)."""
     return [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-        "--max-restarts=0", "-m", "headstart", "step", *step_args,
+        "--max-restarts=0", f"--shutdown-timeout={RANK_SHUTDOWN_SECONDS}", "-m", "headstart", "step", *step_args,
     ]  # fmt: skip
 
 
@@ -171,9 +177,9 @@ def run_ranks(command: list[str], cwd: Path, env: dict[str, str]) -> None:
             code = proc.wait()
         finally:
             if proc.poll() is None:
-                proc.terminate()  # torchrun forwards it to the ranks
-                try:
-                    proc.wait(timeout=30)
+                proc.terminate()  # torchrun forwards it to the ranks, then SIGKILLs those still up
+                try:  # its SIGTERM grace, its SIGKILL wait (the same length), and a margin for 2 busy cores
+                    proc.wait(timeout=2 * RANK_SHUTDOWN_SECONDS + 20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
     if code != 0:
