@@ -188,5 +188,5 @@ def test_entries_of_the_wrong_width_are_damaged_even_with_a_valid_checksum(tiny_
         db.executemany("UPDATE Cache SET value = ? WHERE rowid = ?", [(narrow, rowid) for (rowid,) in rows])
     with caplog.at_level("WARNING"):
         again = train(split, params(store), RunFolder(tmp_path / "r2"), {})
-    assert "entries are not 1280 wide (damaged); extracting them again" in caplog.text
+    assert "entries do not match their checksum or are not 1280 wide; extracting them again" in caplog.text
     assert again.features_extracted == len(first_rows(split)) and again.history == first.history

@@ -147,3 +147,26 @@ def test_a_capped_c_search_chooses_on_its_sample_and_fits_on_every_row() -> None
     np.testing.assert_allclose(capped[-1].coef_, on_all[-1].coef_, rtol=1e-4, atol=1e-6)
     assert not np.allclose(capped[-1].coef_, on_sample.best_estimator_[-1].coef_, atol=1e-3)
     assert "search_images" not in fit_classifier("logreg", "auto", 0, x, y, search_images=600)[1]
+
+
+def test_a_fit_that_overwrites_its_features_fits_the_same_classifier_and_leaves_later_inputs_alone() -> None:
+    """overwrite_x (the features retrain's memory saving): the same C and the same coefficients as a fit on a copy,
+    the matrix now holds the standardised features (scored by the classifier's last step as the copy's fit is by
+    the whole pipeline), and the returned classifier does not standardise what it predicts on in place."""
+    import numpy as np
+
+    from headstart.library.models.classical import fit_classifier
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 5, 500)
+    x = (rng.normal(size=(5, 64))[y] + rng.normal(scale=3.0, size=(500, 64)) + 4.0).astype(np.float32)
+    original = x.copy()
+    kept, kept_found = fit_classifier("logreg", "auto", 0, x, y, search_images=200)
+    assert np.array_equal(x, original)  # the default copies
+    overwritten, found = fit_classifier("logreg", "auto", 0, x, y, search_images=200, overwrite_x=True)
+    assert found == kept_found
+    np.testing.assert_array_equal(overwritten[-1].coef_, kept[-1].coef_)
+    assert np.array_equal(x, kept[0].transform(original)) and not np.allclose(x, original)
+    assert overwritten[-1].score(x, y) == kept.score(original, y)
+    later = original.copy()
+    assert (overwritten.predict(later) == kept.predict(original)).all() and np.array_equal(later, original)

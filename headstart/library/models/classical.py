@@ -30,8 +30,9 @@ TRUSTED_TYPES = frozenset(
 )
 
 
-def make_classifier(name: str, c: float, seed: int) -> Pipeline:
-    """Standardised features into the named classifier; every one gives probabilities."""
+def make_classifier(name: str, c: float, seed: int, scale_in_place: bool = False) -> Pipeline:
+    """Standardised features into the named classifier; every one gives probabilities. ``scale_in_place``: its
+    fit standardises the caller's matrix itself (StandardScaler(copy=False)); see :func:`fit_classifier`."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -46,7 +47,7 @@ def make_classifier(name: str, c: float, seed: int) -> Pipeline:
         "rbf_svm": SVC(C=c, kernel="rbf", probability=True, random_state=seed),
         "random_forest": RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=-1),
     }
-    return make_pipeline(StandardScaler(), estimators[name])
+    return make_pipeline(StandardScaler(copy=not scale_in_place), estimators[name])
 
 
 # classifier_c auto: the C values searched by cross-validation (an RBF SVM needs larger ones than linear models)
@@ -55,7 +56,13 @@ FALLBACK_C = 0.1  # classifier_c auto when a class has a single image (no fold s
 
 
 def fit_classifier(
-    name: str, c: float | str, seed: int, x: np.ndarray, y: np.ndarray, search_images: int | None = None
+    name: str,
+    c: float | str,
+    seed: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    search_images: int | None = None,
+    overwrite_x: bool = False,
 ) -> tuple[Pipeline, dict]:
     """Fit the named classifier; with ``c == "auto"`` choose C on its ``C_GRIDS`` row by stratified k-fold
     cross-validation (scikit-learn's GridSearchCV, k = min(5, smallest class)) and refit on every row. Returns the
@@ -67,43 +74,51 @@ def fit_classifier(
     needs more iterations as they grow: 20 fits took 58 s at 8,500 images and 623 s at 51,000), so the search is
     capped and only the final fit grows with the data (docs/training.md).
 
+    ``overwrite_x``: the final fit standardises ``x`` in place instead of into a copy (at 60,000 images that copy
+    was 300 MB at the peak); ``x`` then holds the standardised features, which ``classifier[-1]`` scores. The
+    returned classifier copies what it is given, as usual.
+
     BLAS runs on one thread meanwhile: these products are small (a thousand images x 1,280 features), and two
     OpenBLAS pools (NumPy's and SciPy's) beside torch's OpenMP spin against each other on a few cores — the
     C search at 1,000 images took 15-19 s with them, 2.2 s on one thread (docs/training.md)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        return _fit(name, c, seed, x, y, search_images)
+        chosen_c, found = _chosen_c(name, c, seed, x, y, search_images)
+        classifier = make_classifier(name, chosen_c, seed, scale_in_place=overwrite_x).fit(x, y)
+    classifier.set_params(standardscaler__copy=True)  # what it predicts on later is the caller's, untouched
+    return classifier, found
 
 
-def _fit(
+def _chosen_c(
     name: str, c: float | str, seed: int, x: np.ndarray, y: np.ndarray, search_images: int | None
-) -> tuple[Pipeline, dict]:
+) -> tuple[float, dict]:
+    """C for the final fit and what the search found (nothing when no search ran)."""
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     from headstart.library.data.sampling import stratified_rows
 
     if c != "auto" or name == "random_forest":  # a random forest has no C
-        return make_classifier(name, FALLBACK_C if c == "auto" else float(c), seed).fit(x, y), {}
+        return (FALLBACK_C if c == "auto" else float(c)), {}
     folds = min(5, int(np.unique(y, return_counts=True)[1].min()))
     if folds < 2:
-        return make_classifier(name, FALLBACK_C, seed).fit(x, y), {"classifier_c": FALLBACK_C}
+        return FALLBACK_C, {"classifier_c": FALLBACK_C}
     pipeline = make_classifier(name, FALLBACK_C, seed)
     [c_param] = [k for k in pipeline.get_params() if k.endswith("__C")]
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     sample = stratified_rows(y, search_images, seed, at_least=folds)
-    whole = len(sample) == len(y)  # then GridSearchCV's own refit is the classifier
-    grid = GridSearchCV(pipeline, {c_param: list(C_GRIDS[name])}, cv=cv, refit=whole)
+    whole = len(sample) == len(y)
+    # no refit: the final fit is the caller's (the same as GridSearchCV's refit: a fresh pipeline on every row)
+    grid = GridSearchCV(pipeline, {c_param: list(C_GRIDS[name])}, cv=cv, refit=False)
     try:
         search = grid.fit(x, y) if whole else grid.fit(x[sample], y[sample])
     except ValueError as exc:  # every fold failed: linear_svm's own 3-fold calibration inside a fold of 2 images
         log.warning("classifier_c auto: the cross-validation failed (%s); C = %s", str(exc).splitlines()[0], FALLBACK_C)
-        return make_classifier(name, FALLBACK_C, seed).fit(x, y), {"classifier_c": FALLBACK_C}
+        return FALLBACK_C, {"classifier_c": FALLBACK_C}
     found = {"classifier_c": search.best_params_[c_param], "cv_accuracy": float(search.best_score_)}
-    if whole:
-        return search.best_estimator_, found
-    found["search_images"] = len(sample)
-    return make_classifier(name, found["classifier_c"], seed).fit(x, y), found
+    if not whole:
+        found["search_images"] = len(sample)
+    return found["classifier_c"], found
 
 
 def probabilities(classifier: Pipeline, features: np.ndarray, num_classes: int) -> np.ndarray:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,44 +99,65 @@ class FeatureStore:
         )  # fmt: skip
 
     def lookup(self, extractor: Extractor, images: Iterable[str]) -> dict[str, np.ndarray]:
-        """The stored vectors of these image sha256s (missing or damaged ones absent); marks them used.
-
-        A store that cannot be opened (deleted meanwhile, disk full, another version's files) is reported and
-        read as empty: it is a cache, the run extracts instead."""
+        """The stored vectors of these image sha256s (missing or damaged ones absent); marks them used. Vectors
+        of more than one width for one extractor: a torn or foreign store, none trusted."""
         found: dict[str, np.ndarray] = {}
         damaged = 0
-        prefix, wanted = extractor.id, list(dict.fromkeys(images))
+        for sha, vector in self._stored(extractor, list(dict.fromkeys(images))):
+            if vector is None:
+                damaged += 1
+            else:
+                found[sha] = vector
+        self._report_damaged(damaged, "do not match their checksum")
+        widths = {v.shape[0] for v in found.values()}
+        if len(widths) > 1:
+            log.warning("feature store %s holds vectors of widths %s for one extractor; extracting all",
+                        self.directory, sorted(widths))  # fmt: skip
+            return {}
+        return found
+
+    def read_into(self, extractor: Extractor, images: Sequence[str], out: np.ndarray) -> np.ndarray:
+        """Fill row i of ``out`` with the stored vector of ``images[i]`` (an image listed twice fills both rows);
+        returns which rows were filled and marks their entries used. An entry that fails its checksum or is not
+        ``out.shape[1]`` wide is damaged: its rows stay unfilled (extracted again).
+
+        Each vector goes straight into its row: 60,000 vectors held in a dict beside their stacked copy were one
+        feature matrix too many at the peak, and glibc keeps the freed small blocks (benchmarks/scale.py)."""
+        rows: dict[str, list[int]] = {}
+        for row, sha in enumerate(images):
+            rows.setdefault(sha, []).append(row)
+        filled = np.zeros(len(images), dtype=bool)
+        damaged = 0
+        for sha, vector in self._stored(extractor, list(rows)):
+            if vector is None or vector.shape != out.shape[1:]:
+                damaged += 1
+                continue
+            out[rows[sha]] = vector
+            filled[rows[sha]] = True
+        self._report_damaged(damaged, f"do not match their checksum or are not {out.shape[1]} wide")
+        return filled
+
+    def _stored(self, extractor: Extractor, wanted: list[str]) -> Iterator[tuple[str, np.ndarray | None]]:
+        """(sha, vector) of each stored entry of ``wanted`` (vector None: it fails its checksum). A store that
+        cannot be opened (deleted meanwhile, disk full, another version's files) is reported and read as empty
+        from there on: it is a cache, the run extracts instead."""
+        prefix, read = extractor.id, 0
         try:
             with self._open() as cache:
                 for start in range(0, len(wanted), _BATCH):
                     with cache.transact():  # one commit per batch for the access times LRU keeps
                         for sha in wanted[start : start + _BATCH]:
                             value = cache.get(f"{prefix}/{sha}")
-                            if value is None:
-                                continue
-                            vector = _decode(value)
-                            if vector is None:
-                                damaged += 1
-                                continue
-                            found[sha] = vector
+                            read += 1
+                            if value is not None:
+                                yield sha, _decode(value)
         except (OSError, sqlite3.Error, diskcache.Timeout, ValueError) as exc:
             log.warning("feature store %s unreadable (%s); extracting the %d images not read yet", self.directory,
-                        exc, len(wanted) - len(found))  # fmt: skip
-        widths = {v.shape[0] for v in found.values()}
-        if len(widths) > 1:  # a torn or foreign store: trust none of it
-            log.warning(
-                "feature store %s holds vectors of widths %s for one extractor; extracting all",
-                self.directory,
-                sorted(widths),
-            )
-            return {}
-        if damaged:
-            log.warning(
-                "feature store %s: %d entries do not match their checksum; extracting them again",
-                self.directory,
-                damaged,
-            )
-        return found
+                        exc, len(wanted) - read)  # fmt: skip
+
+    def _report_damaged(self, count: int, problem: str) -> None:
+        if count:
+            log.warning("feature store %s: %d entries %s; extracting them again", self.directory, count, problem)
 
     def save(self, extractor: Extractor, vectors: dict[str, np.ndarray]) -> None:
         """Store vectors by image sha256, in batches, then evict least-recently-used entries above the cap.

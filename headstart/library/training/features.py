@@ -72,16 +72,20 @@ def extract(
     accelerator = resolve_accelerator("cpu" if session else device, "fp32")
     accelerator.prepare(model)
     model.eval()
-    chunks = []
+    features, done = np.empty((0, 0), dtype=np.float32), 0  # filled batch by batch: no list of chunks to concatenate
     with torch.inference_mode(), _exact_fp32():
         for batch in progress.iterate(loader, "extracting features", len(loader)):
             if session is not None:
-                chunks.append(run_session(session, batch[0]))
-                continue
-            images, _ = accelerator.to_device(*batch)
-            chunks.append(pooled_features(model, images, extractor.stages, extractor.pool).float().cpu())
+                chunk = run_session(session, batch[0])
+            else:
+                images, _ = accelerator.to_device(*batch)
+                chunk = pooled_features(model, images, extractor.stages, extractor.pool).float().cpu()
+            if not done:
+                features = np.empty((len(dataset), chunk.shape[1]), dtype=np.float32)
+            features[done : done + len(chunk)] = chunk.numpy()
+            done += len(chunk)
     model.to("cpu")
-    return torch.cat(chunks).numpy()
+    return features
 
 
 class StackInto:
@@ -186,29 +190,27 @@ def _features_through(
     device: str,
     session: InferenceSession | None = None,
 ) -> FeatureSet:
-    """:func:`features_for` on one engine: ``extractor.device`` names it (its store key), ``session`` runs it."""
+    """:func:`features_for` on one engine: ``extractor.device`` names it (its store key), ``session`` runs it.
+    One matrix, allocated once: stored vectors are read into their rows, the rest extracted into theirs."""
     shas = table["sha256"].tolist()
-    found = store.lookup(extractor, shas) if store is not None else {}
-    if found:  # an entry with a valid checksum but another width is damaged too (a foreign or edited store)
-        width = feature_width(model, extractor)
-        wrong = {sha for sha, vector in found.items() if vector.shape != (width,)}
-        if wrong:
-            log.warning("feature store %s: %d entries are not %d wide (damaged); extracting them again",
-                        store.directory, len(wrong), width)  # fmt: skip
-            found = {sha: vector for sha, vector in found.items() if sha not in wrong}
-    missing = table[~table["sha256"].isin(found)].drop_duplicates("sha256")
+    matrix = np.empty((len(shas), feature_width(model, extractor)), dtype=np.float32)  # ~5 kB an image
+    filled = store.read_into(extractor, shas, matrix) if store is not None else np.zeros(len(shas), dtype=bool)
+    missing = table[~filled].drop_duplicates("sha256")
     start = time.perf_counter()
     if len(missing):
         fresh = extract(model, missing, extractor, batch_size, workers, device, session)
         new = dict(zip(missing["sha256"], fresh, strict=True))
         if store is not None:
             store.save(extractor, new)
-        found.update(new)
+        if len(missing) == len(shas):  # every row extracted, each image once: those are the rows, in table order
+            matrix = fresh
+        else:
+            for row in np.flatnonzero(~filled):  # an image listed twice fills both rows
+                matrix[row] = new[shas[row]]
     seconds = time.perf_counter() - start
     log.info("features of %d images: %d from the store, %d extracted in %.1f s",
              len(set(shas)), len(set(shas)) - len(missing), len(missing), seconds)  # fmt: skip
     engine = ENGINE if extractor.device == ENGINE else "torch"
-    matrix = np.stack([found[s] for s in shas]).astype(np.float32, copy=False)  # one copy, not two: ~5 kB an image
     return FeatureSet(matrix, len(missing), seconds, engine)
 
 

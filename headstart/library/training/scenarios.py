@@ -201,8 +201,10 @@ def _train_features(model, split, classes, pre, params, run, lineage, world) -> 
     fit = (rows["split"] == "train").to_numpy() | (p.features_fit == "train+val")
     # every row (the default, train+val) is fitted on the matrix itself: a masked copy is one more feature matrix
     x_fit, y_fit = (feats.features, y) if fit.all() else (feats.features[fit], y[fit])
-    classifier, search = fit_classifier(p.classifier, p.classifier_c, p.seed, x_fit, y_fit, p.classifier_search_images)
-    row = {"epoch": 1, "train_accuracy": float(classifier.score(x_fit, y_fit)), **search}
+    classifier, search = fit_classifier(
+        p.classifier, p.classifier_c, p.seed, x_fit, y_fit, p.classifier_search_images, overwrite_x=True
+    )  # x_fit standardised in place (one feature matrix fewer at the peak): its own classifier scores it
+    row = {"epoch": 1, "train_accuracy": float(classifier[-1].score(x_fit, y_fit)), **search}
     del x_fit
     if (~fit).any():  # held-out validation rows (features_fit: train)
         row["val_accuracy"] = float(classifier.score(feats.features[~fit], y[~fit]))
