@@ -4,6 +4,7 @@ accuracy (mean ± sd) and wall time of train + evaluate with an empty feature st
 recipe in params.yaml is chosen from this table.
 
     .venv/bin/python benchmarks/recipes.py [--sizes 10 50 200] [--seeds 0 1 2] [--recipes NAME ...] [--set K=V ...]
+        [--combine "auto (default)+finetune-128" tta:finetune-128 ...]
 
 On a GPU worker (the prepared device check): --sizes 50 200 --recipes "auto (default)" plain-finetune
 --set train.device=cuda train.num_workers=8 (auto fine-tunes at the backbone's pretrained resolution there).
@@ -20,6 +21,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -54,6 +57,8 @@ RECIPES: dict[str, list[str]] = {
         "train.scenario=finetune", "train.freeze_stages=2", "train.warmup_epochs=1", "train.label_smoothing=0.1",
     ],
     "lp-ft": ["train.scenario=hybrid", "train.freeze_stages=2", "train.warmup_epochs=1", "train.label_smoothing=0.1"],
+    "lp-ft-128": ["train.scenario=hybrid", "model.input_size=128", "train.freeze_stages=2", "train.warmup_epochs=1",
+                  "train.label_smoothing=0.1"],
     "gradual": [
         "train.scenario=finetune", "train.freeze_stages=6", "train.unfreeze_milestones=[2,3,4,5]",
         "train.layer_decay=0.75", "train.warmup_epochs=1", "train.label_smoothing=0.1",
@@ -77,6 +82,7 @@ def one_run(idx_dir: Path, size: int, seed: int, recipe: str, work: Path, shared
     metrics = evaluate(result.model_dir, split, params.evaluate.batch_size, feature_store(params)).metrics
     if not shared_store:
         shutil.rmtree(store, ignore_errors=True)
+    KEPT[(size, seed, recipe)] = (result.model_dir, split, params, time.perf_counter() - start)
     return {
         "size": size,
         "seed": seed,
@@ -90,6 +96,52 @@ def one_run(idx_dir: Path, size: int, seed: int, recipe: str, work: Path, shared
         "train_seconds": trained - start,
         "input_size": result.config.pre.input_size,
     }
+
+
+KEPT: dict[tuple[int, int, str], tuple[Path, object, object, float]] = {}  # model, split, params, seconds
+
+
+def test_probabilities(size: int, seed: int, recipe: str, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A finished run's class probabilities on the fixed test set, in split order (and the true classes); ``flip``:
+    averaged with those of the horizontally flipped images (test-time augmentation)."""
+    from headstart.library.data.loader import ImageTable, make_loader
+    from headstart.library.data.transforms import build_transform
+    from headstart.library.evaluation.metrics import predict_from_store
+    from headstart.library.models.saved_model import load_predictor
+
+    model_dir, split, params, _ = KEPT[(size, seed, recipe)]
+    predictor = load_predictor(model_dir)
+    test = split[split["split"] == "test"]
+    if predictor.classifier is not None and not flip:
+        pred = predict_from_store(predictor, test, feature_store(params), params.evaluate.batch_size)
+        return pred.y_true, pred.probabilities
+    classes = predictor.config.classes
+    loader = make_loader(ImageTable(test, classes, build_transform(predictor.config.pre)), 64, False, 0)
+    truths, probs = [], []
+    for images, targets in loader:
+        proba = predictor.predict_proba(images)
+        probs.append((proba + predictor.predict_proba(images.flip(3))) / 2 if flip else proba)
+        truths.append(targets.numpy())
+    return np.concatenate(truths), np.concatenate(probs)
+
+
+def combined(size: int, seed: int, name: str) -> dict:
+    """A lever measured on finished runs, without a model format of its own: ``A+B`` averages two recipes' test
+    probabilities (an ensemble; its time is both runs'), ``tta:A`` averages recipe A's on the test images and
+    their mirror images. Test accuracy only (no validation figure: a probe fitted on train + val has none)."""
+    if name.startswith("tta:"):
+        recipe = name.removeprefix("tta:")
+        truth, proba = test_probabilities(size, seed, recipe, flip=True)
+        seconds = KEPT[(size, seed, recipe)][3]
+    else:
+        first, second = name.split("+")
+        truth, proba = test_probabilities(size, seed, first)
+        other_truth, other = test_probabilities(size, seed, second)
+        assert (truth == other_truth).all(), "the two runs scored different test rows"
+        proba = (proba + other) / 2
+        seconds = KEPT[(size, seed, first)][3] + KEPT[(size, seed, second)][3]
+    accuracy = float((proba.argmax(1) == truth).mean())
+    return {"size": size, "seed": seed, "recipe": name, "accuracy": accuracy, "seconds": seconds}
 
 
 def table(results: list[dict], sizes: list[int], recipes: list[str], column: str = "accuracy") -> str:
@@ -122,6 +174,10 @@ def main() -> None:
         "--shared-store", action="store_true", help="one feature store per seed (times: warm after the first run)"
     )
     parser.add_argument("--set", nargs="*", default=[], metavar="K=V", help="overrides after each recipe's own")
+    parser.add_argument(
+        "--combine", nargs="*", default=[], metavar="A+B|tta:A",
+        help="levers on the finished runs: A+B averages two recipes' test probabilities, tta:A adds flipped views",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     idx_dir = locate_idx_dir(cache_dir() / "debs")
@@ -131,6 +187,9 @@ def main() -> None:
             for seed in args.seeds:
                 for recipe in args.recipes:
                     results.append(one_run(idx_dir, size, seed, recipe, Path(tmp), args.shared_store, args.set))
+                    print(json.dumps(results[-1]), flush=True)
+                for name in args.combine:
+                    results.append(combined(size, seed, name))
                     print(json.dumps(results[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
@@ -142,7 +201,7 @@ def main() -> None:
         f"seeds {args.seeds}, {os.cpu_count()} cores, overrides {args.set}; "
         f"accuracy mean ± sd (mean wall time of train + evaluate)\n"
     )
-    sizes, recipes = args.table_sizes or args.sizes, args.table_recipes or args.recipes
+    sizes, recipes = args.table_sizes or args.sizes, args.table_recipes or [*args.recipes, *args.combine]
     print("Validation (what the default is chosen on):\n" + table(results, sizes, recipes, "validation"))
     print("\nTest (reported only):\n" + table(results, sizes, recipes))
 
