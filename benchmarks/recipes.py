@@ -47,6 +47,8 @@ RECIPES: dict[str, list[str]] = {
     "probe-224": ["train.scenario=features"],
     "probe-224-heldout": ["train.scenario=features", "train.features_fit=train"],  # the same without the val rows
     "probe-224-stages2": ["train.scenario=features", "model.feature_stages=2"],  # the last 2 stages, pooled
+    "probe-lite2": ["train.scenario=features", "model.backbone=tf_efficientnet_lite2",
+                    "model.weights=package:efficientnet-lite2"],  # a larger backbone's features (260 px)
     "plain-finetune": ["train.scenario=finetune"],
     "finetune-96": ["train.scenario=finetune", "model.input_size=96"],
     "finetune-128": ["train.scenario=finetune", "model.input_size=128"],
