@@ -103,7 +103,7 @@ def one_run(idx_dir: Path, size: int, seed: int, recipe: str, work: Path, shared
 KEPT: dict[tuple[int, int, str], tuple[Path, object, object, float]] = {}  # model, split, params, seconds
 
 
-def test_probabilities(size: int, seed: int, recipe: str, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def probabilities_on_test_set(size: int, seed: int, recipe: str, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A finished run's class probabilities on the fixed test set, in split order (and the true classes); ``flip``:
     averaged with those of the horizontally flipped images (test-time augmentation)."""
     from headstart.library.data.loader import ImageTable, make_loader
@@ -133,12 +133,12 @@ def combined(size: int, seed: int, name: str) -> dict:
     their mirror images. Test accuracy only (no validation figure: a probe fitted on train + val has none)."""
     if name.startswith("tta:"):
         recipe = name.removeprefix("tta:")
-        truth, proba = test_probabilities(size, seed, recipe, flip=True)
+        truth, proba = probabilities_on_test_set(size, seed, recipe, flip=True)
         seconds = KEPT[(size, seed, recipe)][3]
     else:
         first, second = name.split("+")
-        truth, proba = test_probabilities(size, seed, first)
-        other_truth, other = test_probabilities(size, seed, second)
+        truth, proba = probabilities_on_test_set(size, seed, first)
+        other_truth, other = probabilities_on_test_set(size, seed, second)
         assert (truth == other_truth).all(), "the two runs scored different test rows"
         proba = (proba + other) / 2
         seconds = KEPT[(size, seed, first)][3] + KEPT[(size, seed, second)][3]

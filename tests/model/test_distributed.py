@@ -110,10 +110,11 @@ def rank_process(root: int, rank: int) -> psutil.Process | None:
 
 
 DEAF_RANK = """
-import os, pathlib, signal, sys, time
+import os, pathlib, signal, sys
 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as a rank that missed torchrun's SIGTERM (lost before its exec)
 pathlib.Path(sys.argv[1], os.environ["RANK"]).write_text(str(os.getpid()))
-time.sleep(600)
+while True:  # until SIGKILLed: SIGTERM is ignored, so pause() never returns for it
+    signal.pause()
 """
 INTERRUPTED_LAUNCH = """
 import os, sys

@@ -80,7 +80,7 @@ def extract(
             else:
                 images, _ = accelerator.to_device(*batch)
                 chunk = pooled_features(model, images, extractor.stages, extractor.pool).float().cpu()
-            if not done:
+            if done == 0:  # the width is the first batch's
                 features = np.empty((len(dataset), chunk.shape[1]), dtype=np.float32)
             features[done : done + len(chunk)] = chunk.numpy()
             done += len(chunk)
